@@ -1,0 +1,208 @@
+"""One loaded model version: its onnxruntime session, dynamic batcher and statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mdeploy.batching import Batcher, BatchPolicy, Queued
+from mdeploy.errors import Internal, InvalidInput, MdeployError
+from protos import datatypes
+from protos.generated import model_config_pb2 as mc
+from servers import config as model_config
+from servers import runtime, validation
+from servers.signature import Signature
+from servers.statistics import VersionStatistics
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Work:
+    """A validated request waiting for a batch."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...]
+    rows: int
+
+    @property
+    def key(self) -> tuple[tuple[int, ...], ...]:
+        # Only requests whose non-batch dimensions agree can share a batch.
+        return tuple(array.shape[1:] for array in self.inputs.values())
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    device: str = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    default_max_batch_size: int = 64
+    default_max_queue_size: int = 1024
+
+
+def batch_policy(config: mc.ModelConfig, default_max_queue_size: int) -> BatchPolicy:
+    """Triton's dynamic_batching settings as a BatchPolicy (no dynamic_batching: no merging)."""
+    dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
+    queue = dynamic.default_queue_policy if dynamic is not None else None
+    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    return BatchPolicy(
+        max_batch_size=max(config.max_batch_size, 1),
+        max_queue_delay_s=(dynamic.max_queue_delay_microseconds / 1e6) if dynamic else 0.0,
+        preferred_batch_sizes=tuple(dynamic.preferred_batch_size) if dynamic else (),
+        max_queue_size=(queue.max_queue_size if queue and queue.max_queue_size else default_max_queue_size),
+        concurrency=instances,
+        merge=dynamic is not None and config.max_batch_size > 0,
+    )
+
+
+class ModelVersion:
+    """Serves requests for one version; create it with :meth:`load`."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        signature: Signature,
+        session: ort.InferenceSession,
+        options: RuntimeOptions,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.config = config
+        self.signature = signature
+        self.statistics = VersionStatistics()
+        self._session: ort.InferenceSession | None = session
+        policy = batch_policy(config, options.default_max_queue_size)
+        self._executor = ThreadPoolExecutor(policy.concurrency, thread_name_prefix=f"{name}-v{version}")
+        self._batcher: Batcher[Work, Tensors] = Batcher(
+            policy, self._run_batch, size_of=lambda w: w.rows, key_of=lambda w: w.key, name=f"model '{name}'"
+        )
+        queue = config.dynamic_batching.default_queue_policy
+        self._default_timeout_s = queue.default_timeout_microseconds / 1e6 or None
+
+    @classmethod
+    async def load(
+        cls, name: str, version: int, path: Path, config: mc.ModelConfig, options: RuntimeOptions
+    ) -> ModelVersion:
+        """Open the ONNX file, complete and check the config, warm up; raises ModelLoadError."""
+        session = await asyncio.to_thread(
+            runtime.create_session,
+            path,
+            config,
+            device=options.device,
+            intra_op_threads=options.intra_op_threads,
+            inter_op_threads=options.inter_op_threads,
+        )
+        onnx_signature = runtime.session_signature(session, name)
+        completed = model_config.complete(config, name, onnx_signature, options.default_max_batch_size)
+        signature = model_config.serving_signature(completed, onnx_signature)
+        served = cls(name, version, completed, signature, session, options)
+        await asyncio.to_thread(served._warm_up)
+        return served
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self.config.max_batch_size)
+
+    @property
+    def queue_length(self) -> int:
+        return self._batcher.queue_length
+
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout_s: float | None
+    ) -> Tensors:
+        """Validate, queue for a batch, run, and return the requested outputs."""
+        started = time.perf_counter_ns()
+        ok = False
+        try:
+            rows = validation.check_inputs(self.signature, inputs, self.max_batch_size)
+            wanted = validation.check_outputs(self.signature, outputs)
+            timeout = min(filter(None, (timeout_s, self._default_timeout_s)), default=None)
+            result = await self._batcher.submit(Work(inputs, wanted, rows), timeout_s=timeout)
+            ok = True
+            return result
+        finally:
+            self.statistics.record_request(ok, time.perf_counter_ns() - started, None)
+
+    async def _run_batch(self, batch: Sequence[Queued[Work]]) -> Sequence[Tensors | BaseException]:
+        loop = asyncio.get_running_loop()
+        works = [entry.item for entry in batch]
+        results, timings = await loop.run_in_executor(self._executor, self._execute, works)
+        for entry in batch:
+            self.statistics.queue.add(entry.started_ns - entry.enqueued_ns)
+        self.statistics.record_execution(sum(w.rows for w in works), len(works), *timings)
+        return results
+
+    def _execute(self, works: list[Work]) -> tuple[list[Tensors | BaseException], tuple[int, int, int]]:
+        """Merge, run and split one batch (in a worker thread)."""
+        session = self._session
+        if session is None:
+            raise Internal(f"model '{self.name}' version {self.version} is unloaded")
+        t0 = time.perf_counter_ns()
+        feeds = self._merge(works)
+        names = sorted({name for w in works for name in w.outputs})
+        t1 = time.perf_counter_ns()
+        try:
+            arrays = session.run(names, feeds)
+        except ort.capi.onnxruntime_pybind11_state.InvalidArgument as error:
+            raise InvalidInput(f"model '{self.name}' rejected the input: {error}") from None
+        except Exception as error:
+            raise Internal(f"model '{self.name}' failed to run: {error}") from None
+        t2 = time.perf_counter_ns()
+        results = self._split(works, dict(zip(names, arrays, strict=True)))
+        return results, (t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+    def _merge(self, works: list[Work]) -> Tensors:
+        if len(works) == 1:
+            return {name: np.ascontiguousarray(a) for name, a in works[0].inputs.items()}
+        return {
+            spec.name: np.concatenate([w.inputs[spec.name] for w in works]) for spec in self.signature.inputs
+        }
+
+    def _split(self, works: list[Work], outputs: Tensors) -> list[Tensors | BaseException]:
+        if len(works) == 1:
+            return [{name: outputs[name] for name in works[0].outputs}]
+        total = sum(w.rows for w in works)
+        for name, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != total:
+                error = Internal(f"model '{self.name}': output '{name}' has no batch dimension of {total}")
+                return [error] * len(works)
+        results: list[Tensors | BaseException] = []
+        offset = 0
+        for w in works:
+            results.append({name: outputs[name][offset : offset + w.rows] for name in w.outputs})
+            offset += w.rows
+        return results
+
+    def _warm_up(self) -> None:
+        """One zero-filled row through the model so the first request is not slow."""
+        shapes = [spec.shape[1:] if self.max_batch_size else spec.shape for spec in self.signature.inputs]
+        if any(-1 in shape for shape in shapes) or any(s.datatype == "BYTES" for s in self.signature.inputs):
+            return
+        feeds = {
+            spec.name: np.zeros(
+                ((1,) if self.max_batch_size else ()) + shape, datatypes.to_numpy(spec.datatype)
+            )
+            for spec, shape in zip(self.signature.inputs, shapes, strict=True)
+        }
+        try:
+            self._execute([Work(feeds, tuple(s.name for s in self.signature.outputs), 1)])
+        except MdeployError as error:
+            log.warning("warm-up of %s v%d failed: %s", self.name, self.version, error.message)
+
+    async def close(self) -> None:
+        """Finish queued requests, then free the session."""
+        await self._batcher.close(drain=True)
+        self._executor.shutdown(wait=True)
+        self._session = None

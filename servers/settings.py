@@ -1,0 +1,90 @@
+"""Settings of one inference server process.
+
+Read, highest precedence first, from command-line flags (``servers.cli``), environment
+variables prefixed ``MDEPLOY_SERVER_``, and an optional JSON or TOML file named by
+``--settings-file`` / ``MDEPLOY_SERVER_SETTINGS_FILE``. Each field is documented once, here.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class ModelControlMode(StrEnum):
+    """How models get loaded (the meaning of tritonserver's ``--model-control-mode``)."""
+
+    NONE = "none"
+    """Load every model of the repository at start; load/unload RPCs are refused."""
+    EXPLICIT = "explicit"
+    """Load only ``load_models`` at start; clients load and unload with the repository RPCs."""
+
+
+class ServerSettings(BaseSettings):
+    """Everything an ``mdeploy-server`` process can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="MDEPLOY_SERVER_", extra="forbid")
+
+    model_repository: Path | None = None
+    """Triton-layout repository: ``<repo>/<model>/config.pbtxt``, ``<repo>/<model>/<version>/model.onnx``.
+    None serves an empty repository (models arrive with RepositoryModelLoad file overrides)."""
+    grpc_address: str = "127.0.0.1"
+    """Address to listen on; 0.0.0.0 to accept connections from other machines."""
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """Port to listen on; 0 picks a free one (the chosen port is logged)."""
+    model_control_mode: ModelControlMode = ModelControlMode.NONE
+    load_models: list[str] = Field(default_factory=list)
+    """Models loaded at start in explicit mode; ``*`` loads all."""
+    device: str = "auto"
+    """Execution provider: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:<n>``."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    inter_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads across independent operators; 0 lets onnxruntime choose."""
+    default_max_batch_size: int = Field(default=64, ge=0)
+    """max_batch_size given to models without config.pbtxt whose ONNX has a dynamic batch dimension."""
+    default_max_queue_size: int = Field(default=1024, ge=1)
+    """Requests that may wait per model version when the config sets no max_queue_size."""
+    max_receive_message_mb: int = Field(default=256, ge=1, le=2047)
+    """Largest gRPC message accepted, in MiB (a load request carries the whole model)."""
+    max_send_message_mb: int = Field(default=256, ge=1, le=2047)
+    """Largest gRPC message sent, in MiB."""
+    max_elements_per_input: int = Field(default=64 * MiB, ge=1)
+    """Largest element count of one input tensor; larger requests get INVALID_ARGUMENT."""
+    exit_timeout_secs: float = Field(default=30.0, ge=0)
+    """Grace period on SIGTERM/SIGINT: in-flight requests may finish for this long."""
+    work_dir: Path | None = None
+    """Where models received over the wire are written; None uses a temporary folder."""
+    log_level: str = "INFO"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<n>, not {value!r}")
+
+    @property
+    def max_receive_message_bytes(self) -> int:
+        return self.max_receive_message_mb * MiB
+
+    @property
+    def max_send_message_bytes(self) -> int:
+        return self.max_send_message_mb * MiB
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Settings from a .json or .toml file (keys are field names)."""
+    text = path.read_text()
+    data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table/object of settings")
+    return data

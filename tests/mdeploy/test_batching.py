@@ -1,0 +1,183 @@
+"""The dynamic batcher: when it sends, what it merges, and how it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from mdeploy.batching import Batcher, BatchPolicy, Queued
+from mdeploy.errors import DeadlineExceeded, InvalidInput, ResourceExhausted
+
+
+class Recorder:
+    """A run function that records batches and can be held or made to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+        self.fail_with: Exception | None = None
+
+    async def __call__(self, batch: Sequence[Queued[int]]) -> Sequence[int | BaseException]:
+        self.batches.append([entry.item for entry in batch])
+        self.started.set()
+        await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [entry.item * 10 if entry.item >= 0 else ValueError("negative") for entry in batch]
+
+
+async def test_lone_request_goes_at_once_without_delay() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=8), run)
+    started = time.perf_counter()
+    assert await batcher.submit(4) == 40
+    assert time.perf_counter() - started < 0.05
+    assert run.batches == [[4]]
+    await batcher.close()
+
+
+async def test_arrivals_while_a_batch_runs_form_the_next_batch() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=8), run)
+    run.gate.clear()
+    first = asyncio.create_task(batcher.submit(0))
+    await run.started.wait()
+    others = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    run.gate.set()
+    assert await asyncio.gather(first, *others) == [0, 10, 20, 30, 40, 50]
+    assert run.batches == [[0], [1, 2, 3, 4, 5]]
+    await batcher.close()
+
+
+async def test_batches_never_exceed_max_size() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=4, max_queue_delay_s=0.05), run)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 10 for i in range(10)]
+    assert [len(b) for b in run.batches] == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_delay_waits_for_the_batch_to_fill_then_sends() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=64, max_queue_delay_s=0.2), run)
+    started = time.perf_counter()
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(batcher.submit(2))
+    assert list(await asyncio.gather(first, second)) == [10, 20]
+    assert 0.15 < time.perf_counter() - started < 1.0
+    assert run.batches == [[1, 2]]
+    await batcher.close()
+
+
+async def test_preferred_size_sends_without_waiting_out_the_delay() -> None:
+    run = Recorder()
+    policy = BatchPolicy(max_batch_size=64, max_queue_delay_s=5.0, preferred_batch_sizes=(3,))
+    batcher: Batcher[int, int] = Batcher(policy, run)
+    started = time.perf_counter()
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == [0, 10, 20]
+    assert time.perf_counter() - started < 1.0
+    await batcher.close()
+
+
+async def test_size_of_counts_rows_and_key_of_keeps_shapes_apart() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(
+        BatchPolicy(max_batch_size=10, max_queue_delay_s=0.05),
+        run,
+        size_of=lambda i: i,
+        key_of=lambda i: i % 2,
+    )
+    await asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3, 4, 5)))
+    assert sorted(sorted(batch) for batch in run.batches) == [[1, 3, 5], [2, 4]]
+    with pytest.raises(InvalidInput, match="larger than the maximum batch size 10"):
+        await batcher.submit(11)
+    await batcher.close()
+
+
+async def test_failed_batch_fails_every_request_with_its_error() -> None:
+    run = Recorder()
+    run.fail_with = RuntimeError("model exploded")
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=8, max_queue_delay_s=0.05), run)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert [str(r) for r in results] == ["model exploded"] * 3
+    run.fail_with = None
+    assert await batcher.submit(7) == 70
+    await batcher.close()
+
+
+async def test_one_failed_item_does_not_fail_its_neighbours() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=8, max_queue_delay_s=0.05), run)
+    results = await asyncio.gather(batcher.submit(1), batcher.submit(-1), return_exceptions=True)
+    assert results[0] == 10
+    assert isinstance(results[1], ValueError)
+    await batcher.close()
+
+
+async def test_full_queue_refuses_with_resource_exhausted() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=1, max_queue_size=2), run)
+    running = asyncio.create_task(batcher.submit(0))
+    await run.started.wait()
+    waiting = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        await batcher.submit(3)
+    run.gate.set()
+    assert await asyncio.gather(running, *waiting) == [0, 10, 20]
+    await batcher.close()
+
+
+async def test_request_that_times_out_in_queue_gets_deadline_exceeded() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=1), run)
+    running = asyncio.create_task(batcher.submit(0))
+    await run.started.wait()
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(1, timeout_s=0.05)
+    assert batcher.queue_length == 0
+    run.gate.set()
+    assert await running == 0
+    assert run.batches == [[0]]
+    await batcher.close()
+
+
+async def test_cancelled_request_leaves_the_queue() -> None:
+    run = Recorder()
+    run.gate.clear()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=1), run)
+    running = asyncio.create_task(batcher.submit(0))
+    await run.started.wait()
+    abandoned = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queue_length == 0
+    run.gate.set()
+    await running
+    await batcher.close()
+    assert run.batches == [[0]]
+
+
+async def test_close_drains_waiting_requests() -> None:
+    run = Recorder()
+    batcher: Batcher[int, int] = Batcher(BatchPolicy(max_batch_size=2), run)
+    pending = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    await batcher.close(drain=True)
+    assert [await p for p in pending] == [0, 10, 20, 30, 40]
+
+
+def test_policy_rejects_nonsense_bounds() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        BatchPolicy(max_batch_size=0)
