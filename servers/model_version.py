@@ -133,7 +133,7 @@ class ModelVersion:
             ok = True
             return result
         finally:
-            self.statistics.record_request(ok, time.perf_counter_ns() - started, None)
+            self.statistics.record_request(ok, time.perf_counter_ns() - started)
 
     async def _run_batch(self, batch: Sequence[Queued[Work]]) -> Sequence[Tensors | BaseException]:
         loop = asyncio.get_running_loop()

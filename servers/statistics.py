@@ -56,8 +56,6 @@ class VersionStatistics:
         self.compute_infer.add(infer_ns * requests, requests)
         self.compute_output.add(output_ns * requests, requests)
 
-    def record_request(self, ok: bool, total_ns: int, queue_ns: int | None) -> None:
-        """One finished request; ``queue_ns`` is None when it never reached a batch."""
+    def record_request(self, ok: bool, total_ns: int) -> None:
+        """One finished request and its time in the server (queue and compute included)."""
         (self.success if ok else self.fail).add(total_ns)
-        if ok and queue_ns is not None:
-            self.queue.add(queue_ns)
