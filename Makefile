@@ -4,9 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,tensorflow,loadtest
 
-.PHONY: setup serve test lint protos bench clean
+.PHONY: setup system-deps serve test lint protos bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-deps
+
+# Debian packages the tests and benchmarks use: a real redis-server, and wrk as load generator.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null || \
+		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk )
 
 # Re-run pip only when the declared dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -16,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 serve: setup
-	$(BIN)/python -m examples.serve_demo
+	$(BIN)/mdeploy serve --demo
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ It only queues and times. What a batch means (concatenating tensors, a gRPC call
 * With ``max_queue_delay_s`` 0 the batch goes at once: a lone request adds no delay, and
   requests that arrive while workers are busy accumulate into the next batch. With a delay,
   the worker waits up to that long after the oldest item for the batch to fill (or reach a
-  preferred size).
+  preferred size); ``adaptive`` waits so only while another batch is in flight.
 * ``concurrency`` workers run batches at the same time (Triton's instance count).
 * A full queue refuses new items (``ResourceExhausted``); an item whose deadline passes while
   it waits fails with ``DeadlineExceeded``; a batch that raises fails each of its items with
@@ -46,6 +46,8 @@ class BatchPolicy:
     """Batches run at the same time."""
     merge: bool = True
     """False runs each item alone (a model without dynamic batching)."""
+    adaptive: bool = False
+    """Wait out the delay only while another batch is in flight: no added latency at low load."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_queue_size < 1 or self.concurrency < 1:
@@ -175,6 +177,8 @@ class Batcher(Generic[T, R]):
     async def _wait_for_fill(self) -> None:
         policy = self.policy
         if policy.max_queue_delay_s <= 0 or not policy.merge:
+            return
+        if policy.adaptive and self.batches_in_flight == 0:
             return
         first = self._queue[0]
         send_at = first.enqueued_ns / 1e9 + policy.max_queue_delay_s

@@ -16,9 +16,11 @@ class MdeployError(Exception):
     http_status: int = 500
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Extra HTTP response headers (Retry-After, X-RateLimit-*, WWW-Authenticate...).
+        self.headers: dict[str, str] = headers or {}
 
 
 class InvalidInput(MdeployError):

@@ -16,9 +16,9 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 
 from mdeploy.errors import InvalidInput, ModelLoadError
+from mdeploy.signature import Signature, TensorSpec, dims_compatible, narrower
 from protos import datatypes
 from protos.generated import model_config_pb2 as mc
-from servers.signature import Signature, TensorSpec, dims_compatible, narrower
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from mdeploy import validation
 from mdeploy.batching import Batcher, BatchPolicy, Queued
 from mdeploy.errors import Internal, InvalidInput, MdeployError
+from mdeploy.signature import Signature
 from protos import datatypes
 from protos.generated import model_config_pb2 as mc
 from servers import config as model_config
-from servers import runtime, validation
-from servers.signature import Signature
+from servers import runtime
 from servers.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)

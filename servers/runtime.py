@@ -9,9 +9,9 @@ from typing import Any
 import onnxruntime as ort
 
 from mdeploy.errors import ModelLoadError
+from mdeploy.signature import Signature, TensorSpec
 from protos import datatypes
 from protos.generated import model_config_pb2 as mc
-from servers.signature import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from mdeploy.errors import InvalidInput, Unsupported
+from mdeploy.signature import TensorSpec
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from servers.model_version import ModelVersion
 from servers.repository import IndexEntry, ServedModel
-from servers.signature import TensorSpec
 from servers.statistics import Duration, VersionStatistics
 
 # Parameters of a requested output that these servers understand ("binary_data" is an HTTP

@@ -20,11 +20,18 @@ class Recorder:
         self.gate = asyncio.Event()
         self.gate.set()
         self.started = asyncio.Event()
+        self.recorded = asyncio.Condition()
         self.fail_with: Exception | None = None
+
+    async def wait_for_batches(self, count: int) -> None:
+        async with self.recorded:
+            await self.recorded.wait_for(lambda: len(self.batches) >= count)
 
     async def __call__(self, batch: Sequence[Queued[int]]) -> Sequence[int | BaseException]:
         self.batches.append([entry.item for entry in batch])
         self.started.set()
+        async with self.recorded:
+            self.recorded.notify_all()
         await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
@@ -181,3 +188,29 @@ async def test_close_drains_waiting_requests() -> None:
 def test_policy_rejects_nonsense_bounds() -> None:
     with pytest.raises(ValueError, match=">= 1"):
         BatchPolicy(max_batch_size=0)
+
+
+async def test_adaptive_batcher_sends_a_lone_request_at_once_despite_a_delay() -> None:
+    run = Recorder()
+    policy = BatchPolicy(max_batch_size=64, max_queue_delay_s=5.0, adaptive=True, concurrency=2)
+    batcher: Batcher[int, int] = Batcher(policy, run)
+    started = time.perf_counter()
+    assert await batcher.submit(1) == 10
+    assert time.perf_counter() - started < 0.5
+    await batcher.close()
+
+
+async def test_adaptive_batcher_accumulates_while_a_batch_is_in_flight() -> None:
+    run = Recorder()
+    policy = BatchPolicy(max_batch_size=4, max_queue_delay_s=5.0, adaptive=True, concurrency=2)
+    batcher: Batcher[int, int] = Batcher(policy, run)
+    run.gate.clear()
+    first = asyncio.create_task(batcher.submit(0))
+    await run.started.wait()
+    # The second worker now waits for a full batch (4) instead of sending 1 alone.
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 5)]
+    await run.wait_for_batches(2)
+    run.gate.set()
+    assert await asyncio.gather(first, *rest) == [0, 10, 20, 30, 40]
+    assert run.batches == [[0], [1, 2, 3, 4]]
+    await batcher.close()

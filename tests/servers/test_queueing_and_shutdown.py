@@ -93,22 +93,34 @@ async def test_reloading_a_model_never_interrupts_its_requests(
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         stop = asyncio.Event()
+        codes: list[grpc.StatusCode] = []
+        answered = asyncio.Condition()
 
-        async def traffic() -> list[grpc.StatusCode]:
-            codes = []
+        async def traffic() -> None:
             while not stop.is_set():
-                codes.append(await call(stub, request("live")))
-            return codes
+                code = await call(stub, request("live"))
+                async with answered:
+                    codes.append(code)
+                    answered.notify_all()
+
+        async def more_answers(count: int) -> None:
+            target = len(codes) + count
+            async with answered:
+                await answered.wait_for(lambda: len(codes) >= target)
 
         clients = [asyncio.create_task(traffic()) for _ in range(4)]
         for version in (2, 3, 4):
+            await more_answers(10)  # traffic is flowing before each reload...
             write_version(tmp_path, "live", version, mlp([64, 64, 10], seed=version))
-            await stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="live"), timeout=60)
+            load_request = pb.RepositoryModelLoadRequest(model_name="live")
+            reload = stub.RepositoryModelLoad(load_request, timeout=60)  # starts the call at once
+            await more_answers(10)  # ...and while it runs
+            await reload
             metadata = await stub.ModelMetadata(pb.ModelMetadataRequest(name="live"), timeout=10)
             assert metadata.versions == [str(version)]
         stop.set()
-        codes = [code for task in clients for code in await task]
-    assert len(codes) > 20
+        await asyncio.gather(*clients)
+    assert len(codes) >= 60
     assert set(codes) == {grpc.StatusCode.OK}
 
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mdeploy.errors import InvalidInput
+from mdeploy.signature import Signature, TensorSpec
 from protos import datatypes
-from servers.signature import Signature, TensorSpec
 
 
 def _shape_error(spec: TensorSpec, shape: tuple[int, ...], batched: bool) -> InvalidInput:

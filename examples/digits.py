@@ -1,0 +1,133 @@
+"""The demo models: scikit-learn's bundled digits (8x8 images, no download), two ways.
+
+Both take ``pixels`` FP32 [-1, 64] (raw values 0..16) and return ``probabilities`` FP32
+[-1, 10] indexed by the labels "0".."9"; the scikit-learn pipeline also returns ``label``
+INT64 [-1]. Training takes seconds and uses fixed seeds.
+
+    python -m examples.digits OUT_DIR    # writes OUT_DIR/digits-sklearn.pkg, digits-keras.pkg
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.package import Steps, build
+
+SEED = 0
+LABELS = [str(digit) for digit in range(10)]
+SAMPLE_ROWS = 16
+
+
+@dataclass(frozen=True)
+class Digits:
+    """The digits data set split into training and test rows (float32 pixels, int64 labels)."""
+
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def load_data() -> Digits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x.astype(np.float32), y.astype(np.int64), test_size=0.25, random_state=SEED, stratify=y
+    )
+    return Digits(x_train, x_test, y_train, y_test)
+
+
+def train_sklearn(data: Digits) -> Any:
+    """StandardScaler + LogisticRegression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=SEED))
+    return pipeline.fit(data.x_train, data.y_train)
+
+
+def train_keras(data: Digits, epochs: int = 20) -> Any:
+    """A small dense network; rescaling to 0..1 is part of the model, so it takes raw pixels."""
+    from converters.keras import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(SEED)
+    pixels = keras.Input(shape=(64,), name="pixels")
+    hidden = keras.layers.Rescaling(1.0 / 16.0)(pixels)
+    hidden = keras.layers.Dense(32, activation="relu")(hidden)
+    probabilities = keras.layers.Dense(10, activation="softmax")(hidden)
+    model = keras.Model(pixels, probabilities, name="digits")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    return model
+
+
+def sklearn_accuracy(model: Any, data: Digits) -> float:
+    return float(np.mean(model.predict(data.x_test) == data.y_test))
+
+
+def keras_accuracy(model: Any, data: Digits) -> float:
+    predicted = np.argmax(np.asarray(model(data.x_test, training=False)), axis=1)
+    return float(np.mean(predicted == data.y_test))
+
+
+def build_demo_packages(
+    out_dir: str | Path, *, created_at: datetime | None = None, steps: Steps | None = None
+) -> list[Path]:
+    """Train both demo models and write ``digits-sklearn.pkg`` and ``digits-keras.pkg``."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = load_data()
+    common: dict[str, Any] = {
+        "samples": data.x_test[:SAMPLE_ROWS],
+        "input_names": ["pixels"],
+        "labels": LABELS,
+        "labels_output": "probabilities",
+        "tags": ["demo", "digits"],
+        "created_at": created_at,
+        "steps": steps,
+    }
+    pipeline = train_sklearn(data)
+    sklearn_pkg = build(
+        pipeline,
+        folder / "digits-sklearn.pkg",
+        name="digits-sklearn",
+        output_names=["label", "probabilities"],
+        description="Handwritten digits 0-9 (8x8): StandardScaler + LogisticRegression.",
+        metrics={"accuracy": sklearn_accuracy(pipeline, data)},
+        **common,
+    )
+    network = train_keras(data)
+    keras_pkg = build(
+        network,
+        folder / "digits-keras.pkg",
+        name="digits-keras",
+        output_names=["probabilities"],
+        description="Handwritten digits 0-9 (8x8): a small dense Keras network.",
+        metrics={"accuracy": keras_accuracy(network, data)},
+        **common,
+    )
+    return [sklearn_pkg.path, keras_pkg.path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m examples.digits OUT_DIR", file=sys.stderr)
+        return 2
+    for path in build_demo_packages(args[0]):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The guard in front of every route but health and metrics: key → scope → model → rate limit.
+
+``Auth.authorize`` is protocol-neutral (the coming gRPC front end passes the key from its
+metadata); ``requires`` adapts it to Starlette endpoints. Requests are rate-limited only once
+they are authorised, so a key's budget is spent on requests it was allowed to make.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from gateway.auth.keys import KeyRecord, KeyStore
+from gateway.auth.ratelimit import RateLimiter, RateLimitState
+from gateway.auth.scopes import Scope
+from gateway.settings import GatewaySettings
+from mdeploy.errors import MdeployError, PermissionDenied, ResourceExhausted, Unauthenticated
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+SCOPE_ATTRIBUTE = "__mdeploy_scope__"
+"""Set on guarded endpoints to the scope they require, so tests can check the route table."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An authorised request: whose key, and where its rate limit stands."""
+
+    key: KeyRecord
+    rate: RateLimitState
+
+
+@dataclass
+class Auth:
+    """API keys and rate limits of one gateway process (``app.state.auth``)."""
+
+    keys: KeyStore
+    limiter: RateLimiter
+    rate_limited: Counter | None = None
+    """Counts requests refused with 429, labelled by scope (the gateway's metrics)."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: GatewaySettings, connection: sqlite3.Connection, rate_limited: Counter | None = None
+    ) -> Auth:
+        defaults = {
+            Scope.PREDICT: settings.rate_limit_predict,
+            Scope.FEEDBACK: settings.rate_limit_feedback,
+            Scope.ADMIN: settings.rate_limit_admin,
+        }
+        limiter = RateLimiter(settings.rate_limit_storage, defaults, settings.rate_limit_fail_open)
+        return cls(KeyStore(connection), limiter, rate_limited)
+
+    async def authorize(self, presented: str | None, scope: Scope, model: str | None = None) -> Grant:
+        """Raises Unauthenticated, PermissionDenied, ResourceExhausted or Unavailable."""
+        key = self.keys.verify(presented)
+        if not key.has_scope(scope):
+            held = ", ".join(sorted(key.scopes))
+            raise PermissionDenied(f"API key {key.id} lacks the {scope.value!r} scope (it has: {held})")
+        if model is not None and not key.allows_model(model):
+            raise PermissionDenied(f"API key {key.id} may not use model {model!r}")
+        try:
+            return Grant(key, await self.limiter.hit(key, scope))
+        except ResourceExhausted:
+            if self.rate_limited is not None:
+                self.rate_limited.labels(scope.value).inc()
+            raise
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+
+
+def requires(scope: Scope, *, model_param: str | None = None) -> Callable[[Endpoint], Endpoint]:
+    """Guard a Starlette endpoint; the key's record is at ``request.state.api_key``."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            grant = await _authorize(request, scope, model_param)
+            request.state.api_key = grant.key
+            try:
+                response = await endpoint(request)
+            except MdeployError as error:
+                error.headers = {**grant.rate.headers(), **error.headers}
+                raise
+            response.headers.update(grant.rate.headers())
+            return response
+
+        setattr(guarded, SCOPE_ATTRIBUTE, scope)
+        return guarded
+
+    return decorate
+
+
+def required_scope(endpoint: object) -> Scope | None:
+    """The scope a guarded endpoint requires; None for an unguarded one."""
+    scope = getattr(endpoint, SCOPE_ATTRIBUTE, None)
+    return scope if isinstance(scope, Scope) else None
+
+
+def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Scope | None]:
+    """``{"GET /path": scope or None}`` for every endpoint route, descending into mounts."""
+    table: dict[str, Scope | None] = {}
+    for route in routes:
+        if isinstance(route, Mount):
+            table.update(route_scopes(route.routes, prefix + route.path))
+        elif isinstance(route, Route):
+            methods = ",".join(sorted(route.methods or {"*"}))
+            table[f"{methods} {prefix}{route.path}"] = required_scope(route.endpoint)
+    return table
+
+
+async def _authorize(request: Request, scope: Scope, model_param: str | None) -> Grant:
+    auth: Auth = request.app.state.auth
+    model = request.path_params.get(model_param) if model_param else None
+    try:
+        return await auth.authorize(_presented_key(request), scope, model)
+    except Unauthenticated as error:
+        error.headers.setdefault("WWW-Authenticate", "Bearer")
+        raise
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return request.headers.get("x-api-key")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must read 'Bearer <key>'")
+    return token.strip()

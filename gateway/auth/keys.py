@@ -1,0 +1,287 @@
+"""API keys: ``mdk_<id>_<secret>``, shown once, stored only as a hash, checked on every request.
+
+The id is public (it names the key in lists, logs and rate-limit counters); the secret is 43
+random base62 characters (~256 bits). The database keeps ``sha256(secret)``: a slow password
+hash (bcrypt, argon2) defends guessable human passwords, but nobody can enumerate a 256-bit
+secret, so a fast hash loses nothing and keeps verification at microseconds per request.
+
+Every request looks its key up by primary key, so a revocation written by any process sharing
+the database takes effect at the next request of every gateway process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import string
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.auth.ratelimit import parse_rate_limit
+from gateway.auth.scopes import Scope, parse_scopes
+from gateway.db import ensure_schema
+from mdeploy.errors import InvalidInput, NotFound, Unauthenticated
+
+PREFIX = "mdk"
+_ID_BYTES = 8
+_SECRET_LENGTH = 43
+_BASE62 = string.ascii_letters + string.digits
+_KEY_FORMAT = re.compile(rf"^{PREFIX}_([0-9a-f]{{{2 * _ID_BYTES}}})_([A-Za-z0-9]{{{_SECRET_LENGTH}}})$")
+_MAX_NAME = 200
+_MAX_MODELS = 1000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,          -- JSON array of scope names
+    models TEXT,                   -- JSON array of model names; NULL: every model
+    rate_limit TEXT,               -- e.g. '100/minute'; NULL: the scope's default
+    created_at REAL NOT NULL,      -- seconds since the epoch
+    expires_at REAL,
+    revoked_at REAL
+) STRICT;
+"""
+
+_COLUMNS = "id, name, scopes, models, rate_limit, created_at, expires_at, revoked_at"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the gateway knows about a key (never its secret)."""
+
+    id: str
+    name: str
+    scopes: frozenset[Scope]
+    models: tuple[str, ...] | None
+    rate_limit: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def has_scope(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": [scope.value for scope in sorted(self.scopes)],
+            "models": list(self.models) if self.models is not None else None,
+            "rate_limit": self.rate_limit,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "status": self.status(now),
+        }
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: its record and the full key string, which exists nowhere else after this."""
+
+    record: KeyRecord
+    key: str
+
+
+class KeyStore:
+    """API keys in the gateway's SQLite database."""
+
+    def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
+        ensure_schema(connection, SCHEMA)
+        self._db = connection
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def create(
+        self,
+        scopes: Iterable[str],
+        *,
+        models: Iterable[str] | None = None,
+        rate_limit: str | None = None,
+        expires_at: datetime | None = None,
+        name: str = "",
+    ) -> CreatedKey:
+        """Create a key; raises InvalidInput saying what to fix."""
+        record = KeyRecord(
+            id=secrets.token_hex(_ID_BYTES),
+            name=_check_name(name),
+            scopes=parse_scopes(scopes),
+            models=_check_models(models),
+            rate_limit=_check_rate_limit(rate_limit),
+            created_at=self.now(),
+            expires_at=self._check_expiry(expires_at),
+            revoked_at=None,
+        )
+        secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
+        self._insert(record, _digest(secret))
+        return CreatedKey(record, f"{PREFIX}_{record.id}_{secret}")
+
+    def list(self) -> list[KeyRecord]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+        return [_record(row) for row in rows]
+
+    def get(self, key_id: str) -> KeyRecord:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}")
+        return _record(row)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key at once; revoking a revoked key changes nothing."""
+        self._db.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (self._clock(), key_id)
+        )
+        return self.get(key_id)
+
+    def verify(self, presented: str | None) -> KeyRecord:
+        """The record of a valid key; raises Unauthenticated saying what is wrong with it."""
+        key_id, secret = _split(presented)
+        row = self._db.execute(
+            f"SELECT {_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,)
+        ).fetchone()
+        # A wrong secret reads like an unknown id, so nobody learns which ids exist.
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
+            raise Unauthenticated(f"unknown API key {PREFIX}_{key_id}_...; check the key or create a new one")
+        record = _record(row)
+        if record.revoked_at is not None:
+            raise Unauthenticated(f"API key {record.id} was revoked at {_iso(record.revoked_at)}")
+        if record.expires_at is not None and record.expires_at <= self.now():
+            raise Unauthenticated(f"API key {record.id} expired at {_iso(record.expires_at)}")
+        return record
+
+    def _insert(self, record: KeyRecord, digest: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO api_keys (id, secret_sha256, name, scopes, models, rate_limit, created_at,"
+            " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                record.id,
+                digest,
+                record.name,
+                json.dumps(sorted(record.scopes)),
+                json.dumps(record.models) if record.models is not None else None,
+                record.rate_limit,
+                record.created_at.timestamp(),
+                record.expires_at.timestamp() if record.expires_at else None,
+            ),
+        )
+
+    def _check_expiry(self, expires_at: datetime | None) -> datetime | None:
+        if expires_at is None:
+            return None
+        if expires_at.tzinfo is None:
+            raise InvalidInput(f"expiry {expires_at.isoformat()} has no time zone; give one (e.g. Z)")
+        if expires_at <= self.now():
+            raise InvalidInput(
+                f"expiry {_iso(expires_at)} is in the past;"
+                " give a future date (YYYY-MM-DD) or a duration (30d)"
+            )
+        return expires_at.astimezone(UTC).replace(microsecond=0)
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    """``2027-01-01`` (midnight UTC), an ISO 8601 date-time, or a duration from now: 12h, 30d, 2w."""
+    text = text.strip()
+    if duration := re.fullmatch(r"(\d{1,5})([hdw])", text):
+        count, unit = int(duration[1]), duration[2]
+        return now + timedelta(hours=count * {"h": 1, "d": 24, "w": 24 * 7}[unit])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"expiry {text!r} is neither a date (2027-01-01), a date-time (2027-01-01T12:00:00Z)"
+            " nor a duration (12h, 30d, 2w)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def key_id_of(presented: str) -> str | None:
+    """The public id of a well-formed key, for logs and messages."""
+    match = _KEY_FORMAT.match(presented)
+    return match[1] if match else None
+
+
+def _split(presented: str | None) -> tuple[str, str]:
+    if not presented:
+        raise Unauthenticated("missing API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    match = _KEY_FORMAT.match(presented)
+    if match is None:
+        raise Unauthenticated(
+            f"malformed API key; expected {PREFIX}_<16 hex digits>_<{_SECRET_LENGTH} letters or digits>"
+            " as printed by 'mdeploy keys create'"
+        )
+    return match[1], match[2]
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _record(row: sqlite3.Row) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        scopes=frozenset(Scope(s) for s in json.loads(row["scopes"])),
+        models=tuple(json.loads(row["models"])) if row["models"] is not None else None,
+        rate_limit=row["rate_limit"],
+        created_at=_datetime(row["created_at"]),
+        expires_at=_maybe_datetime(row["expires_at"]),
+        revoked_at=_maybe_datetime(row["revoked_at"]),
+    )
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if len(name) > _MAX_NAME or not name.isprintable():
+        raise InvalidInput(f"key name must be printable text of at most {_MAX_NAME} characters")
+    return name
+
+
+def _check_models(models: Iterable[str] | None) -> tuple[str, ...] | None:
+    if models is None:
+        return None
+    names = tuple(dict.fromkeys(model.strip() for model in models))
+    if not names:
+        raise InvalidInput("the models list is empty, so the key could call no model; omit it to allow all")
+    if len(names) > _MAX_MODELS or any(not name or "," in name or not name.isprintable() for name in names):
+        raise InvalidInput(f"models must be at most {_MAX_MODELS} non-empty model names without commas")
+    return names
+
+
+def _check_rate_limit(rate_limit: str | None) -> str | None:
+    if rate_limit is None:
+        return None
+    parse_rate_limit(rate_limit)
+    return " ".join(rate_limit.split())
+
+
+def _datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _maybe_datetime(seconds: float | None) -> datetime | None:
+    return _datetime(seconds) if seconds is not None else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None

@@ -1,0 +1,185 @@
+"""Rate limits per API key and scope, counted by the ``limits`` library on its asyncio storages.
+
+Counters are keyed by key id and scope (never by client address: many clients share one NAT,
+one client may call from many addresses). A key's own limit overrides its scope's default.
+The sliding-window-counter strategy smooths the burst a fixed window allows at its edges and
+keeps two counters per key, so it costs one Redis script call per request.
+
+``memory://`` counts inside one process; ``redis://host:port`` shares counters between
+gateway processes. When Redis is unreachable the limiter either lets requests through
+(fail open) or refuses them with 503 (fail closed); it stops calling Redis for
+``probe_interval_s`` after a failure, so an outage costs no timeout per request, and
+recovers by itself at the first successful probe.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import limits
+import redis.asyncio
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from limits.storage import StorageTypes, storage_from_string
+
+from gateway.auth.scopes import Scope
+from mdeploy.errors import InvalidInput, ResourceExhausted, Unavailable
+
+if TYPE_CHECKING:
+    from gateway.auth.keys import KeyRecord
+
+log = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = {"redis", "rediss"}
+_KEY_PREFIX = "mdeploy:ratelimit"
+_RATE_LIMIT_HELP = "write N/second, N/minute, N/hour or N/day (e.g. 100/minute, 10 per 5 seconds)"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_rate_limit(text: str) -> limits.RateLimitItem:
+    """One limit such as ``100/minute``; raises InvalidInput saying what to write.
+
+    Cached: a key's own limit is parsed on each of its requests.
+    """
+    try:
+        items = limits.parse_many(text)
+    except ValueError:
+        raise InvalidInput(f"rate limit {text!r} is not understood; {_RATE_LIMIT_HELP}") from None
+    if len(items) != 1 or items[0].amount < 1:
+        raise InvalidInput(f"rate limit {text!r} must be one positive limit; {_RATE_LIMIT_HELP}")
+    return items[0]
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    """Where a key stands after a hit: the X-RateLimit-* headers of its response."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+    """Seconds since the epoch when the next request is allowed again (when one more slot frees up)."""
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+        }
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil(self.reset_at - now))
+
+
+class RateLimiter:
+    """Counts hits per (key id, scope) in memory or Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        storage_uri: str,
+        defaults: Mapping[Scope, str],
+        fail_open: bool,
+        *,
+        timeout_s: float = 0.5,
+        probe_interval_s: float = 1.0,
+    ) -> None:
+        self._defaults = {scope: _default_limit(scope, defaults) for scope in Scope}
+        self._fail_open = fail_open
+        self._probe_interval_s = probe_interval_s
+        self._kind = urlsplit(storage_uri).scheme.removeprefix("async+")
+        self._pool, storage = _open_storage(storage_uri, timeout_s)
+        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._errors: tuple[type[Exception], ...] = (StorageError, OSError, redis.RedisError)
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+
+    async def hit(self, key: KeyRecord, scope: Scope) -> RateLimitState:
+        """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
+        item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
+        now = time.time()
+        if self._down_since is not None and now < self._next_probe:
+            return self._outage(item, now)
+        try:
+            allowed = await self._strategy.hit(item, key.id, scope.value)
+            stats = await self._strategy.get_window_stats(item, key.id, scope.value)
+        except self._errors as error:
+            return self._failed(item, now, error)
+        self._recovered()
+        state = RateLimitState(item.amount, stats.remaining, stats.reset_time)
+        if not allowed:
+            raise _exhausted(key, scope, item, state, now)
+        return state
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+    def _failed(self, item: limits.RateLimitItem, now: float, error: Exception) -> RateLimitState:
+        if self._down_since is None:
+            self._down_since = now
+            action = "letting requests through" if self._fail_open else "refusing requests with 503"
+            log.warning("rate-limit storage (%s) unreachable, %s: %r", self._kind, action, error)
+        self._next_probe = now + self._probe_interval_s
+        return self._outage(item, now)
+
+    def _outage(self, item: limits.RateLimitItem, now: float) -> RateLimitState:
+        if not self._fail_open:
+            raise Unavailable(
+                f"the rate-limit storage ({self._kind}) is unreachable, so requests cannot be counted;"
+                " retry later",
+                headers={"Retry-After": str(math.ceil(self._probe_interval_s))},
+            )
+        # Counters are unknown while the storage is down: report the full allowance.
+        return RateLimitState(item.amount, item.amount, now + item.get_expiry())
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            outage_s = time.time() - self._down_since
+            log.warning("rate-limit storage (%s) reachable again after %.1f s", self._kind, outage_s)
+            self._down_since = None
+
+
+def _default_limit(scope: Scope, defaults: Mapping[Scope, str]) -> limits.RateLimitItem:
+    if scope not in defaults:
+        raise InvalidInput(f"no default rate limit for scope {scope.value!r}")
+    try:
+        return parse_rate_limit(defaults[scope])
+    except InvalidInput as error:
+        raise InvalidInput(f"default of scope {scope.value}: {error.message}") from None
+
+
+def _open_storage(uri: str, timeout_s: float) -> tuple[redis.asyncio.ConnectionPool | None, StorageTypes]:
+    scheme = urlsplit(uri).scheme.removeprefix("async+")
+    if scheme == "memory":
+        return None, storage_from_string("async+memory://")
+    if scheme not in _REDIS_SCHEMES:
+        raise InvalidInput(f"rate-limit storage {uri!r} is not supported; use memory:// or redis://host:port")
+    plain = uri.removeprefix("async+")
+    # Our own pool: short timeouts and no retries (redis-py retries with seconds of backoff by
+    # default, which would stall every request during an outage), and closed on shutdown.
+    pool = redis.asyncio.ConnectionPool.from_url(
+        plain, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    options: dict[str, Any] = {
+        "implementation": "redispy",
+        "connection_pool": pool,
+        "wrap_exceptions": True,
+        "key_prefix": _KEY_PREFIX,
+    }
+    return pool, storage_from_string(f"async+{plain}", **options)
+
+
+def _exhausted(
+    key: KeyRecord, scope: Scope, item: limits.RateLimitItem, state: RateLimitState, now: float
+) -> ResourceExhausted:
+    retry_after = state.retry_after(now)
+    return ResourceExhausted(
+        f"rate limit of {item} exceeded for API key {key.id} ({scope.value}); retry in {retry_after} s",
+        headers={**state.headers(), "Retry-After": str(retry_after)},
+    )

@@ -1,0 +1,27 @@
+"""The gateway's SQLite database: one file in the data folder, WAL mode, shared by parts.
+
+Each part (registry, API keys, audit log) owns its tables and passes its schema to
+:func:`ensure_schema`. Queries are short and indexed, so they run on the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating) the database in WAL mode; several gateway processes may share it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA busy_timeout=30000")
+    return connection
+
+
+def ensure_schema(connection: sqlite3.Connection, schema: str) -> None:
+    """Create the tables and indexes of ``schema`` (``CREATE ... IF NOT EXISTS`` statements)."""
+    connection.executescript(schema)

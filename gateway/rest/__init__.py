@@ -1,0 +1,1 @@
+"""HTTP front end: thin translators between JSON and the gateway's data and control planes."""

@@ -1,0 +1,84 @@
+"""Settings of one gateway process.
+
+Read, highest precedence first, from command-line flags (``mdeploy serve``), environment
+variables prefixed ``MDEPLOY_``, and an optional JSON or TOML file named by
+``MDEPLOY_SETTINGS_FILE``. Each field is documented once, here. The defaults serve one
+machine with no other service running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    """Everything a gateway process can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="MDEPLOY_", extra="ignore")
+
+    data_dir: Path = Path(".mdeploy")
+    """Registry database, package store and model repository live here."""
+    host: str = "127.0.0.1"
+    """Address the HTTP API listens on."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port the HTTP API listens on."""
+    backends: list[str] = Field(default_factory=list)
+    """gRPC addresses (host:port) of the inference servers; empty with ``mdeploy serve``,
+    which starts one local server and uses it."""
+
+    # ---- bounds on requests ----
+    max_body_bytes: int = Field(default=16 * MiB, ge=1024)
+    """Largest prediction request body; larger ones get 413."""
+    max_rows_per_request: int = Field(default=1024, ge=1)
+    """Most rows (instances) in one prediction request; more get 413."""
+    max_elements_per_tensor: int = Field(default=4 * MiB, ge=1)
+    """Most elements in one input tensor; more get 413."""
+    max_upload_bytes: int = Field(default=1024 * MiB, ge=1024)
+    """Largest package upload; larger ones get 413 and nothing is stored."""
+
+    # ---- batching in the gateway ----
+    batch_max_rows: int = Field(default=64, ge=1)
+    """Most rows one backend call carries (also capped by the model's max batch size)."""
+    batch_max_delay_ms: float = Field(default=2.0, ge=0)
+    """How long arrivals may wait for a batch to fill while another batch is in flight."""
+    batch_max_queue: int = Field(default=2048, ge=1)
+    """Requests waiting per model version; more get 503 until the queue drains."""
+    batch_concurrency: int = Field(default=4, ge=1)
+    """Backend calls in flight per model version."""
+
+    # ---- backends ----
+    backend_timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of one backend call; past it the client gets 504 and the backend is marked down."""
+    health_interval_s: float = Field(default=2.0, gt=0)
+    """How often each backend's grpc.health.v1 status is checked."""
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    """How often the registry's desired state is compared with what each backend holds."""
+
+    # ---- auth and rate limits ----
+    rate_limit_storage: str = "memory://"
+    """Where rate-limit counters live: memory:// (one process) or redis://host:port (shared)."""
+    rate_limit_predict: str = "6000/minute"
+    """Default limit of keys with the predict scope (a key's own limit overrides it)."""
+    rate_limit_feedback: str = "6000/minute"
+    """Default limit of keys with the feedback scope."""
+    rate_limit_admin: str = "600/minute"
+    """Default limit of keys with the admin scope."""
+    rate_limit_fail_open: bool = False
+    """When the rate-limit storage is unreachable: True lets requests through, False answers 503."""
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    @property
+    def repository_dir(self) -> Path:
+        return self.data_dir / "repository"

@@ -1,0 +1,200 @@
+"""``mdeploy package``: convert a trained model into a checked, deterministic model.pkg."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from mdeploy.cli.progress import QuietSteps, RichSteps
+from mdeploy.errors import InvalidInput
+from mdeploy.package import DEFAULT_TOLERANCE, ServingHints, build
+from mdeploy.package.builder import DEFAULT_SAMPLE_ROWS
+from mdeploy.package.inputs import load_labels
+
+DESCRIPTION = """\
+Convert a trained model to ONNX, check that the ONNX model computes what the original
+computes on sample rows (parity), and write model.pkg: MANIFEST.json, model.onnx,
+samples.npz. The same model, samples and metadata always give the same bytes (set
+SOURCE_DATE_EPOCH to pin the creation time).
+
+MODEL is a .keras file, a SavedModel directory, a scikit-learn .skops file (or a
+.pkl/.joblib pickle with --trust-pickle), or an .onnx file.
+"""
+
+TRUST_PICKLE_HELP = (
+    "load a .pkl/.joblib scikit-learn model. Unpickling runs whatever code the file holds, "
+    "so a model from someone else could take over this machine; only use this for files "
+    "you made yourself, and prefer .skops files (skops.io.dump), which load without running code"
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "package",
+        help="convert a trained model into a checked model.pkg",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_arguments(parser)
+    _metadata_arguments(parser)
+    _serving_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, type=Path, help="the package file to write")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.set_defaults(handler=run)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", type=Path, help="model file or SavedModel directory")
+    parser.add_argument(
+        "--framework",
+        choices=["auto", "keras", "savedmodel", "sklearn", "onnx"],
+        default="auto",
+        help="model framework (default: from the file)",
+    )
+    parser.add_argument(
+        "--samples",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="sample input rows: .npy, or .npz by input name",
+    )
+    parser.add_argument(
+        "--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS, help="rows kept (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=_non_negative,
+        default=DEFAULT_TOLERANCE,
+        help="largest absolute or relative error allowed per element (default: %(default)g)",
+    )
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: 17; ONNX models keep theirs)")
+    parser.add_argument("--input-name", action="append", help="signature name of each input, in order")
+    parser.add_argument("--output-name", action="append", help="signature name of each output, in order")
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    parser.add_argument(
+        "--trust-type", action="append", default=[], metavar="TYPE", help="a type to trust in a .skops file"
+    )
+    parser.add_argument(
+        "--include-source", action="store_true", help="also store the original model under source/"
+    )
+
+
+def _metadata_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="model name")
+    parser.add_argument("--version", default="1", help="model version (default: %(default)s)")
+    parser.add_argument("--description", default="", help="what the model does")
+    parser.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    parser.add_argument(
+        "--labels", type=Path, metavar="FILE", help="class names: one per line, or a JSON list"
+    )
+    parser.add_argument("--labels-output", metavar="NAME", help="the output the labels index")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="training/evaluation data files, recorded by sha256",
+    )
+    parser.add_argument(
+        "--metric",
+        nargs="+",
+        action="extend",
+        default=[],
+        type=_metric,
+        metavar="K=V",
+        help="metrics, e.g. accuracy=0.97 f1=0.95",
+    )
+    parser.add_argument("--parent", metavar="DIGEST|FILE", help="the package this one follows")
+    parser.add_argument("--created-by", help="who built it (default: the login name)")
+
+
+def _serving_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ServingHints()
+    group = parser.add_argument_group("serving hints")
+    group.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    group.add_argument("--preferred-batch-size", type=int, action="append", default=[])
+    group.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us)
+    group.add_argument("--instances", type=int, default=defaults.instances)
+    group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device)
+
+
+def _metric(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or not name or not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}")
+    return name, number
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _serving(args: argparse.Namespace) -> ServingHints:
+    from pydantic import ValidationError
+
+    from mdeploy.package.manifest import first_error
+
+    try:
+        return ServingHints(
+            max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=args.preferred_batch_size,
+            max_queue_delay_us=args.max_queue_delay_us,
+            instances=args.instances,
+            device=args.device,
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid serving hints: {first_error(exc)}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    progress = Console(stderr=True)
+    built = build(
+        args.model,
+        args.output,
+        name=args.name,
+        version=args.version,
+        framework=args.framework,
+        samples=args.samples,
+        sample_rows=args.sample_rows,
+        tolerance=args.tolerance,
+        opset=args.opset,
+        input_names=args.input_name,
+        output_names=args.output_name,
+        labels=load_labels(args.labels) if args.labels else None,
+        labels_output=args.labels_output,
+        description=args.description,
+        tags=args.tag,
+        metrics=dict(args.metric),
+        serving=_serving(args),
+        data_files=args.data,
+        parent=args.parent,
+        trust_pickle=args.trust_pickle,
+        trusted_types=args.trust_type,
+        include_source=args.include_source,
+        created_by=args.created_by,
+        steps=QuietSteps() if args.quiet else RichSteps(progress),
+    )
+    parity = built.manifest.parity
+    Console(soft_wrap=True).print(
+        f"[bold]{escape(str(built.path))}[/]  {built.manifest.name} {built.manifest.version}  "
+        f"sha256:{built.digest}  parity max abs error {parity.max_abs_error:.3g} ({parity.rows} rows)",
+        highlight=False,
+    )
+    return 0

@@ -1,0 +1,34 @@
+"""The model package (``model.pkg``): build it, read it safely, check its samples.
+
+Importing this package loads neither TensorFlow nor scikit-learn: conversion imports them
+when a model of theirs is built, and reading a package needs only onnx and onnxruntime.
+"""
+
+from __future__ import annotations
+
+from converters.parity import ParityReport
+from mdeploy.package.archive import Limits
+from mdeploy.package.builder import DEFAULT_TOLERANCE, BuiltPackage, Steps, build
+from mdeploy.package.manifest import FORMAT_VERSION, Manifest, Parity, ServingHints, Signature, TensorSpec
+from mdeploy.package.reader import Package, read_package
+from mdeploy.package.samples import Samples
+from mdeploy.package.verify import verify_samples
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "FORMAT_VERSION",
+    "BuiltPackage",
+    "Limits",
+    "Manifest",
+    "Package",
+    "Parity",
+    "ParityReport",
+    "Samples",
+    "ServingHints",
+    "Signature",
+    "Steps",
+    "TensorSpec",
+    "build",
+    "read_package",
+    "verify_samples",
+]

@@ -1,0 +1,205 @@
+"""Shared fixtures of the gateway tests: key stores, a real redis-server, a real uvicorn server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from gateway.auth import Auth, KeyStore, RateLimiter, Scope, requires
+from gateway.db import open_database
+from gateway.rest import admin_keys
+from gateway.rest.responses import EXCEPTION_HANDLERS
+from mdeploy.errors import NotFound
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+DEFAULT_LIMITS = {Scope.PREDICT: "1000/minute", Scope.FEEDBACK: "1000/minute", Scope.ADMIN: "1000/minute"}
+
+
+# ---- time and key stores ----
+
+
+class Clock:
+    """A clock the test moves forward: expiry is tested without waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def database_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "registry.sqlite3"
+
+
+@pytest.fixture
+def key_store(database_path: Path, clock: Clock) -> Iterator[KeyStore]:
+    connection = open_database(database_path)
+    yield KeyStore(connection, clock=clock)
+    connection.close()
+
+
+# ---- a real redis-server ----
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+    return False
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port, without persistence; can be stopped and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not redis_answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+# ---- a small app guarded like the gateway's ----
+
+
+@requires(Scope.PREDICT, model_param="model")
+async def predict(request: Request) -> Response:
+    return JSONResponse({"model": request.path_params["model"], "key": request.state.api_key.id})
+
+
+@requires(Scope.FEEDBACK, model_param="model")
+async def feedback(request: Request) -> Response:
+    raise NotFound(f"no prediction {request.query_params.get('id')!r} to give feedback on")
+
+
+async def live(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def guarded_app(auth: Auth | None = None, lifespan: Lifespan | None = None) -> Starlette:
+    """Predict, feedback and admin-key routes, plus an unguarded health route."""
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v1/models/{model}:predict", predict, methods=["POST"]),
+        Route("/v1/models/{model}/feedback", feedback, methods=["POST"]),
+        *admin_keys.routes(),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    if auth is not None:
+        app.state.auth = auth
+    return app
+
+
+@pytest.fixture
+async def auth(key_store: KeyStore) -> AsyncIterator[Auth]:
+    limiter = RateLimiter("memory://", DEFAULT_LIMITS, fail_open=False)
+    yield Auth(key_store, limiter)
+    await limiter.aclose()
+
+
+@pytest.fixture
+async def http(auth: Auth) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of :func:`guarded_app`."""
+    transport = httpx.ASGITransport(app=guarded_app(auth))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+# ---- the same app under a real uvicorn (for the CLI and the HTTP client) ----
+
+
+@dataclass
+class LiveGateway:
+    url: str
+    database_path: Path
+
+
+def _lifespan_app(database_path: Path) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        connection = open_database(database_path)
+        auth = Auth(KeyStore(connection), RateLimiter("memory://", DEFAULT_LIMITS, fail_open=False))
+        app.state.auth = auth
+        yield
+        await auth.aclose()
+        connection.close()
+
+    return guarded_app(lifespan=lifespan)
+
+
+@pytest.fixture
+def live_gateway(database_path: Path) -> Iterator[LiveGateway]:
+    """uvicorn in a thread on a free port, sharing ``database_path`` with the test."""
+    config = uvicorn.Config(
+        _lifespan_app(database_path), host="127.0.0.1", port=0, log_level="warning", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield LiveGateway(f"http://127.0.0.1:{port}", database_path)
+    server.should_exit = True
+    thread.join(timeout=10)
