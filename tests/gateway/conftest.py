@@ -203,3 +203,16 @@ def live_gateway(database_path: Path) -> Iterator[LiveGateway]:
     yield LiveGateway(f"http://127.0.0.1:{port}", database_path)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# ---- model packages (registry tests) ----
+
+
+@pytest.fixture(scope="session")
+def demo_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """digits-sklearn.pkg and digits-keras.pkg from examples/digits.py, built once per session."""
+    from examples.digits import build_demo_packages
+    from tests.package.zips import FIXED_TIME
+
+    paths = build_demo_packages(tmp_path_factory.mktemp("demo-packages"), created_at=FIXED_TIME)
+    return {path.stem: path for path in paths}

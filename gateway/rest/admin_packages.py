@@ -1,0 +1,197 @@
+"""Admin API for packages and model versions (scope ``admin``): push, list, inspect, download,
+delete, and the audit log.
+
+A push is the raw package as the body (``Content-Type: application/octet-stream``), streamed
+to a file in the registry's work folder, never held in memory; past ``max_upload_bytes`` it
+is refused with 413 at once and the partial file removed. The answer is 201 when a version
+was created or restored, 200 when the package was live already.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import BinaryIO
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from gateway.auth import Scope, requires
+from gateway.registry import PushStatus, Registry
+from gateway.rest.responses import JSONResponse
+from gateway.rest.state import gateway_state
+from mdeploy.errors import InvalidInput, NotFound, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 1000
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"", "0", "false", "no"}
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/admin/packages", push_package, methods=["POST"]),
+        Route("/v1/admin/models", list_models, methods=["GET"]),
+        Route("/v1/admin/models/{model}", get_model, methods=["GET"]),
+        Route("/v1/admin/models/{model}/versions/{version}", get_version, methods=["GET"]),
+        Route("/v1/admin/models/{model}/versions/{version}", delete_version, methods=["DELETE"]),
+        Route("/v1/admin/models/{model}/versions/{version}/package", download_package, methods=["GET"]),
+        Route("/v1/admin/audit", audit_log, methods=["GET"]),
+    ]
+
+
+@requires(Scope.ADMIN)
+async def push_package(request: Request) -> Response:
+    registry = _registry(request)
+    limit = gateway_state(request).settings.max_upload_bytes
+    _check_upload_headers(request, limit)
+    path = registry.new_upload_path()
+    try:
+        await _receive(request, path, limit)
+    except BaseException:
+        _discard(path)
+        raise
+    result = await registry.push(path, _actor(request))
+    status = 200 if result.status is PushStatus.UNCHANGED else 201
+    return JSONResponse(result.to_json(), status_code=status)
+
+
+@requires(Scope.ADMIN)
+async def list_models(request: Request) -> Response:
+    include_retired = _flag(request, "all")
+    models = _registry(request).models(include_retired=include_retired)
+    return JSONResponse({"models": [model.to_json() for model in models]})
+
+
+@requires(Scope.ADMIN)
+async def get_model(request: Request) -> Response:
+    return JSONResponse(_registry(request).model_summary(request.path_params["model"]).to_json())
+
+
+@requires(Scope.ADMIN)
+async def get_version(request: Request) -> Response:
+    record = _registry(request).version_record(request.path_params["model"], _version(request))
+    return JSONResponse(record.to_json(manifest=True))
+
+
+@requires(Scope.ADMIN)
+async def download_package(request: Request) -> Response:
+    registry = _registry(request)
+    name, version = request.path_params["model"], _version(request)
+    record = registry.version_record(name, version)
+    return FileResponse(
+        registry.package_path(name, version),
+        media_type="application/octet-stream",
+        filename=f"{name}-{version}.pkg",
+        headers={"X-Package-Digest": record.digest, "ETag": f'"{record.digest}"'},
+    )
+
+
+@requires(Scope.ADMIN)
+async def delete_version(request: Request) -> Response:
+    reason = request.query_params.get("reason", "")
+    if len(reason) > MAX_REASON or not reason.isprintable():
+        raise InvalidInput(f"reason must be printable text of at most {MAX_REASON} characters")
+    record = await _registry(request).delete_version(
+        request.path_params["model"],
+        _version(request),
+        _actor(request),
+        force=_flag(request, "force"),
+        reason=reason,
+    )
+    return JSONResponse(record.to_json())
+
+
+@requires(Scope.ADMIN)
+async def audit_log(request: Request) -> Response:
+    events = _registry(request).audit_events(
+        model=request.query_params.get("model") or None,
+        limit=_integer(request, "limit") or 100,
+        before=_integer(request, "before"),
+    )
+    return JSONResponse({"events": [event.to_json() for event in events]})
+
+
+# ---- the upload ----
+
+
+def _check_upload_headers(request: Request, limit: int) -> None:
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise InvalidInput(
+            "send the package itself as the body with Content-Type: application/octet-stream "
+            "(curl --data-binary @model.pkg), not as a form upload"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    if declared == "0":
+        raise InvalidInput("the body is empty; send the package file as the body")
+
+
+async def _receive(request: Request, path: Path, limit: int) -> None:
+    """Stream the body to ``path``, refusing it the moment it passes ``limit`` bytes."""
+    received = 0
+    with _open_upload(path) as file:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            # Page-cache writes of one chunk take microseconds; a thread hop per chunk costs more.
+            file.write(chunk)
+    if received == 0:
+        raise InvalidInput("the body is empty; send the package file as the body")
+
+
+def _open_upload(path: Path) -> BinaryIO:
+    return path.open("xb")
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the package is over the upload limit of {limit} bytes (gateway setting MDEPLOY_MAX_UPLOAD_BYTES)"
+    )
+
+
+# ---- parameters ----
+
+
+def _registry(request: Request) -> Registry:
+    return gateway_state(request).registry
+
+
+def _actor(request: Request) -> str:
+    return f"key:{request.state.api_key.id}"
+
+
+def _version(request: Request) -> int:
+    text: str = request.path_params["version"]
+    if not (text.isdecimal() and text.isascii()):
+        raise NotFound(
+            f"version '{text}' of model '{request.path_params['model']}' does not exist; "
+            "versions are numbers (see GET /v1/admin/models)"
+        )
+    return int(text)
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidInput(f"query parameter '{name}' must be true or false, not {value!r}")
+
+
+def _integer(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if not value.isdecimal():
+        raise InvalidInput(f"query parameter '{name}' must be a positive whole number, not {value!r}")
+    return int(value)

@@ -1,0 +1,76 @@
+"""``mdeploy pull NAME:VERSION``: download a version's package, byte for byte, checked by digest."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from mdeploy.cli.registry_client import (
+    Reference,
+    RegistryClient,
+    add_gateway_arguments,
+    connect,
+    transfer_progress,
+)
+from mdeploy.errors import InvalidInput, MdeployError
+
+CHUNK = 1024 * 1024
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pull",
+        help="download a model version's package",
+        description="Download the package of NAME:VERSION (deleted versions too) and check it against "
+        "its sha256. Needs an admin API key.",
+    )
+    parser.add_argument("reference", metavar="NAME:VERSION", help="e.g. digits-sklearn:2")
+    parser.add_argument("-o", "--output", type=Path, help="the file to write (default NAME-VERSION.pkg)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    add_gateway_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    reference = Reference.parse(args.reference, version_required=True)
+    target: Path = args.output or Path(f"{reference.name}-{reference.version}.pkg")
+    if target.exists() and not args.force:
+        raise InvalidInput(f"{target} exists; pass --force to overwrite it or -o to write elsewhere")
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        client = connect(args)
+        with client:
+            digest = _download(client, reference, partial)
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    print(f"✓ {reference} → {target} (sha256:{digest})")
+    return 0
+
+
+def _download(client: RegistryClient, reference: Reference, partial: Path) -> str:
+    """Stream the package into ``partial`` with a progress bar; return its checked sha256."""
+    sha256 = hashlib.sha256()
+    with client.stream(f"{reference.version_path}/package") as response, partial.open("wb") as file:
+        expected: str = response.headers.get("x-package-digest", "")
+        total = int(response.headers.get("content-length", 0)) or None
+        with transfer_progress(Console(stderr=True)) as progress:
+            task = progress.add_task(f"downloading {escape(str(reference))}", total=total)
+            for chunk in response.iter_bytes(CHUNK):
+                sha256.update(chunk)
+                file.write(chunk)
+                progress.advance(task, len(chunk))
+    if sha256.hexdigest() != expected:
+        raise MdeployError(
+            f"the download of {reference} is corrupt: its sha256 is {sha256.hexdigest()}, "
+            f"the gateway says {expected or '(nothing)'}; try again"
+        )
+    return expected

@@ -1,0 +1,37 @@
+"""``mdeploy serve``: gateway + local inference server with embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gateway and a local inference server",
+        description="Run the HTTP gateway and a local mdeploy-server on this machine. Settings not given "
+        "here come from MDEPLOY_* environment variables (see gateway/settings.py).",
+    )
+    parser.add_argument("--data-dir", type=Path, help="registry, packages and keys (default .mdeploy)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        dest="backends",
+        metavar="HOST:PORT",
+        help="use these inference servers instead of starting one (repeatable)",
+    )
+    parser.add_argument("--demo", action="store_true", help="build and push the digits demo models")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.local import serve
+    from gateway.settings import GatewaySettings
+
+    overrides = {k: v for k, v in vars(args).items() if k in ("data_dir", "host", "port", "backends") and v}
+    serve(GatewaySettings(**overrides), demo=args.demo)
+    return 0

@@ -1,0 +1,197 @@
+"""Helpers of the registry tests: a registry on real inference servers, package variants, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import tritonclient.grpc as triton
+
+from gateway.auth import KeyStore
+from gateway.backends import BackendPool
+from gateway.db import open_database
+from gateway.process import GatewayProcess, start_gateway_process
+from gateway.registry import PushPhase, PushResult, Registry
+from gateway.settings import GatewaySettings
+from mdeploy.package import read_package
+from servers.process import ServerProcess, start_server_process
+from tests.package.zips import entries, zipped
+
+FAST = {"reconcile_interval_s": 0.2, "health_interval_s": 0.1}
+"""Short intervals: tests wait on conditions, and these make the conditions come true quickly."""
+
+
+@dataclass
+class Rig:
+    """A registry with its database connection and backend pool, as the gateway wires them."""
+
+    settings: GatewaySettings
+    connection: sqlite3.Connection
+    pool: BackendPool
+    registry: Registry
+
+    async def push(
+        self, package: Path, actor: str = "key:tester", observe: Callable[[PushPhase], None] | None = None
+    ) -> PushResult:
+        """Push a copy of ``package`` (the registry consumes its upload file)."""
+        upload = self.registry.new_upload_path()
+        shutil.copyfile(package, upload)
+        if observe is None:
+            return await self.registry.push(upload, actor)
+        return await self.registry.push(upload, actor, observe=observe)
+
+    def count(self, table: str) -> int:
+        row = self.connection.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()
+        return int(row["n"])
+
+
+def settings_for(data_dir: Path, backends: list[str], **overrides: Any) -> GatewaySettings:
+    return GatewaySettings(data_dir=data_dir, backends=backends, **{**FAST, **overrides})
+
+
+@asynccontextmanager
+async def running_registry(data_dir: Path, backends: list[str], **overrides: Any) -> AsyncIterator[Rig]:
+    """Registry.open, pool.start, registry.start, and the reverse: the gateway's lifespan, minus HTTP."""
+    settings = settings_for(data_dir, backends, **overrides)
+    connection = open_database(settings.database_path)
+    pool = BackendPool(settings.backends, settings.backend_timeout_s, settings.health_interval_s)
+    registry = Registry.open(settings, connection, pool)
+    await pool.start()
+    await registry.start()
+    try:
+        yield Rig(settings, connection, pool, registry)
+    finally:
+        await registry.close()
+        await pool.close()
+        connection.close()
+
+
+def variant(package: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of ``package`` whose manifest ``edit`` changed: another valid package, another digest.
+
+    The manifest lists the hashes of the other entries, not its own, so only it changes.
+    """
+    files = entries(package)
+    manifest = json.loads(files["MANIFEST.json"])
+    edit(manifest)
+    files["MANIFEST.json"] = json.dumps(manifest, sort_keys=True).encode()
+    target.write_bytes(zipped(files))
+    return target
+
+
+def described(package: Path, target: Path, description: str, version: str | None = None) -> Path:
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["description"] = description
+        if version is not None:
+            manifest["version"] = version
+
+    return variant(package, target, edit)
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def served_versions(address: str, model: str) -> set[str]:
+    """The versions of ``model`` the server at ``address`` reports READY (tritonclient)."""
+    with triton.InferenceServerClient(address) as client:
+        index = client.get_model_repository_index(as_json=True)
+    return {
+        entry["version"]
+        for entry in index.get("models", [])
+        if entry["name"] == model and entry.get("state") == "READY"
+    }
+
+
+def infer_samples(address: str, model: str, version: str, package: Path) -> dict[str, np.ndarray]:
+    """Run the package's sample inputs through ``address`` with tritonclient; the outputs."""
+    samples = read_package(package).samples
+    inputs = []
+    for name, array in samples.inputs.items():
+        tensor = triton.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    with triton.InferenceServerClient(address) as client:
+        result = client.infer(model, inputs, model_version=version)
+    return {name: result.as_numpy(name) for name in samples.outputs}
+
+
+def expected_outputs(package: Path) -> dict[str, np.ndarray]:
+    return dict(read_package(package).samples.outputs)
+
+
+def same_bytes(first: Path, second: Path) -> bool:
+    return first.read_bytes() == second.read_bytes()
+
+
+@dataclass
+class LiveGatewayRig:
+    """``mdeploy serve`` (uvicorn in a child process) in front of one real inference server."""
+
+    server: ServerProcess
+    gateway: GatewayProcess
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def data_dir(self) -> Path:
+        return self.gateway.data_dir
+
+    @property
+    def admin_key(self) -> str:
+        return self.gateway.admin_key
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def make_key(self, *scopes: str) -> str:
+        connection = open_database(self.data_dir / "registry.sqlite3")
+        try:
+            return KeyStore(connection).create(list(scopes), name="test").key
+        finally:
+            connection.close()
+
+    def leftover_uploads(self) -> list[Path]:
+        """Files in the gateway's session folders (uploads in progress or left behind)."""
+        return [p for p in (self.data_dir / "work").glob("*/*") if p.is_file()]
+
+
+@contextmanager
+def live_gateway_with_server(data_dir: Path, port: int, **environment: str) -> Iterator[LiveGatewayRig]:
+    server = start_server_process(
+        ["--grpc-port", "0", "--grpc-address", "127.0.0.1", "--model-control-mode", "explicit"]
+    )
+    try:
+        gateway = start_gateway_process(data_dir, [server.address], port=port, env=environment)
+        try:
+            yield LiveGatewayRig(server, gateway)
+        finally:
+            gateway.stop(timeout_s=10)
+    finally:
+        server.stop(timeout_s=10)
+
+
+def renamed(package: Path, target: Path, name: str) -> Path:
+    """The package under another model name (a separate model for test isolation)."""
+
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest["name"] = name
+
+    return variant(package, target, edit)

@@ -1,0 +1,163 @@
+"""A push is atomic: a process that dies at any step leaves the whole version or none of it.
+
+Each test lets a real push run in a child process that is SIGKILLed (or frozen) at one
+phase, then opens a registry on the database, store and repository it left behind.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.db import open_database
+from gateway.registry import PushPhase, State
+from servers.process import ServerProcess, start_server_process
+from tests.gateway.registry_support import Rig, running_registry, served_versions, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    process = start_server_process(
+        ["--grpc-port", "0", "--grpc-address", "127.0.0.1", "--model-control-mode", "explicit"]
+    )
+    yield process
+    process.stop(timeout_s=10)
+
+
+@pytest.fixture
+def sklearn_pkg(demo_packages: dict[str, Path]) -> Path:
+    return demo_packages["digits-sklearn"]
+
+
+def push_in_child(
+    data_dir: Path, backend: str, package: Path, phase: PushPhase, how: str
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.gateway.crashing_push",
+        str(data_dir),
+        backend,
+        str(package),
+        phase.value,
+        how,
+    ]
+    return subprocess.Popen(command, cwd=ROOT)
+
+
+def crash_at(data_dir: Path, backend: str, package: Path, phase: PushPhase) -> None:
+    child = push_in_child(data_dir, backend, package, phase, "kill")
+    assert child.wait(timeout=120) == -signal.SIGKILL
+
+
+def version_states(data_dir: Path) -> list[tuple[int, str]]:
+    connection = open_database(data_dir / "registry.sqlite3")
+    try:
+        return [
+            (r["version"], r["state"])
+            for r in connection.execute("SELECT version, state FROM registry_versions")
+        ]
+    finally:
+        connection.close()
+
+
+def leftovers(data_dir: Path) -> dict[str, bool]:
+    return {
+        "row": version_states(data_dir) != [],
+        "blob": any((data_dir / "packages").iterdir()),
+        "folder": (data_dir / "repository" / "digits-sklearn" / "1").is_dir(),
+    }
+
+
+def assert_nothing_registered(rig: Rig) -> None:
+    assert rig.count("registry_versions") == 0
+    assert rig.count("audit_log") == 0
+    assert list(rig.settings.packages_dir.iterdir()) == []
+    assert list(rig.settings.repository_dir.iterdir()) == []
+    work = rig.settings.data_dir / "work"
+    own = rig.registry.storage.session.id
+    assert sorted(p.name for p in work.iterdir()) == sorted([own, f"{own}.lock"])
+    assert rig.registry.model_names() == []
+
+
+@pytest.mark.parametrize(
+    ("phase", "left"),
+    [
+        (PushPhase.RESERVED, {"row": True, "blob": False, "folder": False}),
+        (PushPhase.STORED, {"row": True, "blob": True, "folder": False}),
+        (PushPhase.LAID_OUT, {"row": True, "blob": True, "folder": True}),
+        (PushPhase.DEPLOYED, {"row": True, "blob": True, "folder": True}),
+    ],
+)
+async def test_a_push_that_dies_before_its_commit_leaves_nothing(
+    tmp_path: Path, server: ServerProcess, sklearn_pkg: Path, phase: PushPhase, left: dict[str, bool]
+) -> None:
+    crash_at(tmp_path, server.address, sklearn_pkg, phase)
+    assert leftovers(tmp_path) == left
+    assert version_states(tmp_path) == [(1, "pending")]
+    assert served_versions(server.address, "digits-sklearn") == (
+        {"1"} if phase is PushPhase.DEPLOYED else set()
+    )
+
+    async with running_registry(tmp_path, [server.address]) as rig:
+        assert_nothing_registered(rig)
+        await wait_until(
+            lambda: served_versions(server.address, "digits-sklearn") == set(),
+            "the reconcile loop to unload the version that was never committed",
+        )
+        # The number was never given out: the next push gets it.
+        assert (await rig.push(sklearn_pkg)).record.version == 1
+
+
+async def test_a_push_that_dies_after_its_commit_is_whole(
+    tmp_path: Path, server: ServerProcess, sklearn_pkg: Path
+) -> None:
+    crash_at(tmp_path, server.address, sklearn_pkg, PushPhase.COMMITTED)
+
+    async with running_registry(tmp_path, [server.address]) as rig:
+        assert version_states(tmp_path) == [(1, State.LIVE.value)]
+        assert rig.registry.resolve("digits-sklearn", None).version == "1"
+        assert [e.action for e in rig.registry.audit_events()] == ["push"]
+        model_dir = rig.settings.repository_dir / "digits-sklearn"
+        assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+        assert served_versions(server.address, "digits-sklearn") == {"1"}
+
+
+async def test_the_push_of_a_live_process_is_left_alone_until_it_dies(
+    tmp_path: Path, server: ServerProcess, sklearn_pkg: Path
+) -> None:
+    child = push_in_child(tmp_path, server.address, sklearn_pkg, PushPhase.DEPLOYED, "stop")
+    try:
+        await wait_until(lambda: _stopped(child.pid), "the pushing process to freeze after deploying")
+        async with running_registry(tmp_path, [server.address], reconcile_interval_s=3600) as rig:
+            await rig.registry.reconcile()
+
+            # Frozen, not dead: its session lock is held, so its pending version is untouched.
+            assert version_states(tmp_path) == [(1, "pending")]
+            assert leftovers(tmp_path) == {"row": True, "blob": True, "folder": True}
+            assert served_versions(server.address, "digits-sklearn") == {"1"}
+            assert rig.registry.model_names() == []
+
+            child.kill()
+            child.wait(timeout=30)
+            await rig.registry.reconcile()
+
+            assert_nothing_registered(rig)
+            assert served_versions(server.address, "digits-sklearn") == set()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
