@@ -83,15 +83,21 @@ def to_numpy(datatype: str) -> np.dtype:
         ) from None
 
 
+# Keyed by (kind, size) so that either byte order finds its name.
+_FROM_NUMPY: Final[dict[tuple[str, int], str]] = {
+    (dtype.kind, dtype.itemsize): name for name, dtype in _NUMPY.items() if name != "BYTES"
+}
+
+
 def from_numpy(dtype: np.dtype | type) -> str:
     """The v2 datatype name of a numpy dtype (str/bytes/object map to BYTES)."""
     dt = np.dtype(dtype)
     if dt.kind in ("O", "S", "U"):
         return "BYTES"
-    for name, candidate in _NUMPY.items():
-        if candidate == dt:
-            return name
-    raise InvalidInput(f"numpy dtype {dt} has no v2 datatype")
+    name = _FROM_NUMPY.get((dt.kind, dt.itemsize))
+    if name is None:
+        raise InvalidInput(f"numpy dtype {dt} has no v2 datatype")
+    return name
 
 
 def from_onnx(elem_type: int) -> str:

@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--intra-op-threads", type=int, help="onnxruntime intra-op threads (0: one per core)")
     add("--inter-op-threads", type=int, help="onnxruntime inter-op threads (0: onnxruntime's choice)")
     add(
+        "--allow-spinning",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let idle onnxruntime threads spin (default off: they would take the event loop's CPU)",
+    )
+    add("--inline-batch-us", type=float, help="run batches faster than this on the event loop (default 200)")
+    add(
         "--default-max-batch-size",
         type=int,
         help="max_batch_size of models without config.pbtxt (default 64)",

@@ -77,6 +77,8 @@ class ModelRepository:
             s.inter_op_threads,
             s.default_max_batch_size,
             s.default_max_queue_size,
+            s.allow_spinning,
+            s.inline_batch_us,
         )
 
     @property

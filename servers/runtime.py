@@ -80,12 +80,21 @@ def providers_for(device: str, config: mc.ModelConfig) -> list[Provider]:
 
 
 def create_session(
-    path: Path, config: mc.ModelConfig, *, device: str, intra_op_threads: int, inter_op_threads: int
+    path: Path,
+    config: mc.ModelConfig,
+    *,
+    device: str,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    allow_spinning: bool = False,
 ) -> ort.InferenceSession:
     """Open ``path``; any onnxruntime failure becomes a ModelLoadError with its reason."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
+    spinning = "1" if allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.log_severity_level = 3
     providers = providers_for(device, config)
     try:

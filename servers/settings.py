@@ -49,6 +49,12 @@ class ServerSettings(BaseSettings):
     """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
     inter_op_threads: int = Field(default=0, ge=0)
     """onnxruntime threads across independent operators; 0 lets onnxruntime choose."""
+    allow_spinning: bool = False
+    """Let idle onnxruntime threads spin. Off by default: spinning threads take the CPU that the
+    gRPC event loop needs to decode the next requests, so batches stay small."""
+    inline_batch_us: float = Field(default=200.0, ge=0)
+    """Batches whose model run has taken less than this (microseconds, moving average) run on
+    the event loop itself: for tiny models a hand-off to a worker thread costs more than the run."""
     default_max_batch_size: int = Field(default=64, ge=0)
     """max_batch_size given to models without config.pbtxt whose ONNX has a dynamic batch dimension."""
     default_max_queue_size: int = Field(default=1024, ge=1)

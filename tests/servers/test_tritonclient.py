@@ -168,3 +168,15 @@ def test_model_repository_folder_without_config_is_served(tmp_path: Path, start_
         assert client.is_model_ready("auto", "3")
         result = client.infer("auto", [infer_input("x", np.ones((1, 4), np.int64), "INT64")])
         assert result.as_numpy("total").tolist() == [4]
+
+
+@pytest.mark.parametrize("inline_us", ["0", "1000000"], ids=["worker thread", "inline"])
+def test_both_execution_paths_answer_exactly(
+    repository: Path, start_server: StartServer, mlp_model: onnx.ModelProto, inline_us: str
+) -> None:
+    server = start_server("--model-repository", str(repository), "--inline-batch-us", inline_us)
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    with triton.InferenceServerClient(server.address) as client:
+        result = client.infer("mlp", [infer_input("x", x, "FP32")])
+    expected = ort.InferenceSession(mlp_model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(result.as_numpy("y"), expected)
