@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +91,24 @@ def curl_example(base_url: str, data_dir: Path, model: str) -> str:
     )
 
 
-async def _demo(server: uvicorn.Server, base_url: str, admin_key: str, data_dir: Path) -> None:
+def bound_url(server: uvicorn.Server) -> str:
+    """The URL uvicorn actually listens on (the port may have been 0)."""
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+async def _demo(server: uvicorn.Server, admin_key: str, data_dir: Path) -> None:
     while not server.started:
         if server.should_exit:
             return
         await asyncio.sleep(0.1)
+    base_url = bound_url(server)
     print("building and pushing the demo models (digits: scikit-learn and Keras)...", flush=True)
-    names = await asyncio.to_thread(push_demo_packages, base_url, admin_key, data_dir)
+    try:
+        names = await asyncio.to_thread(push_demo_packages, base_url, admin_key, data_dir)
+    except Exception as error:  # the gateway keeps serving; say what went wrong in one line
+        log.error("the demo models could not be pushed: %s: %s", type(error).__name__, error)
+        return
     print(f"pushed {', '.join(names)}; try:\n\n  {curl_example(base_url, data_dir, names[0])}\n", flush=True)
 
 
@@ -111,21 +123,28 @@ async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
         access_log=False,
     )
     server = uvicorn.Server(config)
-    base_url = f"http://{settings.host}:{settings.port}"
     tasks = [asyncio.create_task(server.serve())]
     if demo:
-        tasks.append(asyncio.create_task(_demo(server, base_url, admin_key, settings.data_dir)))
+        tasks.append(asyncio.create_task(_demo(server, admin_key, settings.data_dir)))
     await asyncio.gather(*tasks)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(settings: GatewaySettings, *, demo: bool = False) -> None:
     """Run until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     admin = ensure_admin_key(settings)
     if admin.created:
         print(
             f"admin API key (shown once; saved to {settings.data_dir / ADMIN_KEY_FILE}):\n{admin.value}",
             flush=True,
         )
+    # uvicorn re-raises SIGTERM after its shutdown; with Python's default disposition the
+    # process would die there, before the local inference server is stopped below.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     local = None if settings.backends else start_local_server(settings)
     if local is not None:
         settings = settings.model_copy(update={"backends": [local.address]})

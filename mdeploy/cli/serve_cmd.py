@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.local import serve
     from gateway.settings import GatewaySettings
 
-    overrides = {k: v for k, v in vars(args).items() if k in ("data_dir", "host", "port", "backends") and v}
+    wanted = ("data_dir", "host", "port", "backends")
+    overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
     serve(GatewaySettings(**overrides), demo=args.demo)
     return 0
