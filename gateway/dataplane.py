@@ -17,13 +17,12 @@ import numpy as np
 from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog, ServedVersion
 from gateway.settings import GatewaySettings
-from mdeploy import validation
+from mdeploy import tensor_batch, validation
 from mdeploy.batching import Batcher, BatchPolicy, Queued
 from mdeploy.errors import PayloadTooLarge
+from mdeploy.tensor_batch import TensorRequest, Tensors
 from protos import codecs
 from protos.generated import inference_pb2 as pb
-
-Tensors = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,6 @@ class InferenceResult:
 
 
 @dataclass(frozen=True)
-class _Work:
-    inputs: Mapping[str, np.ndarray]
-    outputs: tuple[str, ...]
-    rows: int
-
-    @property
-    def key(self) -> tuple[tuple[int, ...], ...]:
-        return tuple(array.shape[1:] for array in self.inputs.values())
-
-
-@dataclass(frozen=True)
 class BatcherStats:
     model: str
     version: str
@@ -76,14 +64,14 @@ class DataPlane:
         self.pool = pool
         self.settings = settings
         self._on_batch = on_batch or (lambda served, rows: None)
-        self._batchers: dict[tuple[str, str], Batcher[_Work, Tensors]] = {}
+        self._batchers: dict[tuple[str, str], Batcher[TensorRequest, Tensors]] = {}
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         served = self.catalog.resolve(request.model, request.version)
         self._check_bounds(request.inputs)
         rows = validation.check_inputs(served.signature, request.inputs, served.max_batch_size)
         wanted = validation.check_outputs(served.signature, request.outputs)
-        outputs = await self._batcher(served).submit(_Work(request.inputs, wanted, rows))
+        outputs = await self._batcher(served).submit(TensorRequest(request.inputs, wanted, rows))
         return InferenceResult(served.name, served.version, outputs, served)
 
     def batcher_stats(self) -> list[BatcherStats]:
@@ -107,7 +95,7 @@ class DataPlane:
                 rows, limit = array.shape[0], limits.max_rows_per_request
                 raise PayloadTooLarge(f"input '{name}' has {rows} rows; the limit is {limit} per request")
 
-    def _batcher(self, served: ServedVersion) -> Batcher[_Work, Tensors]:
+    def _batcher(self, served: ServedVersion) -> Batcher[TensorRequest, Tensors]:
         key = (served.name, served.version)
         batcher = self._batchers.get(key)
         if batcher is None:
@@ -122,31 +110,20 @@ class DataPlane:
                 adaptive=True,
             )
 
-            async def run(batch: Sequence[Queued[_Work]]) -> Sequence[Tensors | BaseException]:
+            async def run(batch: Sequence[Queued[TensorRequest]]) -> Sequence[Tensors | BaseException]:
                 return await self._run(served, [entry.item for entry in batch])
 
-            batcher = Batcher(
-                policy, run, size_of=lambda w: w.rows, key_of=lambda w: w.key, name=f"model '{served.name}'"
-            )
+            batcher = tensor_batch.batcher(policy, run, f"model '{served.name}'")
             self._batchers[key] = batcher
         return batcher
 
-    async def _run(self, served: ServedVersion, works: list[_Work]) -> list[Tensors | BaseException]:
+    async def _run(self, served: ServedVersion, works: list[TensorRequest]) -> list[Tensors | BaseException]:
         request = pb.ModelInferRequest(model_name=served.name, model_version=served.version)
-        for spec in served.signature.inputs:
-            parts = [w.inputs[spec.name] for w in works]
-            codecs.encode_input(request, spec.name, parts[0] if len(parts) == 1 else np.concatenate(parts))
-        names = sorted({name for w in works for name in w.outputs})
-        for name in names:
+        feeds = tensor_batch.merge(works, [spec.name for spec in served.signature.inputs])
+        for name, array in feeds.items():
+            codecs.encode_input(request, name, array)
+        for name in tensor_batch.wanted_outputs(works):
             request.outputs.add(name=name)
         self._on_batch(served, sum(w.rows for w in works))
         response = await self.pool.infer(request)
-        outputs = codecs.decode_response_outputs(response)
-        if len(works) == 1:
-            return [{name: outputs[name] for name in works[0].outputs}]
-        results: list[Tensors | BaseException] = []
-        offset = 0
-        for w in works:
-            results.append({name: outputs[name][offset : offset + w.rows] for name in w.outputs})
-            offset += w.rows
-        return results
+        return tensor_batch.split(works, codecs.decode_response_outputs(response), served.name)

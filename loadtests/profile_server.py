@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,10 +25,9 @@ from types import FrameType
 from loadtests.bench_server import Plan, load
 from loadtests.statistics import model_counters
 from loadtests.targets import BIG, CHOSEN, ROOT, TINY, Endpoint, served_name, write_repository
+from mdeploy.child_process import spawn
 from servers import cli
-from servers.process import ServerProcess
-
-_LISTENING = re.compile(r"mdeploy-server listening on (\S+):(\d+)")
+from servers.process import LISTENING, ServerProcess
 
 
 def serve_profiled(profile: Path, server_args: list[str]) -> int:
@@ -60,16 +57,8 @@ def start_profiled(repository: Path, profile: Path) -> ServerProcess:
         "--",
         *args,
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if match := _LISTENING.search(line):
-            server = ServerProcess(process, match.group(1), int(match.group(2)))
-            # Keep reading its log so a full pipe never blocks the server.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            server.wait_ready(60)
-            return server
-    raise RuntimeError(f"profiled server exited with {process.wait()}")
+    child, announced = spawn(command, LISTENING, timeout_s=60, log_to_stderr=True, cwd=ROOT)
+    return ServerProcess.started(child, announced, 60)
 
 
 def profile_window(server: ServerProcess, plan: Plan) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mdeploy import validation
-from mdeploy.batching import Batcher, BatchPolicy, Queued
+from mdeploy import tensor_batch, validation
+from mdeploy.batching import BatchPolicy, Queued
 from mdeploy.errors import Internal, InvalidInput, MdeployError
 from mdeploy.signature import Signature
+from mdeploy.tensor_batch import TensorRequest, Tensors
 from protos import datatypes
 from protos.generated import model_config_pb2 as mc
 from servers import config as model_config
@@ -25,21 +26,9 @@ from servers.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)
 
-Tensors = dict[str, np.ndarray]
 
-
-@dataclass(frozen=True)
-class Work:
-    """A validated request waiting for a batch."""
-
-    inputs: Mapping[str, np.ndarray]
-    outputs: tuple[str, ...]
-    rows: int
-
-    @property
-    def key(self) -> tuple[tuple[int, ...], ...]:
-        # Only requests whose non-batch dimensions agree can share a batch.
-        return tuple(array.shape[1:] for array in self.inputs.values())
+# Nanoseconds spent merging inputs, running the model, and splitting outputs.
+Timings = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -88,9 +77,7 @@ class ModelVersion:
         self._session: ort.InferenceSession | None = session
         policy = batch_policy(config, options.default_max_queue_size)
         self._executor = ThreadPoolExecutor(policy.concurrency, thread_name_prefix=f"{name}-v{version}")
-        self._batcher: Batcher[Work, Tensors] = Batcher(
-            policy, self._run_batch, size_of=lambda w: w.rows, key_of=lambda w: w.key, name=f"model '{name}'"
-        )
+        self._batcher = tensor_batch.batcher(policy, self._run_batch, f"model '{name}'")
         queue = config.dynamic_batching.default_queue_policy
         self._default_timeout_s = queue.default_timeout_microseconds / 1e6 or None
         self._inline_below_ns = options.inline_batch_us * 1000
@@ -135,13 +122,13 @@ class ModelVersion:
             rows = validation.check_inputs(self.signature, inputs, self.max_batch_size)
             wanted = validation.check_outputs(self.signature, outputs)
             timeout = min(filter(None, (timeout_s, self._default_timeout_s)), default=None)
-            result = await self._batcher.submit(Work(inputs, wanted, rows), timeout_s=timeout)
+            result = await self._batcher.submit(TensorRequest(inputs, wanted, rows), timeout_s=timeout)
             ok = True
             return result
         finally:
             self.statistics.record_request(ok, time.perf_counter_ns() - started)
 
-    async def _run_batch(self, batch: Sequence[Queued[Work]]) -> Sequence[Tensors | BaseException]:
+    async def _run_batch(self, batch: Sequence[Queued[TensorRequest]]) -> Sequence[Tensors | BaseException]:
         works = [entry.item for entry in batch]
         if self._run_ns < self._inline_below_ns:
             # Cheaper than a thread hand-off: run here, holding the loop for microseconds.
@@ -155,14 +142,16 @@ class ModelVersion:
         self.statistics.record_execution(sum(w.rows for w in works), len(works), *timings)
         return results
 
-    def _execute(self, works: list[Work]) -> tuple[list[Tensors | BaseException], tuple[int, int, int]]:
+    def _execute(
+        self, works: list[TensorRequest]
+    ) -> tuple[list[Tensors | BaseException], tuple[int, int, int]]:
         """Merge, run and split one batch (in a worker thread)."""
         session = self._session
         if session is None:
             raise Internal(f"model '{self.name}' version {self.version} is unloaded")
         t0 = time.perf_counter_ns()
-        feeds = self._merge(works)
-        names = sorted({name for w in works for name in w.outputs})
+        feeds = tensor_batch.merge(works, [spec.name for spec in self.signature.inputs])
+        names = tensor_batch.wanted_outputs(works)
         t1 = time.perf_counter_ns()
         try:
             arrays = session.run(names, feeds)
@@ -171,30 +160,8 @@ class ModelVersion:
         except Exception as error:
             raise Internal(f"model '{self.name}' failed to run: {error}") from None
         t2 = time.perf_counter_ns()
-        results = self._split(works, dict(zip(names, arrays, strict=True)))
+        results = tensor_batch.split(works, dict(zip(names, arrays, strict=True)), self.name)
         return results, (t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
-
-    def _merge(self, works: list[Work]) -> Tensors:
-        if len(works) == 1:
-            return {name: np.ascontiguousarray(a) for name, a in works[0].inputs.items()}
-        return {
-            spec.name: np.concatenate([w.inputs[spec.name] for w in works]) for spec in self.signature.inputs
-        }
-
-    def _split(self, works: list[Work], outputs: Tensors) -> list[Tensors | BaseException]:
-        if len(works) == 1:
-            return [{name: outputs[name] for name in works[0].outputs}]
-        total = sum(w.rows for w in works)
-        for name, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != total:
-                error = Internal(f"model '{self.name}': output '{name}' has no batch dimension of {total}")
-                return [error] * len(works)
-        results: list[Tensors | BaseException] = []
-        offset = 0
-        for w in works:
-            results.append({name: outputs[name][offset : offset + w.rows] for name in w.outputs})
-            offset += w.rows
-        return results
 
     def _warm_up(self) -> None:
         """One zero-filled row through the model so the first request is not slow."""
@@ -208,7 +175,9 @@ class ModelVersion:
             for spec, shape in zip(self.signature.inputs, shapes, strict=True)
         }
         try:
-            _, timings = self._execute([Work(feeds, tuple(s.name for s in self.signature.outputs), 1)])
+            _, timings = self._execute(
+                [TensorRequest(feeds, tuple(s.name for s in self.signature.outputs), 1)]
+            )
             self._run_ns = timings[1]
         except MdeployError as error:
             log.warning("warm-up of %s v%d failed: %s", self.name, self.version, error.message)
