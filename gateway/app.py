@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -27,10 +28,14 @@ from gateway.dataplane import DataPlane
 from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
-from gateway.rest import admin_keys, admin_packages, inference, models, openapi
+from gateway.rest import admin_keys, admin_packages, deployments, inference, models, openapi
 from gateway.rest.request_id import RequestIdMiddleware
 from gateway.rest.responses import EXCEPTION_HANDLERS
 from gateway.rest.state import GatewayState
+from gateway.routing.deployments import DeploymentStore
+from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
+from gateway.routing.router import Router
+from gateway.routing.stats import RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ def all_routes() -> list[BaseRoute]:
         *inference.routes(),
         *admin_keys.routes(),
         *admin_packages.routes(),
+        *deployments.routes(),
         *openapi.routes(),
     ]
 
@@ -60,18 +66,30 @@ def create_app(settings: GatewaySettings) -> Starlette:
         def on_batch(served: ServedVersion, rows: int) -> None:
             metrics.batch_rows.labels(served.name, served.version).observe(rows)
 
-        dataplane = DataPlane(registry, pool, settings, on_batch)
-        metrics.watch(pool, dataplane.batcher_stats)
+        router = _router(settings, connection, registry, metrics)
+        dataplane = DataPlane(
+            registry,
+            pool,
+            settings,
+            on_batch,
+            router=router,
+            on_shadow=lambda model, version, result: metrics.shadow.labels(model, version, result).inc(),
+        )
+        metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
-        app.state.gateway = GatewayState(settings, pool, registry, dataplane, metrics, registry)
+        app.state.gateway = GatewayState(settings, pool, registry, dataplane, metrics, registry, router)
         await pool.start()
         await registry.start()
+        await router.start()
         log.info("gateway ready with %d inference server(s)", len(settings.backends))
         try:
             yield
         finally:
+            await router.close()
             await registry.close()
             await dataplane.close()
+            await router.stats.aclose()
+            await router.ledger.aclose()
             await pool.close()
             await app.state.auth.aclose()
             connection.close()
@@ -81,4 +99,28 @@ def create_app(settings: GatewaySettings) -> Starlette:
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+    )
+
+
+def _router(
+    settings: GatewaySettings, connection: sqlite3.Connection, registry: Registry, metrics: Metrics
+) -> Router:
+    """Deployments in the database; bandit statistics and the feedback ledger in Redis when shared."""
+    stats: StatsStore
+    ledger: Ledger
+    if settings.shared_state_url:
+        stats = RedisStats(settings.shared_state_url)
+        ledger = RedisLedger(settings.shared_state_url, settings.feedback_ttl_s)
+    else:
+        stats = SQLiteStats(connection)
+        ledger = MemoryLedger(settings.feedback_ttl_s, settings.feedback_max_entries)
+    return Router(
+        DeploymentStore(connection),
+        registry,
+        stats,
+        ledger,
+        refresh_s=settings.deployment_refresh_s,
+        seed=settings.routing_seed,
+        on_rollback=lambda model, kind: metrics.rollbacks.labels(model, kind).inc(),
+        on_route=lambda model, version: metrics.routed.labels(model, version).inc(),
     )

@@ -5,10 +5,18 @@ any backend call, then joins that version's micro-batcher: concurrent requests b
 ModelInfer to the least busy inference server, and the answer is split back per request.
 The batcher is adaptive: a lone request goes at once; while a batch is in flight, arrivals
 accumulate up to the batch size or the delay.
+
+A request without a version is routed by the model's deployment (``gateway.routing``): the
+router picks the version, hears how it went (server-side failures and latency feed the
+guard), and remembers the request id for feedback. A shadow candidate gets a copy of the
+inputs in the background; its answer is compared with the one returned, never returned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,10 +24,11 @@ import numpy as np
 
 from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog, ServedVersion
+from gateway.routing.router import Routed, Router
 from gateway.settings import GatewaySettings
 from mdeploy import tensor_batch, validation
 from mdeploy.batching import Batcher, BatchPolicy, Queued
-from mdeploy.errors import PayloadTooLarge
+from mdeploy.errors import MdeployError, PayloadTooLarge
 from mdeploy.tensor_batch import TensorRequest, Tensors
 from protos import codecs
 from protos.generated import inference_pb2 as pb
@@ -34,6 +43,7 @@ class InferenceRequest:
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...] = ()
     request_id: str = ""
+    routing_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,11 @@ class InferenceResult:
     version: str
     outputs: Tensors
     served: ServedVersion
+
+
+ShadowListener = Callable[[str, str, str], None]  # model, candidate version, agree|differ|error
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,20 +74,71 @@ class DataPlane:
         pool: BackendPool,
         settings: GatewaySettings,
         on_batch: Callable[[ServedVersion, int], None] | None = None,
+        router: Router | None = None,
+        on_shadow: ShadowListener | None = None,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
         self.settings = settings
+        self.router = router
         self._on_batch = on_batch or (lambda served, rows: None)
+        self._on_shadow = on_shadow or (lambda model, version, result: None)
         self._batchers: dict[tuple[str, str], Batcher[TensorRequest, Tensors]] = {}
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
-        served = self.catalog.resolve(request.model, request.version)
+        routed = None
+        if request.version is None and self.router is not None:
+            routed = await self.router.route(request.model, request.routing_key)
+        served = self.catalog.resolve(request.model, routed.version if routed else request.version)
         self._check_bounds(request.inputs)
         rows = validation.check_inputs(served.signature, request.inputs, served.max_batch_size)
         wanted = validation.check_outputs(served.signature, request.outputs)
-        outputs = await self._batcher(served).submit(TensorRequest(request.inputs, wanted, rows))
+        work = TensorRequest(request.inputs, wanted, rows)
+        started = time.perf_counter()
+        try:
+            outputs = await self._batcher(served).submit(work)
+        except MdeployError as error:
+            if routed is not None and self.router is not None:
+                # Only failures of the server side speak against a version, not bad requests.
+                self.router.observe(
+                    served.name, served.version, error.http_status < 500, time.perf_counter() - started
+                )
+            raise
+        if routed is not None and self.router is not None:
+            self.router.observe(served.name, served.version, True, time.perf_counter() - started)
+            if routed.by_policy and request.request_id:
+                await self.router.remember(request.request_id, served.name, served.version)
+            if routed.shadow is not None:
+                self._start_shadow(served.name, routed, work, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
+
+    def _start_shadow(self, model: str, routed: Routed, work: TensorRequest, answered: Tensors) -> None:
+        assert routed.shadow is not None
+        task = asyncio.create_task(self._shadow(model, routed.shadow, work, answered))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, model: str, version: str, work: TensorRequest, answered: Tensors) -> None:
+        started = time.perf_counter()
+        try:
+            shadow = self.catalog.resolve(model, version)
+            outputs = await self._batcher(shadow).submit(work)
+        except MdeployError as error:
+            log.info("shadow version %s of %s failed: %s", version, model, error)
+            self._on_shadow(model, version, "error")
+            if self.router is not None and error.http_status >= 500:
+                self.router.observe(model, version, False, time.perf_counter() - started, routed=False)
+            return
+        if self.router is not None:
+            self.router.observe(model, version, True, time.perf_counter() - started, routed=False)
+        same = all(
+            name in outputs
+            and outputs[name].shape == array.shape
+            and np.allclose(outputs[name], array, atol=1e-4)
+            for name, array in answered.items()
+        )
+        self._on_shadow(model, version, "agree" if same else "differ")
 
     def batcher_stats(self) -> list[BatcherStats]:
         return [
@@ -81,6 +147,8 @@ class DataPlane:
         ]
 
     async def close(self) -> None:
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
         for batcher in self._batchers.values():
             await batcher.close(drain=True)
 

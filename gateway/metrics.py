@@ -21,9 +21,15 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class _LiveState(Collector):
-    def __init__(self, pool: BackendPool, batchers: Callable[[], list[BatcherStats]]) -> None:
+    def __init__(
+        self,
+        pool: BackendPool,
+        batchers: Callable[[], list[BatcherStats]],
+        shares: Callable[[], dict[tuple[str, str], float]],
+    ) -> None:
         self._pool = pool
         self._batchers = batchers
+        self._shares = shares
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily(
@@ -44,7 +50,14 @@ class _LiveState(Collector):
         for stats in self._batchers():
             queue.add_metric([stats.model, stats.version], stats.queue_length)
             batches.add_metric([stats.model, stats.version], stats.batches_in_flight)
-        yield from (up, in_flight, queue, batches)
+        share = GaugeMetricFamily(
+            "mdeploy_traffic_share",
+            "Share of a model's routed requests per version since its deployment last changed",
+            labels=["model", "version"],
+        )
+        for (model, version), value in self._shares().items():
+            share.add_metric([model, version], value)
+        yield from (up, in_flight, queue, batches, share)
 
 
 class Metrics:
@@ -73,6 +86,36 @@ class Metrics:
         self.rate_limited = Counter(
             "mdeploy_rate_limited", "Requests refused by a rate limit", ["scope"], registry=self.registry
         )
+        self.rewards = Counter(
+            "mdeploy_rewards",
+            "Sum of feedback rewards per version",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            "mdeploy_rollbacks",
+            "Rollbacks by kind (manual or automatic)",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.shadow = Counter(
+            "mdeploy_shadow_requests",
+            "Copies sent to shadow versions, by result (agree, differ, error)",
+            ["model", "version", "result"],
+            registry=self.registry,
+        )
 
-    def watch(self, pool: BackendPool, batchers: Callable[[], list[BatcherStats]]) -> None:
-        self.registry.register(_LiveState(pool, batchers))
+        self.routed = Counter(
+            "mdeploy_routed_requests",
+            "Requests whose version a deployment policy chose, per version",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        pool: BackendPool,
+        batchers: Callable[[], list[BatcherStats]],
+        shares: Callable[[], dict[tuple[str, str], float]] = dict,
+    ) -> None:
+        self.registry.register(_LiveState(pool, batchers, shares))

@@ -59,6 +59,19 @@ class GatewaySettings(BaseSettings):
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     """How often the registry's desired state is compared with what each backend holds."""
 
+    # ---- routing between versions ----
+    shared_state_url: str | None = None
+    """redis://host:port to share bandit statistics and the feedback ledger between gateway
+    processes; None keeps statistics in SQLite and the ledger in this process's memory."""
+    feedback_ttl_s: float = Field(default=3600.0, gt=0)
+    """How long a request id can receive feedback."""
+    feedback_max_entries: int = Field(default=1_000_000, ge=1)
+    """Most request ids remembered for feedback (the oldest are forgotten first)."""
+    deployment_refresh_s: float = Field(default=1.0, gt=0)
+    """How soon a deployment change made by another gateway process takes effect here."""
+    routing_seed: int | None = None
+    """Seed of the routing policies' random draws (reproducible simulations); None: from the OS."""
+
     # ---- auth and rate limits ----
     rate_limit_storage: str = "memory://"
     """Where rate-limit counters live: memory:// (one process) or redis://host:port (shared)."""

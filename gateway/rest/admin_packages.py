@@ -94,9 +94,13 @@ async def delete_version(request: Request) -> Response:
     reason = request.query_params.get("reason", "")
     if len(reason) > MAX_REASON or not reason.isprintable():
         raise InvalidInput(f"reason must be printable text of at most {MAX_REASON} characters")
+    model, version = request.path_params["model"], _version(request)
+    router = gateway_state(request).router
+    if router is not None:
+        router.check_unused(model, str(version))
     record = await _registry(request).delete_version(
-        request.path_params["model"],
-        _version(request),
+        model,
+        version,
         _actor(request),
         force=_flag(request, "force"),
         reason=reason,

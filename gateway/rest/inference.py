@@ -16,6 +16,19 @@ from gateway.rest.request_id import request_id_of
 from gateway.rest.state import gateway_state
 from mdeploy.errors import InvalidInput, MdeployError, PayloadTooLarge
 
+# Requests with the same key get the same version under canary and shadow policies.
+ROUTING_KEY = "x-routing-key"
+MAX_ROUTING_KEY = 256
+
+
+def routing_key(request: Request) -> str | None:
+    key = request.headers.get(ROUTING_KEY)
+    if key is not None and len(key) > MAX_ROUTING_KEY:
+        raise InvalidInput(
+            f"the X-Routing-Key header is {len(key)} characters long; at most {MAX_ROUTING_KEY}"
+        )
+    return key
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
@@ -57,6 +70,7 @@ async def v2_infer(request: Request) -> Response:
             parsed.inputs,
             parsed.outputs,
             request_id_of(request.scope),
+            routing_key(request),
         )
         result = await state.dataplane.infer(inference)
     except MdeployError as error:
@@ -75,6 +89,7 @@ async def v1_predict(request: Request) -> Response:
     with_labels = request.query_params.get("labels", "false").lower() in ("1", "true", "yes")
     try:
         body = await read_body(request, state.settings.max_body_bytes)
+        # The signature gives the JSON its datatypes (all versions of a model share it).
         served = state.catalog.resolve(request.path_params["model"], _version(request))
         if with_labels and not served.labels:
             raise InvalidInput(
@@ -82,7 +97,12 @@ async def v1_predict(request: Request) -> Response:
             )
         parsed = v1_codec.parse_request(body, served)
         inference = InferenceRequest(
-            served.name, served.version, parsed.inputs, (), request_id_of(request.scope)
+            served.name,
+            _version(request),
+            parsed.inputs,
+            (),
+            request_id_of(request.scope),
+            routing_key(request),
         )
         result = await state.dataplane.infer(inference)
     except MdeployError as error:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.rest import deployments
 from gateway.rest.responses import JSONResponse
 from mdeploy import __version__
 
@@ -209,12 +211,21 @@ def _infer_paths() -> dict[str, Any]:
         body={JSON: {"schema": _V1_REQUEST}},
         query=labels,
     )
+    routing_key = {
+        "name": "X-Routing-Key",
+        "in": "header",
+        "required": False,
+        "description": "Requests with the same key get the same version under canary and shadow policies",
+        "schema": {"type": "string", "maxLength": 256},
+    }
     return {
-        "/v2/models/{model}/infer": {"post": {**v2, "parameters": _path_params("model")}},
+        "/v2/models/{model}/infer": {"post": {**v2, "parameters": [*_path_params("model"), routing_key]}},
         "/v2/models/{model}/versions/{version}/infer": {
             "post": {**v2, "parameters": _path_params("model", "version")}
         },
-        "/v1/models/{model}:predict": {"post": {**v1, "parameters": _path_params("model") + labels}},
+        "/v1/models/{model}:predict": {
+            "post": {**v1, "parameters": [*_path_params("model"), *labels, routing_key]}
+        },
         "/v1/models/{model}/versions/{version}:predict": {
             "post": {**v1, "parameters": _path_params("model", "version") + labels}
         },
@@ -331,7 +342,82 @@ def _admin_paths() -> dict[str, Any]:
     }
 
 
+_SCHEMAS = "#/components/schemas/{model}"
+
+
+def _body_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s JSON schema, its nested models moved to ``components/schemas``."""
+    schema = model.model_json_schema(ref_template=_SCHEMAS)
+    schemas.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _deployment_paths(schemas: dict[str, Any]) -> dict[str, Any]:
+    model = ("model",)
+    status = {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string"},
+            "policy": {"type": ["object", "null"]},
+            "stable": {"type": "string"},
+            "arms": {"type": "array", "items": _ANY_OBJECT},
+            "live_versions": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["model", "stable", "arms"],
+    }
+
+    def body(kind: type[BaseModel]) -> dict[str, Any]:
+        return {JSON: {"schema": _body_schema(kind, schemas)}}
+
+    return {
+        "/v1/models/{model}/feedback": {
+            "post": _op(
+                "A reward in [0, 1] for a routed request, by its X-Request-Id (counted once)",
+                _responses(_ANY_OBJECT, 400, 404, 409, 413, 503),
+                params=model,
+                body=body(deployments.Feedback),
+            )
+        },
+        "/v1/admin/deployments/{model}": {
+            "get": _op(
+                "Deployment status: arms, traffic, rewards, errors, latency, guard",
+                _responses(status, 404, 503),
+                params=model,
+            ),
+            "put": _op(
+                "Start a rollout (pinned, canary, shadow, epsilon-greedy, ucb1, thompson) with its guard",
+                _responses(status, 400, 404, 409, 413, 503),
+                params=model,
+                body=body(deployments.Rollout),
+            ),
+        },
+        "/v1/admin/deployments/{model}/rollback": {
+            "post": _op(
+                "Send all traffic to the stable version (or the one named), atomically",
+                _responses(status, 400, 404, 409, 413, 503),
+                params=model,
+                body=body(deployments.Rollback),
+            )
+        },
+        "/v1/admin/deployments/{model}/promote": {
+            "post": _op(
+                "Make a version stable and route all traffic to it",
+                _responses(status, 400, 404, 409, 413, 503),
+                params=model,
+                body=body(deployments.Promote),
+            )
+        },
+        "/v1/admin/deployments/{model}/history": {
+            "get": _op(
+                "Every deployment and registry change of a model", _responses(_ANY_OBJECT, 404), params=model
+            )
+        },
+    }
+
+
 def document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    paths = {**_metadata_paths(), **_infer_paths(), **_admin_paths(), **_deployment_paths(schemas)}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -343,9 +429,10 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
-            }
+            },
+            "schemas": schemas,
         },
-        "paths": {**_metadata_paths(), **_infer_paths(), **_admin_paths()},
+        "paths": paths,
     }
 
 

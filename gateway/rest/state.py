@@ -11,6 +11,7 @@ from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog
 from gateway.dataplane import DataPlane
 from gateway.metrics import Metrics
+from gateway.routing.router import Router
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class GatewayState:
     dataplane: DataPlane
     metrics: Metrics
     registry: Registry
+    router: Router | None = None
 
 
 def gateway_state(request: Request) -> GatewayState:

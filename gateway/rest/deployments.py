@@ -1,0 +1,133 @@
+"""Feedback and deployment routes: rewards for answered requests; rollout, status, rollback, history."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth.guard import requires
+from gateway.auth.scopes import Scope
+from gateway.rest.inference import read_body
+from gateway.rest.responses import JSONResponse
+from gateway.rest.state import gateway_state
+from gateway.routing.guard import GuardSpec
+from gateway.routing.policies import PolicySpec
+from gateway.routing.router import Router
+from mdeploy.errors import InvalidInput
+
+MAX_BODY = 64 * 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Feedback(_Body):
+    request_id: str = Field(min_length=1, max_length=128)
+    reward: float
+
+
+class Rollout(_Body):
+    policy: PolicySpec
+    guard: GuardSpec = Field(default_factory=GuardSpec)
+    reason: str = Field(default="", max_length=1000)
+
+
+class Rollback(_Body):
+    to: str | None = Field(default=None, max_length=32)
+    reason: str = Field(default="", max_length=1000)
+
+
+class Promote(_Body):
+    version: str = Field(min_length=1, max_length=32)
+    reason: str = Field(default="", max_length=1000)
+
+
+Body = TypeVar("Body", bound=_Body)
+
+
+async def _parse(request: Request, kind: type[Body]) -> Body:
+    body = await read_body(request, MAX_BODY)
+    try:
+        return kind.model_validate(orjson.loads(body or b"{}"))
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"the request body is not valid JSON: {error}") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+def _router(request: Request) -> Router:
+    router = gateway_state(request).router
+    assert router is not None
+    return router
+
+
+def _actor(request: Request) -> str:
+    return f"key:{request.state.api_key.id}"
+
+
+@requires(Scope.FEEDBACK, model_param="model")
+async def feedback(request: Request) -> Response:
+    body = await _parse(request, Feedback)
+    if not math.isfinite(body.reward):
+        raise InvalidInput("reward must be a finite number between 0 and 1")
+    model = request.path_params["model"]
+    version = await _router(request).feedback(model, body.request_id, body.reward)
+    gateway_state(request).metrics.rewards.labels(model, version).inc(body.reward)
+    return JSONResponse({"request_id": body.request_id, "model": model, "version": version, "counted": True})
+
+
+@requires(Scope.ADMIN)
+async def status(request: Request) -> Response:
+    return JSONResponse(await _router(request).status(request.path_params["model"]))
+
+
+@requires(Scope.ADMIN)
+async def rollout(request: Request) -> Response:
+    body = await _parse(request, Rollout)
+    model = request.path_params["model"]
+    await _router(request).rollout(model, body.policy, body.guard, _actor(request), body.reason)
+    return JSONResponse(await _router(request).status(model))
+
+
+@requires(Scope.ADMIN)
+async def rollback(request: Request) -> Response:
+    body = await _parse(request, Rollback)
+    model = request.path_params["model"]
+    await _router(request).rollback(model, body.to, _actor(request), body.reason)
+    return JSONResponse(await _router(request).status(model))
+
+
+@requires(Scope.ADMIN)
+async def promote(request: Request) -> Response:
+    body = await _parse(request, Promote)
+    model = request.path_params["model"]
+    await _router(request).promote(model, body.version, _actor(request), body.reason)
+    return JSONResponse(await _router(request).status(model))
+
+
+@requires(Scope.ADMIN)
+async def history(request: Request) -> Response:
+    model = request.path_params["model"]
+    events = gateway_state(request).registry.audit_events(model=model, limit=1000)
+    listing: list[dict[str, Any]] = [e.to_json() for e in events]
+    return JSONResponse({"model": model, "events": listing})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/models/{model}/feedback", feedback, methods=["POST"]),
+        Route("/v1/admin/deployments/{model}", status, methods=["GET"]),
+        Route("/v1/admin/deployments/{model}", rollout, methods=["PUT"]),
+        Route("/v1/admin/deployments/{model}/rollback", rollback, methods=["POST"]),
+        Route("/v1/admin/deployments/{model}/promote", promote, methods=["POST"]),
+        Route("/v1/admin/deployments/{model}/history", history, methods=["GET"]),
+    ]

@@ -1,0 +1,1 @@
+"""Traffic between model versions: deployments, policies, bandit statistics, feedback, guards."""

@@ -1,0 +1,209 @@
+"""``mdeploy rollout | status | rollback | promote | history``: traffic between model versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+from urllib.parse import quote
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from mdeploy.cli.registry_client import add_gateway_arguments, connect
+from mdeploy.errors import InvalidInput
+
+DEPLOYMENTS_PATH = "/v1/admin/deployments"
+POLICIES = ("pinned", "canary", "shadow", "epsilon-greedy", "ucb1", "thompson")
+
+
+def _path(model: str, action: str = "") -> str:
+    return f"{DEPLOYMENTS_PATH}/{quote(model, safe='')}" + (f"/{action}" if action else "")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="NAME")
+    add_gateway_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def register(subparsers: Any) -> None:
+    rollout = subparsers.add_parser(
+        "rollout",
+        help="route a model's traffic with a policy",
+        description="Start a rollout: pinned, canary (--weights), shadow (--candidate), or a bandit "
+        "(epsilon-greedy, ucb1, thompson) that learns from feedback. A guard rolls a candidate back "
+        "when its error rate or p99 latency is worse than the stable version's.",
+    )
+    _common(rollout)
+    rollout.add_argument("--policy", required=True, choices=POLICIES)
+    rollout.add_argument("--versions", required=True, help="comma-separated versions (arms), e.g. 3,4")
+    rollout.add_argument("--weights", help="canary: comma-separated weights in --versions order, e.g. 90,10")
+    rollout.add_argument("--candidate", help="shadow: the version that gets copies of the traffic")
+    rollout.add_argument("--epsilon", type=float, help="epsilon-greedy: exploration rate (default 0.1)")
+    rollout.add_argument("--min-pulls", type=int, help="bandits: pulls each arm gets before exploiting")
+    rollout.add_argument("--warmup", type=int, help="bandits: first N decisions uniform")
+    rollout.add_argument("--prior", help="thompson: Beta prior as ALPHA,BETA (default 1,1)")
+    rollout.add_argument("--shadow-share", type=float, help="shadow: share of requests copied (default 1)")
+    rollout.add_argument(
+        "--auto-reward-ms",
+        type=float,
+        help="bandits: reward each request by itself, 1 when it succeeds within this latency, else 0",
+    )
+    rollout.add_argument(
+        "--max-error-rate-delta", type=float, help="guard: candidate error rate over baseline"
+    )
+    rollout.add_argument("--max-p99-ratio", type=float, help="guard: candidate p99 / baseline p99")
+    rollout.add_argument("--min-requests", type=int, help="guard: requests per version before judging")
+    rollout.add_argument("--no-guard", action="store_true", help="no automatic rollback for this rollout")
+    rollout.add_argument("--reason", default="", help="why (kept in the audit log)")
+    rollout.set_defaults(handler=run_rollout)
+
+    status = subparsers.add_parser("status", help="arms, traffic, rewards, errors, latency, guard")
+    _common(status)
+    status.set_defaults(handler=run_status)
+
+    rollback = subparsers.add_parser("rollback", help="send all traffic to the stable version (or --to)")
+    _common(rollback)
+    rollback.add_argument("--to", metavar="VERSION", help="the version to serve instead of the stable one")
+    rollback.add_argument("--reason", default="", help="why (kept in the audit log)")
+    rollback.set_defaults(handler=run_rollback)
+
+    promote = subparsers.add_parser("promote", help="make a version stable and route all traffic to it")
+    _common(promote)
+    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("--reason", default="", help="why (kept in the audit log)")
+    promote.set_defaults(handler=run_promote)
+
+    history = subparsers.add_parser("history", help="the audit log of one model")
+    _common(history)
+    history.set_defaults(handler=run_history)
+
+
+def _numbers(text: str, what: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdecimal() for part in parts):
+        raise InvalidInput(f"{what} must be comma-separated version numbers, e.g. 3,4 (not {text!r})")
+    return parts
+
+
+def _floats(text: str, what: str, count: int) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidInput(f"{what} must be comma-separated numbers, e.g. 90,10 (not {text!r})") from None
+    if len(values) != count:
+        raise InvalidInput(f"{what} needs {count} numbers, one per version")
+    return values
+
+
+def policy_body(args: argparse.Namespace) -> dict[str, Any]:
+    versions = _numbers(args.versions, "--versions")
+    policy: dict[str, Any] = {"kind": args.policy, "versions": versions}
+    if args.weights:
+        policy["weights"] = dict(
+            zip(versions, _floats(args.weights, "--weights", len(versions)), strict=True)
+        )
+    if args.candidate:
+        policy["candidate"] = args.candidate
+    if args.prior:
+        policy["prior_alpha"], policy["prior_beta"] = _floats(args.prior, "--prior", 2)
+    for name in ("epsilon", "min_pulls", "warmup", "shadow_share"):
+        if getattr(args, name) is not None:
+            policy[name] = getattr(args, name)
+    if args.auto_reward_ms is not None:
+        policy["auto_reward_latency_ms"] = args.auto_reward_ms
+    guard = {
+        name: getattr(args, name)
+        for name in ("max_error_rate_delta", "max_p99_ratio", "min_requests")
+        if getattr(args, name) is not None
+    }
+    if args.no_guard:
+        guard["enabled"] = False
+    return {"policy": policy, "guard": guard, "reason": args.reason}
+
+
+def _show(args: argparse.Namespace, status: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        Console(soft_wrap=True, highlight=False).print(status_table(status))
+    return 0
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        return _show(args, client.request("PUT", _path(args.model), json=policy_body(args)).json())
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        return _show(args, client.get_json(_path(args.model)))
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        return _show(
+            args, client.post_json(_path(args.model, "rollback"), {"to": args.to, "reason": args.reason})
+        )
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    body = {"version": args.version, "reason": args.reason}
+    with connect(args) as client:
+        return _show(args, client.post_json(_path(args.model, "promote"), body))
+
+
+def run_history(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        events: list[dict[str, Any]] = client.get_json(_path(args.model, "history"))["events"]
+    if args.json:
+        print(json.dumps(events, indent=2, sort_keys=True))
+        return 0
+    table = Table(box=box.SIMPLE_HEAD, title=f"history of {args.model}")
+    table.add_column("when (UTC)", no_wrap=True)
+    for column in ("who", "action", "from", "to", "why"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        when = (e["at"] or "")[:19].replace("T", " ")
+        table.add_row(
+            when, e["actor"], e["action"], e["from"] or "", e["to"] or e["version"] or "", e["reason"]
+        )
+    Console(soft_wrap=True, highlight=False).print(table)
+    return 0
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """One row per arm: which version is winning should be visible at a glance."""
+    policy = status.get("policy") or {}
+    title = f"{status['model']}: {policy.get('kind', 'no deployment')} (stable {status['stable']})"
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    columns = ("version", "traffic", "pulls", "reward (95% CI)", "rewards", "errors", "p50 ms", "p99 ms")
+    for column in columns:
+        table.add_column(column, justify="right", overflow="fold")
+    arms = status["arms"]
+    best = max((a["mean_reward"] or 0.0 for a in arms), default=0.0)
+    for arm in arms:
+        ci = arm["reward_ci95"]
+        reward = "-" if arm["mean_reward"] is None else f"{arm['mean_reward']:.3f}"
+        if ci:
+            reward += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        marker = (
+            " ★" if arm["mean_reward"] is not None and arm["mean_reward"] == best and arm["rewards"] else ""
+        )
+        table.add_row(
+            arm["version"] + (" (stable)" if arm["stable"] else "") + marker,
+            _fmt(arm["traffic_share"], "{:.1%}"),
+            str(arm["pulls"]),
+            reward,
+            str(arm["rewards"]),
+            _fmt(arm["error_rate"], "{:.1%}"),
+            _fmt(arm["p50_ms"], "{:.1f}"),
+            _fmt(arm["p99_ms"], "{:.1f}"),
+        )
+    return table

@@ -1,0 +1,100 @@
+"""The feedback ledger and bandit statistics: in memory, in SQLite, and in a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.db import open_database
+from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
+from gateway.routing.policies import ArmStats
+from gateway.routing.stats import RedisStats, SQLiteStats
+from mdeploy.errors import Conflict, NotFound
+from tests.gateway.conftest import Clock, RedisServer
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield MemoryLedger(ttl_s=60, max_entries=100)
+        return
+    server = request.getfixturevalue("redis_server")
+    shared = RedisLedger(server.uri, ttl_s=60)
+    yield shared
+    await shared.aclose()
+
+
+async def test_feedback_claims_the_version_that_answered_once(ledger: Ledger) -> None:
+    await ledger.remember("req-1", "digits", "2")
+    entry = await ledger.claim("req-1", "digits")
+    assert (entry.model, entry.version) == ("digits", "2")
+    with pytest.raises(Conflict, match="already counted"):
+        await ledger.claim("req-1", "digits")
+
+
+async def test_unknown_ids_and_other_models_are_not_found(ledger: Ledger) -> None:
+    await ledger.remember("req-2", "digits", "1")
+    with pytest.raises(NotFound, match="unknown or expired"):
+        await ledger.claim("nobody", "digits")
+    with pytest.raises(NotFound):
+        await ledger.claim("req-2", "iris")
+    assert (await ledger.claim("req-2", "digits")).version == "1"  # the failed claims took nothing
+
+
+async def test_memory_ledger_forgets_expired_and_oldest_entries() -> None:
+    clock = Clock()
+    ledger = MemoryLedger(ttl_s=10, max_entries=3, clock=clock)
+    await ledger.remember("old", "m", "1")
+    clock.advance(11)
+    with pytest.raises(NotFound):
+        await ledger.claim("old", "m")
+    for i in range(5):
+        await ledger.remember(f"r{i}", "m", "1")
+    assert len(ledger) == 3
+    with pytest.raises(NotFound):
+        await ledger.claim("r0", "m")
+    assert (await ledger.claim("r4", "m")).version == "1"
+
+
+async def test_redis_ledger_entries_expire(redis_server: RedisServer) -> None:
+    ledger = RedisLedger(redis_server.uri, ttl_s=0.05)
+    try:
+        await ledger.remember("soon-gone", "m", "1")
+        await asyncio.sleep(0.2)
+        with pytest.raises(NotFound):
+            await ledger.claim("soon-gone", "m")
+    finally:
+        await ledger.aclose()
+
+
+async def test_sqlite_statistics_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    connection = open_database(path)
+    stats = SQLiteStats(connection)
+    for _ in range(3):
+        await stats.add_pull("m", "1")
+    await stats.add_pull("m", "2")
+    await stats.add_reward("m", "1", 1.0)
+    await stats.add_reward("m", "1", 0.5)
+    connection.close()
+    reopened = SQLiteStats(open_database(path))
+    assert await reopened.snapshot("m") == {"1": ArmStats(3, 2, 1.5, 1.25), "2": ArmStats(1, 0, 0.0, 0.0)}
+    await reopened.reset("m", ["1", "2"])
+    assert await reopened.snapshot("m") == {}
+
+
+async def test_redis_statistics_are_shared_between_clients(redis_server: RedisServer) -> None:
+    first, second = RedisStats(redis_server.uri), RedisStats(redis_server.uri)
+    try:
+        await first.add_pull("m", "1")
+        await second.add_pull("m", "1")
+        await second.add_reward("m", "1", 0.25)
+        assert await first.snapshot("m") == {"1": ArmStats(2, 1, 0.25, 0.0625)}
+        await first.reset("m", ["1"])
+        assert await second.snapshot("m") == {}
+    finally:
+        await first.aclose()
+        await second.aclose()
