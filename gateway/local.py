@@ -121,6 +121,7 @@ async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
         http="httptools",
         log_level="info",
         access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = uvicorn.Server(config)
     tasks = [asyncio.create_task(server.serve())]

@@ -27,6 +27,8 @@ class GatewaySettings(BaseSettings):
     """Address the HTTP API listens on."""
     port: int = Field(default=8000, ge=0, le=65535)
     """Port the HTTP API listens on."""
+    shutdown_grace_s: int = Field(default=30, ge=1)
+    """On SIGTERM: requests in flight get this many seconds to finish; new connections are refused."""
     backends: list[str] = Field(default_factory=list)
     """gRPC addresses (host:port) of the inference servers; empty with ``mdeploy serve``,
     which starts one local server and uses it."""
@@ -47,7 +49,7 @@ class GatewaySettings(BaseSettings):
     batch_max_delay_ms: float = Field(default=2.0, ge=0)
     """How long arrivals may wait for a batch to fill while another batch is in flight."""
     batch_max_queue: int = Field(default=2048, ge=1)
-    """Requests waiting per model version; more get 503 until the queue drains."""
+    """Requests waiting per model version; more get 429 with Retry-After until the queue drains."""
     batch_concurrency: int = Field(default=4, ge=1)
     """Backend calls in flight per model version."""
 

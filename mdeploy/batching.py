@@ -117,7 +117,8 @@ class Batcher(Generic[T, R]):
             )
         if len(self._queue) >= self.policy.max_queue_size:
             raise ResourceExhausted(
-                f"{self.name}: queue is full ({self.policy.max_queue_size} waiting); retry later"
+                f"{self.name}: queue is full ({self.policy.max_queue_size} waiting); retry later",
+                headers={"Retry-After": "1"},
             )
         self.start()
         loop = asyncio.get_running_loop()

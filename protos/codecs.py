@@ -34,14 +34,27 @@ CONTENTS_FIELD: Final[dict[str, str]] = {
 
 _LENGTH_PREFIX = struct.Struct("<I")
 
+# Shapes numpy (1.x and 2.x) can hold: at most 32 dimensions, and non-zero dimensions whose
+# product times the widest element size (8 bytes) fits in int64, even when another one is 0.
+MAX_RANK: Final = 32
+_MAX_EXTENT: Final = (2**63 - 1) // 8
+
 
 def element_count(name: str, shape: tuple[int, ...] | list[int]) -> int:
-    """Number of elements of ``shape``; negative dimensions are refused."""
+    """Number of elements of ``shape``; negative dimensions and impossible shapes are refused."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(
+            f"input '{name}': shape has {len(shape)} dimensions; at most {MAX_RANK} are supported"
+        )
     count = 1
+    extent = 1
     for dim in shape:
         if dim < 0:
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
         count *= dim
+        extent *= max(dim, 1)
+    if count == 0 and extent > _MAX_EXTENT:  # else callers compare ``count`` with their limits
+        raise InvalidInput(f"input '{name}': shape {list(shape)} is too large for any tensor")
     return count
 
 
@@ -122,6 +135,10 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     """One request input as numpy, from raw bytes when given, else its typed contents."""
     shape = list(tensor.shape)
     if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInput(
+                f"input '{tensor.name}' has both raw_input_contents and typed contents; send one of them"
+            )
         return decode_raw(tensor.name, tensor.datatype, shape, raw)
     return decode_contents(tensor.name, tensor.datatype, shape, tensor.contents)
 

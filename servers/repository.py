@@ -130,10 +130,13 @@ class ModelRepository:
         served = self.model(name)
         if not version:
             return served.latest()
-        if not version.isdigit() or int(version) not in served.versions:
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses, as it refuses
+        # more than 4300 digits.
+        number = int(version) if version.isascii() and version.isdigit() and len(version) < 20 else None
+        if number is None or number not in served.versions:
             loaded = ", ".join(str(v) for v in sorted(served.versions))
             raise NotFound(f"model '{name}' has no loaded version {version!r} (loaded: {loaded})")
-        return served.versions[int(version)]
+        return served.versions[number]
 
     def loaded(self) -> list[ServedModel]:
         return [self._models[name] for name in sorted(self._models)]

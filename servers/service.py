@@ -41,6 +41,8 @@ def errors_to_status(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
+            if isinstance(request, wire.Malformed):
+                raise request.error()
             return await handler(self, request, context)
         except asyncio.CancelledError:
             raise
@@ -109,6 +111,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     # ---- inference ----
 
     async def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+        if isinstance(request, wire.Malformed):
+            raise request.error()
         version = self.repository.version(request.model_name, request.model_version)
         wire.check_input_sizes(request, self.settings.max_elements_per_input)
         inputs = codecs.decode_request_inputs(request)
@@ -134,9 +138,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await answers.put(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as error:
                 _, message = _status(error)
-                failed = pb.ModelInferResponse(
-                    model_name=request.model_name, model_version=request.model_version, id=request.id
-                )
+                failed = pb.ModelInferResponse()
+                if isinstance(request, pb.ModelInferRequest):
+                    failed = pb.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id
+                    )
                 await answers.put(pb.ModelStreamInferResponse(error_message=message, infer_response=failed))
 
         async def read() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mdeploy.errors import InvalidInput, Unsupported
@@ -15,6 +17,16 @@ from servers.statistics import Duration, VersionStatistics
 # Parameters of a requested output that these servers understand ("binary_data" is an HTTP
 # notion that tritonclient may forward; it changes nothing over gRPC).
 _OUTPUT_PARAMETERS = {"binary_data"}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What the servicer gets instead of a request whose bytes are not a valid protobuf message."""
+
+    reason: str
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(f"malformed request: {self.reason}")
 
 
 def check_input_sizes(request: pb.ModelInferRequest, max_elements: int) -> None:
@@ -41,6 +53,8 @@ def timeout_seconds(request: pb.ModelInferRequest, grpc_remaining: float | None)
     """The tighter of the request's ``timeout`` parameter (microseconds) and the gRPC deadline."""
     candidates = [grpc_remaining] if grpc_remaining is not None else []
     if "timeout" in request.parameters:
+        if request.parameters["timeout"].WhichOneof("parameter_choice") != "int64_param":
+            raise InvalidInput("parameter 'timeout' must be an int64_param (microseconds)")
         micros = request.parameters["timeout"].int64_param
         if micros < 0:
             raise InvalidInput("parameter 'timeout' must be a non-negative number of microseconds")

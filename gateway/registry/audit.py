@@ -36,6 +36,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 MAX_PAGE = 1000
+_MAX_ID = 2**63 - 1  # SQLite's largest INTEGER; a larger ``before`` means the same: every event
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def events(
         parameters.append(model)
     if before is not None:
         clauses.append("id < ?")
-        parameters.append(before)
+        parameters.append(min(before, _MAX_ID))
     rows = connection.execute(
         f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?",
         (*parameters, max(1, min(limit, MAX_PAGE))),

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MAX_REASON = 1000
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"", "0", "false", "no"}
+_MAX_VERSION = 2**63 - 1
 
 
 def routes() -> list[Route]:
@@ -175,7 +176,8 @@ def _actor(request: Request) -> str:
 
 def _version(request: Request) -> int:
     text: str = request.path_params["version"]
-    if not (text.isdecimal() and text.isascii()):
+    # Past SQLite's largest INTEGER no version can exist (and the lookup would overflow).
+    if not (text.isdecimal() and text.isascii()) or int(text) > _MAX_VERSION:
         raise NotFound(
             f"version '{text}' of model '{request.path_params['model']}' does not exist; "
             "versions are numbers (see GET /v1/admin/models)"

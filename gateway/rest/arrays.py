@@ -42,10 +42,15 @@ def _bytes_element(name: str, value: Any) -> bytes:
 
 
 def _bytes_array(name: str, data: Any) -> np.ndarray:
-    def convert(value: Any) -> Any:
-        return [convert(v) for v in value] if isinstance(value, list) else _bytes_element(name, value)
+    def convert(value: Any, depth: int) -> Any:
+        if not isinstance(value, list):
+            return _bytes_element(name, value)
+        # Bounded before recursing: JSON nested ~1000 deep would otherwise hit RecursionError.
+        if depth >= _MAX_RANK:
+            raise InvalidInput(f"'{name}': data is nested more than {_MAX_RANK} deep")
+        return [convert(v, depth + 1) for v in value]
 
-    converted = convert(data)
+    converted = convert(data, 0)
     try:
         array = np.array(converted, dtype=np.object_)
     except ValueError:

@@ -172,8 +172,15 @@ def _responses(
     return responses
 
 
+# Versions are numbers the registry gives out (1, 2, ...); any other text is a 404.
+_PATH_SCHEMAS = {"version": {"type": "string", "pattern": "^[0-9]+$"}}
+
+
 def _path_params(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+    return [
+        {"name": n, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(n, {"type": "string"})}
+        for n in names
+    ]
 
 
 def _op(
@@ -198,7 +205,7 @@ def _op(
 def _infer_paths() -> dict[str, Any]:
     v2 = _op(
         "KServe v2 inference (JSON, or Triton's binary-data extension)",
-        _responses(_V2_RESPONSE, 400, 404, 413, 503, 504),
+        _responses(_V2_RESPONSE, 400, 404, 413, 501, 503, 504),
         body={
             JSON: {"schema": _V2_REQUEST},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -218,10 +225,19 @@ def _infer_paths() -> dict[str, Any]:
         "description": "Requests with the same key get the same version under canary and shadow policies",
         "schema": {"type": "string", "maxLength": 256},
     }
+    header_length = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "description": "Binary-data extension: the byte length of the JSON part; raw tensors follow it",
+        "schema": {"type": "integer", "minimum": 0},
+    }
     return {
-        "/v2/models/{model}/infer": {"post": {**v2, "parameters": [*_path_params("model"), routing_key]}},
+        "/v2/models/{model}/infer": {
+            "post": {**v2, "parameters": [*_path_params("model"), routing_key, header_length]}
+        },
         "/v2/models/{model}/versions/{version}/infer": {
-            "post": {**v2, "parameters": _path_params("model", "version")}
+            "post": {**v2, "parameters": [*_path_params("model", "version"), header_length]}
         },
         "/v1/models/{model}:predict": {
             "post": {**v1, "parameters": [*_path_params("model"), *labels, routing_key]}

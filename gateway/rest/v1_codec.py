@@ -50,7 +50,7 @@ def _rows(instances: Any, served: ServedVersion) -> dict[str, np.ndarray]:
         )
     specs = served.signature.inputs
     names = [spec.name for spec in specs]
-    if len(specs) == 1 and not all(isinstance(row, dict) for row in instances):
+    if len(specs) == 1 and not all(_named_inputs(row, names) for row in instances):
         return {names[0]: to_array(f"input '{names[0]}'", specs[0].datatype, instances)}
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for index, row in enumerate(instances):
@@ -59,6 +59,12 @@ def _rows(instances: Any, served: ServedVersion) -> dict[str, np.ndarray]:
         for name in names:
             columns[name].append(row[name])
     return {spec.name: to_array(f"input '{spec.name}'", spec.datatype, columns[spec.name]) for spec in specs}
+
+
+def _named_inputs(row: Any, names: list[str]) -> bool:
+    """Whether a row is an object of input name → value; ``{"b64": ...}`` is one BYTES value
+    (TF-Serving's binary form) unless the model has an input named ``b64``."""
+    return isinstance(row, dict) and (set(row) != {"b64"} or "b64" in names)
 
 
 def _columns(inputs: Any, served: ServedVersion) -> dict[str, np.ndarray]:

@@ -48,7 +48,8 @@ def _shape(name: str, value: Any) -> list[int]:
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.isdigit() or int(header_length) > len(body):
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise InvalidInput(
             f"{HEADER_LENGTH} must be the byte length of the JSON part (body has {len(body)} bytes)"
         )

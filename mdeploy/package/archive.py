@@ -207,6 +207,13 @@ def checked_entries(archive: zipfile.ZipFile, limits: Limits, what: str = "packa
         raise PackageError(
             f"{what} unpacks to {total} bytes; the limit is {limits.max_total_bytes} (zip bomb?)"
         )
+    # Many entries each under ratio_min_bytes escape the per-entry check; together they are one bomb.
+    packed = max(sum(info.compress_size for info in infos), 1)
+    if total >= limits.ratio_min_bytes and total / packed > limits.max_ratio:
+        raise PackageError(
+            f"{what} unpacks to {total} bytes from {packed}: compression ratio {total / packed:.0f}; "
+            f"the limit is {limits.max_ratio:.0f} (zip bomb?)"
+        )
     return infos
 
 
