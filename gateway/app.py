@@ -35,7 +35,7 @@ from gateway.rest.state import GatewayState
 from gateway.routing.deployments import DeploymentStore
 from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
 from gateway.routing.router import Router
-from gateway.routing.stats import RedisStats, SQLiteStats, StatsStore
+from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -106,18 +106,18 @@ def _router(
     settings: GatewaySettings, connection: sqlite3.Connection, registry: Registry, metrics: Metrics
 ) -> Router:
     """Deployments in the database; bandit statistics and the feedback ledger in Redis when shared."""
-    stats: StatsStore
+    store: StatsStore
     ledger: Ledger
     if settings.shared_state_url:
-        stats = RedisStats(settings.shared_state_url)
+        store = RedisStats(settings.shared_state_url)
         ledger = RedisLedger(settings.shared_state_url, settings.feedback_ttl_s)
     else:
-        stats = SQLiteStats(connection)
+        store = SQLiteStats(connection)
         ledger = MemoryLedger(settings.feedback_ttl_s, settings.feedback_max_entries)
     return Router(
         DeploymentStore(connection),
         registry,
-        stats,
+        BufferedStats(store),
         ledger,
         refresh_s=settings.deployment_refresh_s,
         seed=settings.routing_seed,

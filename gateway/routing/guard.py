@@ -44,8 +44,8 @@ class Verdict:
     reason: str
 
 
-LATENCY_EVERY = 20
-"""Percentiles cost tens of microseconds: the latency check runs every this many outcomes."""
+LATENCY_EVERY = 100
+"""Percentiles of two windows cost ~0.2 ms: the latency check runs every this many outcomes."""
 
 
 class _Window:

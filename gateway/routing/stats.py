@@ -2,13 +2,20 @@
 
 ``SQLiteStats`` keeps them in the gateway's database, so they survive a restart and are shared
 by gateway processes on one data folder. ``RedisStats`` keeps them in Redis (``shared_state_url``)
-for gateway processes on several hosts. Both write every pull and reward at once: a restart
-or a crash loses nothing that was answered.
+for gateway processes on several hosts. ``BufferedStats`` sits in front of either on the request
+path: a store round trip per request would cost more than the rest of the routing, so pulls are
+counted in memory and written every ``flush_s`` (and at shutdown), and snapshots are re-read at
+most every ``max_age_s``. Rewards are written at once: a reward, once acknowledged, is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
+import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -16,6 +23,8 @@ import redis.asyncio
 
 from gateway.db import ensure_schema
 from gateway.routing.policies import ArmStats
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bandit_stats (
@@ -31,7 +40,7 @@ CREATE TABLE IF NOT EXISTS bandit_stats (
 
 
 class StatsStore(Protocol):
-    async def add_pull(self, model: str, version: str) -> None: ...
+    async def add_pull(self, model: str, version: str, count: int = 1) -> None: ...
 
     async def add_reward(self, model: str, version: str, reward: float) -> None: ...
 
@@ -49,11 +58,11 @@ class SQLiteStats:
         self._connection = connection
         ensure_schema(connection, SCHEMA)
 
-    async def add_pull(self, model: str, version: str) -> None:
+    async def add_pull(self, model: str, version: str, count: int = 1) -> None:
         self._connection.execute(
-            "INSERT INTO bandit_stats (model, version, pulls) VALUES (?, ?, 1) "
-            "ON CONFLICT (model, version) DO UPDATE SET pulls = pulls + 1",
-            (model, version),
+            "INSERT INTO bandit_stats (model, version, pulls) VALUES (?, ?, ?) "
+            "ON CONFLICT (model, version) DO UPDATE SET pulls = pulls + excluded.pulls",
+            (model, version, count),
         )
 
     async def add_reward(self, model: str, version: str, reward: float) -> None:
@@ -97,9 +106,9 @@ class RedisStats:
     def _key(model: str) -> str:
         return f"mdeploy:bandit:{model}"
 
-    async def add_pull(self, model: str, version: str) -> None:
+    async def add_pull(self, model: str, version: str, count: int = 1) -> None:
         await self._redis.hincrby(  # type: ignore[misc]  # redis-py types sync and async alike
-            self._key(model), f"{version}:pulls", 1
+            self._key(model), f"{version}:pulls", count
         )
 
     async def add_reward(self, model: str, version: str, reward: float) -> None:
@@ -128,3 +137,72 @@ class RedisStats:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+class BufferedStats:
+    """``store`` with pulls counted in memory between flushes and snapshots cached briefly."""
+
+    def __init__(self, store: StatsStore, *, flush_s: float = 0.1, max_age_s: float = 0.05) -> None:
+        self._store = store
+        self._flush_s = flush_s
+        self._max_age_s = max_age_s
+        self._pending: Counter[tuple[str, str]] = Counter()
+        self._cache: dict[str, tuple[float, dict[str, ArmStats]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="bandit-stats-flush")
+
+    async def add_pull(self, model: str, version: str, count: int = 1) -> None:
+        self._pending[(model, version)] += count
+
+    async def add_reward(self, model: str, version: str, reward: float) -> None:
+        await self._store.add_reward(model, version, reward)
+        self._cache.pop(model, None)
+
+    async def snapshot(self, model: str) -> dict[str, ArmStats]:
+        cached = self._cache.get(model)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > self._max_age_s:
+            cached = self._cache[model] = (now, await self._store.snapshot(model))
+        stats = dict(cached[1])
+        for (pending_model, version), pulls in self._pending.items():
+            if pending_model == model:
+                arm = stats.get(version, ArmStats())
+                stats[version] = ArmStats(arm.pulls + pulls, arm.rewards, arm.reward_sum, arm.reward_sq)
+        return stats
+
+    async def reset(self, model: str, versions: Sequence[str]) -> None:
+        for key in [key for key in self._pending if key[0] == model]:
+            del self._pending[key]
+        self._cache.pop(model, None)
+        await self._store.reset(model, versions)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, Counter()
+        for index, ((model, version), pulls) in enumerate(pending.items()):
+            try:
+                await self._store.add_pull(model, version, pulls)
+            except Exception:
+                # Keep what was not written for the next flush (the store is out of reach).
+                self._pending.update(dict(list(pending.items())[index:]))
+                raise
+            self._cache.pop(model, None)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            try:
+                await self.flush()
+            except Exception as error:
+                log.warning("bandit pulls not written yet (%s); retrying", error)
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+        finally:
+            await self._store.aclose()

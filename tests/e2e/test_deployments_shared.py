@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,10 +51,8 @@ def test_two_gateways_share_statistics_feedback_and_changes(
             assert counted.json()["version"] == answer.headers["x-model-version"]
             assert clients[i % 2].feedback(answer.headers["x-request-id"], 1.0).status_code == 409
 
-        for client in clients:
-            arms = client.status()["arms"]
-            assert sum(arm["pulls"] for arm in arms) == 40
-            assert sum(arm["rewards"] for arm in arms) == 40
+        for client in clients:  # pulls are written every 0.1 s, rewards at once
+            wait_for(functools.partial(_counted_all, client, 40), "both gateways to see every pull")
 
         two.admin("POST", "rollback", {"to": b})
         wait_for(lambda: one.status()["policy"]["versions"] == [b], "the rollback to reach gateway 1")
@@ -67,3 +66,8 @@ def test_two_gateways_share_statistics_feedback_and_changes(
         for gateway in (first, second):
             if gateway is not None:
                 gateway.stop(timeout_s=10)
+
+
+def _counted_all(client: GatewayClient, requests: int) -> bool:
+    arms = client.status()["arms"]
+    return (sum(arm["pulls"] for arm in arms), sum(arm["rewards"] for arm in arms)) == (requests, requests)

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from gateway.db import open_database
 from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
 from gateway.routing.policies import ArmStats
-from gateway.routing.stats import RedisStats, SQLiteStats
+from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats
 from mdeploy.errors import Conflict, NotFound
 from tests.gateway.conftest import Clock, RedisServer
 
@@ -98,3 +99,33 @@ async def test_redis_statistics_are_shared_between_clients(redis_server: RedisSe
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_buffered_pulls_show_at_once_and_reach_the_store_on_flush_and_close(tmp_path: Path) -> None:
+    connection = open_database(tmp_path / "registry.sqlite3")
+    store = SQLiteStats(connection)
+    buffered = BufferedStats(store, flush_s=3600, max_age_s=3600)
+    for _ in range(5):
+        await buffered.add_pull("m", "1")
+    await buffered.add_reward("m", "1", 1.0)
+    assert await buffered.snapshot("m") == {"1": ArmStats(5, 1, 1.0, 1.0)}
+    assert await store.snapshot("m") == {"1": ArmStats(0, 1, 1.0, 1.0)}  # rewards are written at once
+    await buffered.flush()
+    assert await store.snapshot("m") == {"1": ArmStats(5, 1, 1.0, 1.0)}
+    await buffered.add_pull("m", "2")
+    await buffered.aclose()
+    assert (await SQLiteStats(open_database(tmp_path / "registry.sqlite3")).snapshot("m"))["2"].pulls == 1
+
+
+async def test_buffered_pulls_wait_for_a_store_that_is_out_of_reach(redis_server: RedisServer) -> None:
+    buffered = BufferedStats(RedisStats(redis_server.uri, timeout_s=0.2), flush_s=3600)
+    try:
+        await buffered.add_pull("m", "1")
+        redis_server.stop()
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            await buffered.flush()
+        redis_server.start()
+        await buffered.flush()  # the pull kept for the next flush
+        assert (await buffered.snapshot("m"))["1"].pulls == 1
+    finally:
+        await buffered.aclose()
