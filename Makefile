@@ -37,6 +37,7 @@ protos: setup
 
 bench: setup
 	$(BIN)/python -m loadtests.bench_server
+	$(BIN)/python -m loadtests.bench_gateway
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

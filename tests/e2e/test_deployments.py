@@ -96,6 +96,7 @@ def test_each_bandit_sends_most_late_traffic_to_the_better_arm(stack: Stack) -> 
             assert counted.json()["version"] == version
             served.append(version)
         late_share = served[-1000:].count(b) / 1000
+        print(f"{kind}: {late_share:.1%} of the last 1000 of 3000 requests to the better arm")  # -s shows it
         assert late_share >= 0.8, f"{kind}: {late_share:.1%} of the last 1000 requests went to the better arm"
         arms = {arm["version"]: arm for arm in stack.client.status()["arms"]}
         assert arms[a]["pulls"] + arms[b]["pulls"] == 3000

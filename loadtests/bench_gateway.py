@@ -1,0 +1,174 @@
+"""Gateway benchmark (issue 5): the JSON gateway next to a bare Starlette endpoint and direct gRPC.
+
+One run measures, on this machine and in this order:
+
+1. a bare Starlette endpoint (``loadtests.bare_http``: same uvicorn/uvloop/httptools stack, parses
+   the body with orjson, fixed reply) at each concurrency: the HTTP ceiling;
+2. the gateway (``mdeploy serve`` in front of one ``mdeploy-server``, the digits-sklearn demo model
+   pushed through the admin API) with a 1-row v1 ``:predict`` at each concurrency, and its mean
+   backend batch (``/metrics``);
+3. sequential ModelInfer calls straight to the inference server with the same row;
+
+and prints the issue's targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
+
+Run: ``python -m loadtests.bench_gateway [--quick] [--duration S] [--concurrency N ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtests import direct_grpc, gateway_report, httpload
+from loadtests.bare_http import bare_http
+from loadtests.bench_server import DISTURBED_CORES
+from loadtests.direct_grpc import Call
+from loadtests.gateway_report import GatewayReport, GatewayRow
+from loadtests.httpload import HttpResult, Target
+from loadtests.stack import MODEL, Stack, build_packages, running_stack
+
+
+@dataclass(frozen=True)
+class Plan:
+    levels: tuple[int, ...]
+    duration_s: int  # wrk takes whole seconds
+    warmup_s: int
+    grpc_s: float
+    quiet_wait_s: float  # longest wait for other work on the machine to stop (before a row, a re-run)
+
+    @property
+    def top(self) -> int:
+        return max(self.levels)
+
+    def load(self, target: Target, concurrency: int) -> HttpResult:
+        return httpload.load(target, concurrency, self.duration_s, self.warmup_s, self.quiet_wait_s)
+
+
+def plan_from(args: argparse.Namespace) -> Plan:
+    levels = tuple(sorted(set(args.concurrency)))
+    if args.quick:
+        return Plan(levels, 2, 1, 1.0, 3.0)
+    return Plan(levels, args.duration, args.warmup, 3.0, 30.0)
+
+
+def digit_row() -> np.ndarray:
+    """A real handwritten digit (the row the demo's curl example sends), FP32 [1, 64]."""
+    from examples.digits import load_data
+
+    return load_data().x_test[:1]
+
+
+def v1_body(row: np.ndarray) -> bytes:
+    return orjson.dumps({"instances": row.tolist()})
+
+
+def measure_bare(body: bytes, plan: Plan) -> list[HttpResult]:
+    with bare_http() as bare:
+        url = f"{bare.url}/v1/models/{MODEL}:predict"
+        target = Target("bare Starlette", url, body, {}, (bare.pid,))
+        return [plan.load(target, c) for c in plan.levels]
+
+
+def gateway_target(stack: Stack, body: bytes) -> Target:
+    """The measured request, after checking that the gateway answers it with a prediction."""
+    url = f"{stack.url}/v1/models/{MODEL}:predict"
+    _check_answer(url, body, stack.key)
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    return Target("gateway", url, body, headers, (stack.gateway_pid, stack.server_pid))
+
+
+def measure_gateway(stack: Stack, body: bytes, plan: Plan) -> list[GatewayRow]:
+    target = gateway_target(stack, body)
+    return [_gateway_row(stack, target, c, plan) for c in plan.levels]
+
+
+def _check_answer(url: str, body: bytes, key: str) -> None:
+    """The measured request must be a success with predictions, not a fast error."""
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    response = httpx.post(url, content=body, headers=headers, timeout=10)
+    if response.status_code != 200 or len(response.json()["predictions"]) != 1:
+        raise RuntimeError(f"the gateway answered {response.status_code}: {response.text}")
+
+
+def _gateway_row(stack: Stack, target: Target, concurrency: int, plan: Plan) -> GatewayRow:
+    before = batch_rows(stack.url, MODEL)
+    result = plan.load(target, concurrency)
+    after = batch_rows(stack.url, MODEL)
+    # Includes the warm-up's batches: same load, so the same mean.
+    rows, batches = after[0] - before[0], after[1] - before[1]
+    return GatewayRow(result, rows / batches if batches else float("nan"))
+
+
+def batch_rows(url: str, model: str) -> tuple[float, float]:
+    """``mdeploy_batch_rows`` sum and count of ``model`` (all versions) from the gateway's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    mine = [s for s in samples if s.labels.get("model") == model]
+    total = sum(s.value for s in mine if s.name == "mdeploy_batch_rows_sum")
+    count = sum(s.value for s in mine if s.name == "mdeploy_batch_rows_count")
+    return total, count
+
+
+def measure_direct(stack: Stack, row: np.ndarray, plan: Plan) -> list[direct_grpc.DirectResult]:
+    call = Call(stack.server_address, MODEL, stack.versions[MODEL], row, stack.server_pid)
+    warmup = min(plan.warmup_s, 1.0)
+    return [
+        direct_grpc.measure_stub(call, plan.grpc_s, warmup),
+        direct_grpc.measure_tritonclient(call, plan.grpc_s, warmup),
+    ]
+
+
+def event_loop_of(pid: int) -> str:
+    """ "uvloop" when the process has uvloop's extension loaded, else asyncio's own loop.
+
+    ``gateway/local.py`` asks uvicorn for uvloop, but awaits ``Server.serve()`` under
+    ``asyncio.run``, where uvicorn does not apply ``loop=``: the table says which loop ran.
+    """
+    return "uvloop" if "/uvloop/" in Path(f"/proc/{pid}/maps").read_text() else "asyncio"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench_gateway", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--duration", type=int, default=6, help="whole seconds measured per row (default 6)")
+    add("--warmup", type=int, default=1, help="whole seconds of load before each row (default 1)")
+    add("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="connections (default 1 16 64)")
+    add("--quick", action="store_true", help="~40 s smoke run: 2 s windows, short quiet wait")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = plan_from(build_parser().parse_args(argv))
+    if 1 not in plan.levels:
+        raise SystemExit("--concurrency must include 1: the added-latency target is measured there")
+    httpload.check_wrk()
+    started = time.perf_counter()
+    row = digit_row()
+    body = v1_body(row)
+    with tempfile.TemporaryDirectory(prefix="mdeploy-bench-gateway-") as folder:
+        packages = build_packages(Path(folder) / "packages", [MODEL])
+        quiet = httpload.wait_for_quiet(plan.quiet_wait_s)
+        bare = measure_bare(body, plan)
+        with running_stack(Path(folder), packages) as stack:
+            gateway = measure_gateway(stack, body, plan)
+            direct = measure_direct(stack, row, plan)
+            loop = event_loop_of(stack.gateway_pid)
+    report = GatewayReport(
+        plan.top, plan.duration_s, DISTURBED_CORES, quiet, bare, gateway, direct, len(body), loop
+    )
+    gateway_report.render(report)
+    print(f"total run time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""What each step of a gateway request costs, timed in-process without a profiler.
+
+cProfile (``profile_gateway``) says where time goes but roughly doubles it; this times the
+gateway's own functions one by one, with the objects a 1-row digits-sklearn ``:predict`` gives
+them, so the per-request sum can be set against the gateway's measured CPU per request.
+Per-batch steps (building the ModelInfer, decoding its answer) are shown for one batch; a
+request pays them divided by the mean batch.
+
+Run: ``python -m loadtests.gateway_steps`` (~10 s, no servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from starlette.routing import Match
+
+from gateway.app import all_routes
+from gateway.auth.keys import KeyRecord, KeyStore
+from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.scopes import Scope
+from gateway.catalog import ServedVersion
+from gateway.dataplane import InferenceResult
+from gateway.db import open_database
+from gateway.metrics import Metrics
+from gateway.rest import v1_codec
+from loadtests.bench_gateway import digit_row, v1_body
+from mdeploy import validation
+from mdeploy.signature import Signature, TensorSpec
+from protos import codecs, datatypes
+from protos.generated import inference_pb2 as pb
+
+PATH = "/v1/models/digits-sklearn:predict"
+# The digits-sklearn signature as the registry serves it (see the pushed package's manifest).
+SERVED = ServedVersion(
+    "digits-sklearn",
+    "1",
+    Signature(
+        (TensorSpec("pixels", "FP32", (-1, 64)),),
+        (TensorSpec("label", "INT64", (-1, 1)), TensorSpec("probabilities", "FP32", (-1, 10))),
+    ),
+    max_batch_size=64,
+    labels=tuple(str(digit) for digit in range(10)),
+    label_output="probabilities",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    where: str
+    us: float
+    per_batch: bool = False
+
+
+def per_call_us(call: Callable[[], object], budget_s: float = 0.3) -> float:
+    """Best of 5 timings of ``call``, µs per call (the least disturbed by other work)."""
+    timer = timeit.Timer(call)
+    count, _ = timer.autorange()
+    count = max(1, int(count * budget_s / 0.2 / 5))
+    return 1e6 * min(timer.repeat(repeat=5, number=count)) / count
+
+
+@contextmanager
+def key_store() -> Iterator[tuple[KeyStore, str]]:
+    with tempfile.TemporaryDirectory(prefix="mdeploy-steps-") as folder:
+        connection = open_database(Path(folder) / "registry.sqlite3")
+        try:
+            store = KeyStore(connection)
+            yield store, store.create(["predict", "feedback"], name="steps").key
+        finally:
+            connection.close()
+
+
+def rate_limit_us(record: KeyRecord, hits: int = 20_000) -> float:
+    """``RateLimiter.hit`` on the default memory:// storage, awaited back to back."""
+    limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in Scope}, False)
+
+    async def run() -> float:
+        started = time.perf_counter()
+        for _ in range(hits):
+            await limiter.hit(record, Scope.PREDICT)
+        elapsed = time.perf_counter() - started
+        await limiter.aclose()
+        return elapsed
+
+    return 1e6 * asyncio.run(run()) / hits
+
+
+def auth_steps() -> list[Step]:
+    with key_store() as (store, key):
+        record = store.verify(key)
+        return [
+            Step(
+                "verify API key (SQLite SELECT + record)",
+                "auth/keys.py KeyStore.verify",
+                per_call_us(lambda: store.verify(key)),
+            ),
+            Step("rate limit hit (memory://)", "auth/ratelimit.py RateLimiter.hit", rate_limit_us(record)),
+        ]
+
+
+def route_scan() -> tuple[int, float]:
+    """How many routes Starlette tries before the predict route, and what that costs."""
+    routes = all_routes()
+    scope = {"type": "http", "path": PATH, "method": "POST", "root_path": ""}
+
+    def scan() -> int:
+        for index, route in enumerate(routes):
+            if route.matches(scope)[0] == Match.FULL:
+                return index + 1
+        return len(routes)
+
+    return scan(), per_call_us(scan)
+
+
+def codec_steps() -> list[Step]:
+    body = v1_body(digit_row())
+    parsed = v1_codec.parse_request(body, SERVED)
+    outputs: dict[str, np.ndarray] = {
+        "label": np.array([[4]], dtype=np.int64),
+        "probabilities": np.full((1, 10), 0.1, np.float32),
+    }
+    result = InferenceResult(SERVED.name, SERVED.version, outputs, SERVED)
+    return [
+        Step(
+            "parse v1 JSON → arrays",
+            "rest/v1_codec.py parse_request",
+            per_call_us(lambda: v1_codec.parse_request(body, SERVED)),
+        ),
+        Step(
+            "check inputs/outputs vs signature",
+            "mdeploy/validation.py check_inputs/outputs",
+            per_call_us(
+                lambda: (
+                    validation.check_inputs(SERVED.signature, parsed.inputs, 64),
+                    validation.check_outputs(SERVED.signature, ()),
+                )
+            ),
+        ),
+        Step(
+            "render v1 JSON",
+            "rest/v1_codec.py render_response",
+            per_call_us(lambda: v1_codec.render_response(parsed, result, False)),
+        ),
+    ]
+
+
+def metrics_steps() -> list[Step]:
+    metrics = Metrics()
+
+    def observe() -> None:  # what inference._observe does per request
+        metrics.requests.labels("digits-sklearn", "1", "v1", "200").inc()
+        metrics.latency.labels("digits-sklearn", "v1").observe(0.001)
+
+    return [
+        Step("Prometheus counter + histogram", "rest/inference.py _observe", per_call_us(observe)),
+        Step("request id", "rest/request_id.py uuid4().hex", per_call_us(lambda: uuid.uuid4().hex)),
+    ]
+
+
+def backend_steps(rows: int) -> list[Step]:
+    """The ModelInfer of one batch of ``rows``: built, serialized, its reply parsed and split."""
+    batch = np.repeat(digit_row(), rows, axis=0)
+    reply = _reply(rows)
+    wire = reply.SerializeToString()
+
+    def build() -> bytes:
+        request = pb.ModelInferRequest(model_name="digits-sklearn", model_version="1")
+        codecs.encode_input(request, "pixels", np.concatenate([batch[i : i + 1] for i in range(rows)]))
+        for name in ("label", "probabilities"):
+            request.outputs.add(name=name)
+        return request.SerializeToString()
+
+    def decode() -> list[dict[str, np.ndarray]]:
+        outputs = codecs.decode_response_outputs(pb.ModelInferResponse.FromString(wire))
+        return [{n: a[i : i + 1] for n, a in outputs.items()} for i in range(rows)]
+
+    return [
+        Step(
+            f"build + serialize ModelInfer ({rows} rows)",
+            "gateway/dataplane.py DataPlane._run",
+            per_call_us(build),
+            True,
+        ),
+        Step(
+            f"parse + split the reply ({rows} rows)",
+            "gateway/dataplane.py DataPlane._run",
+            per_call_us(decode),
+            True,
+        ),
+    ]
+
+
+def _reply(rows: int) -> pb.ModelInferResponse:
+    reply = pb.ModelInferResponse(model_name="digits-sklearn", model_version="1")
+    for name, array in (
+        ("label", np.zeros((rows, 1), np.int64)),
+        ("probabilities", np.zeros((rows, 10), np.float32)),
+    ):
+        tensor = reply.outputs.add(name=name, datatype=datatypes.from_numpy(array.dtype))
+        tensor.shape.extend(array.shape)
+        reply.raw_output_contents.append(array.tobytes())
+    return reply
+
+
+def render(steps: list[Step], routes_tried: int, batch: int) -> None:
+    print(f"{'µs/call':>8} {'µs/req':>7}  step (where)")
+    total = 0.0
+    for step in steps:
+        per_request = step.us / batch if step.per_batch else step.us
+        total += per_request
+        print(f"{step.us:8.1f} {per_request:7.1f}  {step.name} ({step.where})")
+    print(f"{'':>8} {total:7.1f}  sum per request (batch of {batch}); Starlette tried {routes_tried} routes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    batch = int(argv[0]) if argv else 16
+    tried, route_us = route_scan()
+    steps = [
+        *auth_steps(),
+        Step(f"route lookup ({tried} routes tried)", "gateway/app.py all_routes order", route_us),
+        *codec_steps(),
+        *metrics_steps(),
+        *backend_steps(batch),
+    ]
+    render(steps, tried, batch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
