@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+import uvloop
 
 from gateway.app import create_app
 from gateway.auth.keys import KeyStore
@@ -151,7 +152,9 @@ def serve(settings: GatewaySettings, *, demo: bool = False) -> None:
         settings = settings.model_copy(update={"backends": [local.address]})
         print(f"inference server listening on {local.address}", flush=True)
     try:
-        asyncio.run(_serve(settings, admin.value, demo))
+        # uvicorn's loop="uvloop" applies only when uvicorn makes the loop; this process makes it.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(settings, admin.value, demo))
     finally:
         if local is not None:
             local.stop()
