@@ -34,7 +34,7 @@ from gateway.rest.request_id import RequestIdMiddleware
 from gateway.rest.responses import EXCEPTION_HANDLERS
 from gateway.rest.state import GatewayState
 from gateway.routing.deployments import DeploymentStore
-from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
+from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
@@ -119,7 +119,7 @@ def _router(
         ledger = RedisLedger(settings.shared_state_url, settings.feedback_ttl_s)
     else:
         store = SQLiteStats(connection)
-        ledger = MemoryLedger(settings.feedback_ttl_s, settings.feedback_max_entries)
+        ledger = SQLiteLedger(connection, settings.feedback_ttl_s, settings.feedback_max_entries)
     return Router(
         DeploymentStore(connection),
         registry,

@@ -64,7 +64,7 @@ class GatewaySettings(BaseSettings):
     # ---- routing between versions ----
     shared_state_url: str | None = None
     """redis://host:port to share bandit statistics and the feedback ledger between gateway
-    processes; None keeps statistics in SQLite and the ledger in this process's memory."""
+    processes on several hosts; None keeps both in the SQLite database of the data folder."""
     feedback_ttl_s: float = Field(default=3600.0, gt=0)
     """How long a request id can receive feedback."""
     feedback_max_entries: int = Field(default=1_000_000, ge=1)

@@ -2,22 +2,28 @@
 
 A reward is counted once: the first feedback for a request id claims its entry, a second one is
 refused as a duplicate (409) while the entry is remembered, and an id that is unknown, expired,
-or answered by another model is refused as not found (404). ``MemoryLedger`` holds at most
-``max_entries`` ids in this process (the oldest are forgotten first); ``RedisLedger`` shares them
-between gateway processes, each id expiring after ``ttl_s``.
+or answered by another model is refused as not found (404). ``SQLiteLedger`` keeps the ids in
+the gateway's database (at most ``max_entries``, each for ``ttl_s``); ``RedisLedger`` shares them
+between gateway processes on several hosts, each id expiring after ``ttl_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sqlite3
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio
 
+from gateway.db import ensure_schema
 from mdeploy.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +35,10 @@ class Entry:
 
 
 class Ledger(Protocol):
+    def start(self) -> None:
+        """Begin background upkeep (on the running event loop)."""
+        ...
+
     async def remember(self, request_id: str, model: str, version: str) -> None: ...
 
     async def claim(self, request_id: str, model: str) -> Entry:
@@ -51,42 +61,122 @@ def _duplicate(request_id: str) -> Conflict:
     )
 
 
-class MemoryLedger:
-    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback_ledger (
+    request_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    at REAL NOT NULL,           -- wall-clock seconds: shared by processes
+    claimed INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX IF NOT EXISTS feedback_ledger_at ON feedback_ledger (at);
+"""
+
+
+class SQLiteLedger:
+    """The ledger in the gateway's database: memory stays flat however many ids are remembered,
+    gateway processes on one data folder share it, and it survives a restart.
+
+    New ids are written in one transaction every ``flush_s`` (an INSERT per request would cost
+    more than routing it); a claim for an id not written yet writes the pending ones first.
+    Expired ids, and the oldest beyond ``max_entries``, are deleted every ``sweep_s``.
+    """
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        ttl_s: float,
+        max_entries: int,
+        *,
+        flush_s: float = 0.1,
+        sweep_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._connection = connection
         self._ttl_s = ttl_s
         self._max_entries = max_entries
+        self._flush_s = flush_s
+        self._sweep_s = sweep_s
         self._clock = clock
-        self._entries: OrderedDict[str, Entry] = OrderedDict()  # oldest first
+        self._pending: dict[str, tuple[str, str, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        ensure_schema(connection, SCHEMA)
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._maintain(), name="feedback-ledger")
 
     async def remember(self, request_id: str, model: str, version: str) -> None:
-        now = self._clock()
-        self._entries.pop(request_id, None)
-        self._entries[request_id] = Entry(model, version, now)
-        self._forget_old(now)
+        self._pending[request_id] = (model, version, self._clock())
 
     async def claim(self, request_id: str, model: str) -> Entry:
-        now = self._clock()
-        self._forget_old(now)
-        entry = self._entries.get(request_id)
-        if entry is None or entry.model != model:
-            raise _unknown(request_id, model, self._ttl_s)
-        if entry.claimed:
+        if request_id in self._pending:
+            self.flush()
+        oldest = self._clock() - self._ttl_s
+        connection = self._connection
+        claimed = connection.execute(
+            "UPDATE feedback_ledger SET claimed = 1 "
+            "WHERE request_id = ? AND model = ? AND claimed = 0 AND at >= ? RETURNING version, at",
+            (request_id, model, oldest),
+        ).fetchone()
+        if claimed is not None:
+            return Entry(model, claimed["version"], claimed["at"], claimed=True)
+        seen = connection.execute(
+            "SELECT claimed FROM feedback_ledger WHERE request_id = ? AND model = ? AND at >= ?",
+            (request_id, model, oldest),
+        ).fetchone()
+        if seen is not None:
             raise _duplicate(request_id)
-        entry.claimed = True
-        return entry
+        raise _unknown(request_id, model, self._ttl_s)
 
-    def _forget_old(self, now: float) -> None:
-        entries = self._entries
-        while entries and (
-            len(entries) > self._max_entries or now - next(iter(entries.values())).at > self._ttl_s
-        ):
-            entries.popitem(last=False)
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        with _transaction(self._connection):
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO feedback_ledger (request_id, model, version, at) VALUES (?, ?, ?, ?)",
+                [(request_id, *entry) for request_id, entry in pending.items()],
+            )
+
+    def sweep(self) -> None:
+        """Forget expired ids and the oldest beyond ``max_entries``."""
+        connection = self._connection
+        connection.execute("DELETE FROM feedback_ledger WHERE at < ?", (self._clock() - self._ttl_s,))
+        edge = connection.execute(
+            "SELECT at FROM feedback_ledger ORDER BY at DESC LIMIT 1 OFFSET ?", (self._max_entries - 1,)
+        ).fetchone()
+        if edge is not None:
+            connection.execute("DELETE FROM feedback_ledger WHERE at < ?", (edge["at"],))
+
+    async def _maintain(self) -> None:
+        swept = time.monotonic()
+        while True:
+            await asyncio.sleep(self._flush_s)
+            try:
+                self.flush()
+                if time.monotonic() - swept >= self._sweep_s:
+                    swept = time.monotonic()
+                    self.sweep()
+            except sqlite3.Error as error:
+                log.warning("feedback ledger not written yet (%s); retrying", error)
 
     async def aclose(self) -> None:
-        return None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.flush()
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 # KEYS[1]: the entry (a hash of model, version, at, claimed). ARGV[1]: the model.
@@ -107,6 +197,9 @@ class RedisLedger:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._claim = self._redis.register_script(_CLAIM)
+
+    def start(self) -> None:
+        return None  # Redis expires the ids itself
 
     @staticmethod
     def _key(request_id: str) -> str:

@@ -27,7 +27,7 @@ from gateway.routing.deployments import Change, Deployment, DeploymentStore
 from gateway.routing.guard import GuardSpec, GuardWindows
 from gateway.routing.ledger import Ledger
 from gateway.routing.policies import BANDITS, ArmStats, Choice, PolicySpec, choose
-from gateway.routing.stats import BufferedStats, StatsStore
+from gateway.routing.stats import StatsStore
 from mdeploy.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class Router:
         self._stats_down_logged = 0.0
 
     async def start(self) -> None:
-        if isinstance(self.stats, BufferedStats):
-            self.stats.start()
+        self.stats.start()
+        self.ledger.start()
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="deployments-refresh")
 
     async def close(self) -> None:

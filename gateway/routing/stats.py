@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS bandit_stats (
 
 
 class StatsStore(Protocol):
+    def start(self) -> None:
+        """Begin background upkeep (on the running event loop)."""
+        ...
+
     async def add_pull(self, model: str, version: str, count: int = 1) -> None: ...
 
     async def add_reward(self, model: str, version: str, reward: float) -> None: ...
@@ -57,6 +61,9 @@ class SQLiteStats:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
         ensure_schema(connection, SCHEMA)
+
+    def start(self) -> None:
+        return None
 
     async def add_pull(self, model: str, version: str, count: int = 1) -> None:
         self._connection.execute(
@@ -101,6 +108,9 @@ class RedisStats:
         self._redis = redis.asyncio.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
+
+    def start(self) -> None:
+        return None
 
     @staticmethod
     def _key(model: str) -> str:

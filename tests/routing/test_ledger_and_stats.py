@@ -1,4 +1,4 @@
-"""The feedback ledger and bandit statistics: in memory, in SQLite, and in a real redis-server."""
+"""The feedback ledger and bandit statistics: in SQLite and in a real redis-server."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import pytest
 import redis
 
 from gateway.db import open_database
-from gateway.routing.ledger import Ledger, MemoryLedger, RedisLedger
+from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.policies import ArmStats
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats
 from mdeploy.errors import Conflict, NotFound
 from tests.gateway.conftest import Clock, RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["sqlite", "redis"])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    if request.param == "memory":
-        yield MemoryLedger(ttl_s=60, max_entries=100)
+    if request.param == "sqlite":
+        local = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
+        yield local
+        await local.aclose()
         return
     server = request.getfixturevalue("redis_server")
     shared = RedisLedger(server.uri, ttl_s=60)
@@ -45,19 +47,37 @@ async def test_unknown_ids_and_other_models_are_not_found(ledger: Ledger) -> Non
     assert (await ledger.claim("req-2", "digits")).version == "1"  # the failed claims took nothing
 
 
-async def test_memory_ledger_forgets_expired_and_oldest_entries() -> None:
+async def test_sqlite_ledger_forgets_expired_and_oldest_entries(tmp_path: Path) -> None:
     clock = Clock()
-    ledger = MemoryLedger(ttl_s=10, max_entries=3, clock=clock)
+    connection = open_database(tmp_path / "registry.sqlite3")
+    ledger = SQLiteLedger(connection, ttl_s=10, max_entries=3, clock=clock)
     await ledger.remember("old", "m", "1")
     clock.advance(11)
     with pytest.raises(NotFound):
         await ledger.claim("old", "m")
     for i in range(5):
+        clock.advance(0.001)
         await ledger.remember(f"r{i}", "m", "1")
-    assert len(ledger) == 3
+    ledger.flush()
+    ledger.sweep()
+    assert [row["request_id"] for row in connection.execute("SELECT request_id FROM feedback_ledger")] == [
+        "r2",
+        "r3",
+        "r4",
+    ]
     with pytest.raises(NotFound):
         await ledger.claim("r0", "m")
     assert (await ledger.claim("r4", "m")).version == "1"
+
+
+async def test_sqlite_ledger_is_shared_by_processes_on_one_database(tmp_path: Path) -> None:
+    first = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
+    second = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
+    await first.remember("served-by-first", "m", "2")
+    first.flush()
+    assert (await second.claim("served-by-first", "m")).version == "2"
+    with pytest.raises(Conflict):
+        await first.claim("served-by-first", "m")
 
 
 async def test_redis_ledger_entries_expire(redis_server: RedisServer) -> None:
