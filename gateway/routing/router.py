@@ -97,10 +97,11 @@ class Router:
 
     # ---- the request path ----
 
-    async def route(self, model: str, routing_key: str | None) -> Routed:
+    async def route(self, model: str, routing_key: str | None) -> Routed | None:
+        """The version for a request that names none; None without a deployment (the default serves)."""
         deployment = self._deployments.get(model)
         if deployment is None:
-            return Routed(self._catalog.resolve(model, None).version)
+            return None
         spec = deployment.spec
         bandit = spec.kind in BANDITS
         stats: dict[str, ArmStats] = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
 from gateway.db import open_database
 from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
@@ -84,7 +85,11 @@ async def test_redis_ledger_entries_expire(redis_server: RedisServer) -> None:
     ledger = RedisLedger(redis_server.uri, ttl_s=0.05)
     try:
         await ledger.remember("soon-gone", "m", "1")
-        await asyncio.sleep(0.2)
+        async with redis.asyncio.Redis.from_url(redis_server.uri) as client:
+            for _ in range(500):  # until Redis expires it (at most 5 s)
+                if not await client.exists("mdeploy:feedback:soon-gone"):
+                    break
+                await asyncio.sleep(0.01)
         with pytest.raises(NotFound):
             await ledger.claim("soon-gone", "m")
     finally:
