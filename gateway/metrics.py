@@ -63,6 +63,7 @@ class _LiveState(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "mdeploy_requests",
             "Prediction requests by model, version, route and HTTP status",
@@ -111,6 +112,19 @@ class Metrics:
             ["model", "version"],
             registry=self.registry,
         )
+
+    def observe_request(self, model: str, version: str, route: str, code: int, seconds: float) -> None:
+        """Count a prediction request and its latency (label children kept: ``labels()`` is slow)."""
+        key = (model, version, route, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(model, version, route, str(code)),
+                self.latency.labels(model, route),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(
         self,

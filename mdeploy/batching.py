@@ -126,13 +126,15 @@ class Batcher(Generic[T, R]):
         entry: Queued[T] = Queued(
             item, size, self._key_of(item), time.perf_counter_ns(), deadline, loop.create_future()
         )
-        # Mark errors as retrieved: a caller that went away must not leave a warning behind.
-        entry.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append(entry)
         self._arrived.set()
         try:
             if timeout_s is None:
-                return cast(R, await asyncio.shield(entry.future))
+                # Not shielded: a caller that goes away cancels its future, which the queue and
+                # the batch skip (a done future is never run nor answered).
+                return cast(R, await entry.future)
+            # Mark errors as retrieved: a caller that went away must not leave a warning behind.
+            entry.future.add_done_callback(lambda f: f.cancelled() or f.exception())
             done, _ = await asyncio.wait((entry.future,), timeout=timeout_s)
             if not done and entry in self._queue:
                 self._queue.remove(entry)

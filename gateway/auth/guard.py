@@ -118,20 +118,28 @@ def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Sco
 
 
 async def _authorize(request: Request, scope: Scope, model_param: str | None) -> Grant:
-    auth: Auth = request.app.state.auth
     model = request.path_params.get(model_param) if model_param else None
+    headers = request.headers
+    return await authorize_presented(
+        request.app.state.auth, headers.get("authorization"), headers.get("x-api-key"), scope, model
+    )
+
+
+async def authorize_presented(
+    auth: Auth, authorization: str | None, api_key: str | None, scope: Scope, model: str | None
+) -> Grant:
+    """``Auth.authorize`` for the key in an ``Authorization: Bearer`` or ``X-API-Key`` header."""
     try:
-        return await auth.authorize(_presented_key(request), scope, model)
+        return await auth.authorize(presented_key(authorization, api_key), scope, model)
     except Unauthenticated as error:
         error.headers.setdefault("WWW-Authenticate", "Bearer")
         raise
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return request.headers.get("x-api-key")
-    scheme, _, token = header.strip().partition(" ")
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    if authorization is None:
+        return api_key
+    scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must read 'Bearer <key>'")
     return token.strip()

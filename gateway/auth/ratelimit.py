@@ -1,15 +1,16 @@
-"""Rate limits per API key and scope, counted by the ``limits`` library on its asyncio storages.
+"""Rate limits per API key and scope, counted by the ``limits`` library.
 
 Counters are keyed by key id and scope (never by client address: many clients share one NAT,
 one client may call from many addresses). A key's own limit overrides its scope's default.
 The sliding-window-counter strategy smooths the burst a fixed window allows at its edges and
 keeps two counters per key, so it costs one Redis script call per request.
 
-``memory://`` counts inside one process; ``redis://host:port`` shares counters between
-gateway processes. When Redis is unreachable the limiter either lets requests through
-(fail open) or refuses them with 503 (fail closed); it stops calling Redis for
-``probe_interval_s`` after a failure, so an outage costs no timeout per request, and
-recovers by itself at the first successful probe.
+``memory://`` counts inside one process, with limits' synchronous in-memory storage (nothing
+to wait for, and an await chain per request less); ``redis://host:port`` shares counters
+between gateway processes through limits' asyncio storage. When Redis is unreachable the
+limiter either lets requests through (fail open) or refuses them with 503 (fail closed); it
+stops calling Redis for ``probe_interval_s`` after a failure, so an outage costs no timeout
+per request, and recovers by itself at the first successful probe.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import limits
 import redis.asyncio
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from limits.storage import StorageTypes, storage_from_string
+from limits.storage import MemoryStorage, StorageTypes, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter as InProcessSlidingWindowCounter
 
 from gateway.auth.scopes import Scope
 from mdeploy.errors import InvalidInput, ResourceExhausted, Unavailable
@@ -73,6 +75,14 @@ class RateLimitState:
             "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same headers as ASGI wants them (lower-case names, bytes)."""
+        return [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(self.reset_at)).encode()),
+        ]
+
     def retry_after(self, now: float) -> int:
         return max(1, math.ceil(self.reset_at - now))
 
@@ -94,7 +104,12 @@ class RateLimiter:
         self._probe_interval_s = probe_interval_s
         self._kind = urlsplit(storage_uri).scheme.removeprefix("async+")
         self._pool, storage = _open_storage(storage_uri, timeout_s)
-        self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._in_process: InProcessSlidingWindowCounter | None = None
+        self._strategy: SlidingWindowCounterRateLimiter | None = None
+        if isinstance(storage, MemoryStorage):
+            self._in_process = InProcessSlidingWindowCounter(storage)
+        else:
+            self._strategy = SlidingWindowCounterRateLimiter(storage)
         self._errors: tuple[type[Exception], ...] = (StorageError, OSError, redis.RedisError)
         self._down_since: float | None = None
         self._next_probe = 0.0
@@ -103,6 +118,11 @@ class RateLimiter:
         """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
         item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
         now = time.time()
+        if self._in_process is not None:
+            allowed = self._in_process.hit(item, key.id, scope.value)
+            stats = self._in_process.get_window_stats(item, key.id, scope.value)
+            return self._judge(key, scope, item, allowed, stats.remaining, stats.reset_time, now)
+        assert self._strategy is not None
         if self._down_since is not None and now < self._next_probe:
             return self._outage(item, now)
         try:
@@ -111,7 +131,19 @@ class RateLimiter:
         except self._errors as error:
             return self._failed(item, now, error)
         self._recovered()
-        state = RateLimitState(item.amount, stats.remaining, stats.reset_time)
+        return self._judge(key, scope, item, allowed, stats.remaining, stats.reset_time, now)
+
+    @staticmethod
+    def _judge(
+        key: KeyRecord,
+        scope: Scope,
+        item: limits.RateLimitItem,
+        allowed: bool,
+        remaining: int,
+        reset_at: float,
+        now: float,
+    ) -> RateLimitState:
+        state = RateLimitState(item.amount, remaining, reset_at)
         if not allowed:
             raise _exhausted(key, scope, item, state, now)
         return state
@@ -157,7 +189,7 @@ def _default_limit(scope: Scope, defaults: Mapping[Scope, str]) -> limits.RateLi
 def _open_storage(uri: str, timeout_s: float) -> tuple[redis.asyncio.ConnectionPool | None, StorageTypes]:
     scheme = urlsplit(uri).scheme.removeprefix("async+")
     if scheme == "memory":
-        return None, storage_from_string("async+memory://")
+        return None, MemoryStorage()
     if scheme not in _REDIS_SCHEMES:
         raise InvalidInput(f"rate-limit storage {uri!r} is not supported; use memory:// or redis://host:port")
     plain = uri.removeprefix("async+")

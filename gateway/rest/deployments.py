@@ -53,7 +53,7 @@ Body = TypeVar("Body", bound=_Body)
 
 
 async def _parse(request: Request, kind: type[Body]) -> Body:
-    body = await read_body(request, MAX_BODY)
+    body = await read_body(request.receive, request.headers.get("content-length"), MAX_BODY)
     try:
         return kind.model_validate(orjson.loads(body or b"{}"))
     except orjson.JSONDecodeError as error:

@@ -1,28 +1,57 @@
-"""Prediction routes: KServe v2 ``/infer`` and TF-Serving v1 ``:predict``. Translate, then delegate."""
+"""Prediction routes: KServe v2 ``/infer`` and TF-Serving v1 ``:predict``. Translate, then delegate.
+
+They are most of the traffic, so each is a plain ASGI app (Starlette's ``Route`` runs it as
+one): the headers are read once from the ASGI scope, the body straight from ``receive`` and
+the answer goes out as two ASGI messages, with no Request/Response objects in between. An
+error is raised as an ``MdeployError`` and answered by the app's one exception handler, as on
+every other route. The key is checked (and the rate limit counted) before the body is read.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from gateway.auth.guard import requires
-from gateway.auth.scopes import Scope
-from gateway.dataplane import InferenceRequest
+from gateway.auth.guard import SCOPE_ATTRIBUTE, Auth, authorize_presented
+from gateway.auth.scopes import Scope as KeyScope
+from gateway.dataplane import InferenceRequest, InferenceResult
 from gateway.rest import v1_codec, v2_codec
 from gateway.rest.request_id import request_id_of
-from gateway.rest.state import gateway_state
+from gateway.rest.state import GatewayState
 from mdeploy.errors import InvalidInput, MdeployError, PayloadTooLarge
 
 # Requests with the same key get the same version under canary and shadow policies.
-ROUTING_KEY = "x-routing-key"
+ROUTING_KEY = b"x-routing-key"
 MAX_ROUTING_KEY = 256
+_V2_HEADER_LENGTH = v2_codec.HEADER_LENGTH.encode()
+_JSON = b"application/json"
+
+Headers = Mapping[bytes, bytes]
+Protocol = Literal["v1", "v2"]
 
 
-def routing_key(request: Request) -> str | None:
-    key = request.headers.get(ROUTING_KEY)
+class ClientGone(Exception):
+    """The client disconnected before its body arrived: there is nobody to answer."""
+
+
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """Request headers by lower-case name; the first of repeated ones wins (as Starlette's ``get``)."""
+    return dict(reversed(scope["headers"]))
+
+
+def _text(headers: Headers, name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def routing_key(headers: Headers) -> str | None:
+    key = _text(headers, ROUTING_KEY)
     if key is not None and len(key) > MAX_ROUTING_KEY:
         raise InvalidInput(
             f"the X-Routing-Key header is {len(key)} characters long; at most {MAX_ROUTING_KEY}"
@@ -30,93 +59,149 @@ def routing_key(request: Request) -> str | None:
     return key
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known (or ``declared``) to be over ``limit`` bytes."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _version(request: Request) -> str | None:
-    version = request.path_params.get("version")
-    return str(version) if version is not None else None
+@dataclass(frozen=True)
+class Answer:
+    """A prediction's body, its content type, extra headers and the version that answered."""
+
+    content: bytes
+    content_type: bytes
+    version: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def _observe(request: Request, route: str, version: str, code: int, started: float) -> None:
-    metrics = gateway_state(request).metrics
-    model = request.path_params["model"]
-    metrics.requests.labels(model, version, route, str(code)).inc()
-    metrics.latency.labels(model, route).observe(time.perf_counter() - started)
+class PredictionEndpoint:
+    """One prediction route (v1 or v2) as an ASGI app; see the module docstring."""
 
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        setattr(self, SCOPE_ATTRIBUTE, KeyScope.PREDICT)  # the route table says what it needs
 
-@requires(Scope.PREDICT, model_param="model")
-async def v2_infer(request: Request) -> Response:
-    started = time.perf_counter()
-    state = gateway_state(request)
-    try:
-        body = await read_body(request, state.settings.max_body_bytes)
-        parsed = v2_codec.parse_request(body, request.headers.get(v2_codec.HEADER_LENGTH))
-        inference = InferenceRequest(
-            request.path_params["model"],
-            _version(request),
-            parsed.inputs,
-            parsed.outputs,
-            request_id_of(request.scope),
-            routing_key(request),
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app_state = scope["app"].state
+        auth: Auth = app_state.auth
+        state: GatewayState = app_state.gateway
+        headers = first_headers(scope)
+        params = scope["path_params"]
+        model: str = params["model"]
+        version: str | None = params.get("version")
+        grant = await authorize_presented(
+            auth, _text(headers, b"authorization"), _text(headers, b"x-api-key"), KeyScope.PREDICT, model
         )
-        result = await state.dataplane.infer(inference)
-    except MdeployError as error:
-        _observe(request, "v2", _version(request) or "", error.http_status, started)
-        raise
-    content, headers = v2_codec.render_response(parsed, result)
-    headers["x-model-version"] = result.version
-    _observe(request, "v2", result.version, 200, started)
-    return Response(content, headers=headers)
-
-
-@requires(Scope.PREDICT, model_param="model")
-async def v1_predict(request: Request) -> Response:
-    started = time.perf_counter()
-    state = gateway_state(request)
-    with_labels = request.query_params.get("labels", "false").lower() in ("1", "true", "yes")
-    try:
-        body = await read_body(request, state.settings.max_body_bytes)
-        # The signature gives the JSON its datatypes (all versions of a model share it).
-        served = state.catalog.resolve(request.path_params["model"], _version(request))
-        if with_labels and not served.labels:
-            raise InvalidInput(
-                f"model '{served.name}' version {served.version} has no labels; drop ?labels=true"
-            )
-        parsed = v1_codec.parse_request(body, served)
-        inference = InferenceRequest(
-            served.name,
-            _version(request),
-            parsed.inputs,
-            (),
-            request_id_of(request.scope),
-            routing_key(request),
+        scope.setdefault("state", {})["api_key"] = grant.key
+        started = time.perf_counter()
+        try:
+            limit = state.settings.max_body_bytes
+            body = await read_body(receive, _text(headers, b"content-length"), limit)
+            request_id = request_id_of(scope)
+            if self.protocol == "v1":
+                answer = await _v1(state, scope, headers, body, model, version, request_id)
+            else:
+                answer = await _v2(state, headers, body, model, version, request_id)
+        except ClientGone:
+            return
+        except MdeployError as error:
+            _observe_error(state, self.protocol, model, version, error.http_status, started)
+            error.headers = {**grant.rate.headers(), **error.headers}
+            raise
+        state.metrics.observe_request(
+            model, answer.version, self.protocol, 200, time.perf_counter() - started
         )
-        result = await state.dataplane.infer(inference)
-    except MdeployError as error:
-        _observe(request, "v1", _version(request) or "", error.http_status, started)
-        raise
-    content = v1_codec.render_response(parsed, result, with_labels)
-    _observe(request, "v1", result.version, 200, started)
-    return Response(content, media_type="application/json", headers={"x-model-version": result.version})
+        response_headers = [
+            (b"content-type", answer.content_type),
+            (b"content-length", str(len(answer.content)).encode()),
+            (b"x-model-version", answer.version.encode()),
+            *answer.headers,
+            *grant.rate.raw_headers(),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer.content})
+
+
+def _wants_labels(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return False
+    values = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    return values.get("labels", "false").lower() in ("1", "true", "yes")
+
+
+async def _v1(
+    state: GatewayState,
+    scope: Scope,
+    headers: Headers,
+    body: bytes,
+    model: str,
+    version: str | None,
+    request_id: str,
+) -> Answer:
+    with_labels = _wants_labels(scope)
+    # The signature gives the JSON its datatypes (all versions of a model share it).
+    served = state.catalog.resolve(model, version)
+    if with_labels and not served.labels:
+        raise InvalidInput(f"model '{served.name}' version {served.version} has no labels; drop ?labels=true")
+    parsed = v1_codec.parse_request(body, served)
+    inference = InferenceRequest(served.name, version, parsed.inputs, (), request_id, routing_key(headers))
+    result = await state.dataplane.infer(inference)
+    return Answer(v1_codec.render_response(parsed, result, with_labels), _JSON, result.version)
+
+
+async def _v2(
+    state: GatewayState, headers: Headers, body: bytes, model: str, version: str | None, request_id: str
+) -> Answer:
+    parsed = v2_codec.parse_request(body, _text(headers, _V2_HEADER_LENGTH))
+    inference = InferenceRequest(
+        model, version, parsed.inputs, parsed.outputs, request_id, routing_key(headers)
+    )
+    result: InferenceResult = await state.dataplane.infer(inference)
+    content, extra = v2_codec.render_response(parsed, result)
+    content_type = extra.pop("content-type").encode()
+    return Answer(content, content_type, result.version, _encoded(extra))
+
+
+def _encoded(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.lower().encode(), value.encode()) for name, value in headers.items())
+
+
+def _observe_error(
+    state: GatewayState, route: Protocol, model: str, version: str | None, code: int, started: float
+) -> None:
+    # Labels come from the catalog, never straight from the path: made-up model or version
+    # names must not grow the metrics without bound.
+    known = model in state.catalog.model_names()
+    served = {v.version for v in state.catalog.served_versions(model)} if known else set()
+    state.metrics.observe_request(
+        model if known else "(unknown)",
+        version if version in served else "",
+        route,
+        code,
+        time.perf_counter() - started,
+    )
 
 
 def routes() -> list[Route]:
+    v1, v2 = PredictionEndpoint("v1"), PredictionEndpoint("v2")
     return [
-        Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}/infer", v2_infer, methods=["POST"]),
-        Route("/v1/models/{model}:predict", v1_predict, methods=["POST"]),
-        Route("/v1/models/{model}/versions/{version}:predict", v1_predict, methods=["POST"]),
+        Route("/v2/models/{model}/infer", v2, methods=["POST"]),
+        Route("/v2/models/{model}/versions/{version}/infer", v2, methods=["POST"]),
+        Route("/v1/models/{model}:predict", v1, methods=["POST"]),
+        Route("/v1/models/{model}/versions/{version}:predict", v1, methods=["POST"]),
     ]

@@ -5,8 +5,8 @@ A pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): it runs
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,7 +28,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
-        request_id = supplied.decode() if supplied and _VALID.match(supplied) else uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, like uuid4().hex at a fifth of its cost.
+        request_id = supplied.decode() if supplied and _VALID.match(supplied) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
 

@@ -66,6 +66,15 @@ def test_a_wrong_secret_reads_like_an_unknown_key(key_store: KeyStore) -> None:
         key_store.verify(forged)
 
 
+def test_a_wrong_secret_is_refused_after_the_right_one_was_verified(key_store: KeyStore) -> None:
+    created = key_store.create(["predict"])
+    assert key_store.verify(created.key).id == created.record.id  # now remembered
+    forged = created.key[:-4] + ("AAAA" if not created.key.endswith("AAAA") else "BBBB")
+    with pytest.raises(Unauthenticated, match="unknown"):
+        key_store.verify(forged)
+    assert key_store.verify(created.key).id == created.record.id
+
+
 def test_revocation_is_seen_at_once_by_another_connection(key_store: KeyStore, database_path: Path) -> None:
     created = key_store.create(["predict"])
     other_process = open_database(database_path)
