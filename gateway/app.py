@@ -8,6 +8,14 @@ wrap these; errors become ``{"error": ...}`` with the status the error carries):
    endpoint through ``gateway.auth.guard.requires`` (health and metrics have none), so an
    unauthenticated request never consumes a rate-limit slot and the limit is keyed by API key.
 3. Metrics are recorded by the prediction endpoints themselves (model and version known there).
+
+Predictions take a fast path around that stack (``GatewayApp``): a POST that matches a
+prediction route (``PredictionRoutes.claim``) goes straight to its ASGI endpoint with the same
+three steps done in one frame: request id, the endpoint's own auth/rate limit/metrics, and
+errors answered through the same ``error_response`` as the exception handlers. The middleware
+frames and Starlette's router walk cost about a fifth of the gateway's CPU per prediction. The
+routes stay in the route table, so the OpenAPI document, the auth-surface tests and 405s (any
+other method) are unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import gc
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth.guard import Auth
 from gateway.backends import BackendPool
@@ -30,22 +40,46 @@ from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
 from gateway.rest import admin_keys, admin_packages, deployments, inference, models, openapi
-from gateway.rest.request_id import RequestIdMiddleware
-from gateway.rest.responses import EXCEPTION_HANDLERS
+from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
+from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
 from gateway.rest.state import GatewayState
 from gateway.routing.deployments import DeploymentStore
 from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
+from mdeploy.errors import MdeployError
 
 log = logging.getLogger(__name__)
 
 
-def all_routes() -> list[BaseRoute]:
+class GatewayApp(Starlette):
+    """Starlette, with prediction requests sent straight to their endpoints (module docstring)."""
+
+    def __init__(self, *, predictions: inference.PredictionRoutes, **options: Any) -> None:
+        super().__init__(**options)
+        self._predictions = predictions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._predictions.claim(scope) if scope["type"] == "http" else None
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        send = sending_request_id(send, assign_request_id(scope))
+        try:
+            await endpoint(scope, receive, send)
+        except MdeployError as error:
+            await error_response(error.http_status, error.message, error.headers)(scope, receive, send)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await error_response(500, "internal error; see the gateway log")(scope, receive, send)
+
+
+def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[BaseRoute]:
     # Starlette tries routes in order: predictions first, they are most of the traffic.
     return [
-        *inference.routes(),
+        *(predictions or inference.PredictionRoutes()).routes,
         *models.routes(),
         *admin_keys.routes(),
         *admin_packages.routes(),
@@ -54,7 +88,7 @@ def all_routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(settings: GatewaySettings) -> Starlette:
+def create_app(settings: GatewaySettings) -> GatewayApp:
     """A gateway for ``settings``; its parts start and stop with the ASGI lifespan."""
 
     @contextlib.asynccontextmanager
@@ -100,8 +134,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
             await app.state.auth.aclose()
             connection.close()
 
-    return Starlette(
-        routes=all_routes(),
+    predictions = inference.PredictionRoutes()
+    return GatewayApp(
+        predictions=predictions,
+        routes=all_routes(predictions),
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -34,7 +34,7 @@ from protos import codecs
 from protos.generated import inference_pb2 as pb
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class InferenceRequest:
     """A prediction request, whichever front end it came through."""
 
@@ -46,7 +46,7 @@ class InferenceRequest:
     routing_key: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class InferenceResult:
     model: str
     version: str

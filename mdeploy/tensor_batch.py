@@ -17,7 +17,7 @@ from mdeploy.errors import Internal
 Tensors = dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class TensorRequest:
     """A validated request waiting for a batch: its inputs, wanted outputs and row count."""
 

@@ -29,7 +29,7 @@ SCOPE_ATTRIBUTE = "__mdeploy_scope__"
 """Set on guarded endpoints to the scope they require, so tests can check the route table."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class Grant:
     """An authorised request: whose key, and where its rate limit stands."""
 
@@ -75,6 +75,7 @@ class Auth:
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
+        self.keys.close()
 
 
 def requires(scope: Scope, *, model_param: str | None = None) -> Callable[[Endpoint], Endpoint]:

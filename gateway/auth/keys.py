@@ -6,12 +6,13 @@ hash (bcrypt, argon2) defends guessable human passwords, but nobody can enumerat
 secret, so a fast hash loses nothing and keeps verification at microseconds per request.
 
 A looked-up key (record and secret digest; the secret is still compared, in constant time, on
-every request) is remembered with the database's change stamp: SQLite's ``PRAGMA data_version``
-(moves when any other connection, in any process, commits) and this connection's
-``total_changes``. Any write
-since the last check, a revocation included, sends the next request back to the table, so a
-revocation written by any process sharing the database takes effect at the next request of
-every gateway process, while an unchanged database costs one pragma instead of a SELECT.
+every request) is remembered until a key changes. Every create and revoke, in any process,
+rewrites a ``ChangeMarker`` beside the database after its commit; each request reads the
+marker (a shared memory page, no system call), so a revocation takes effect at the next
+request of every gateway process that shares the database. As a safety net for changes made
+to the database by other means, remembered keys are also dropped whenever SQLite's
+``PRAGMA data_version`` or this connection's ``total_changes`` has moved, checked at most every
+``_RECHECK_S`` (an in-memory database has no marker: it is checked on every request).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import Scope, parse_scopes
 from gateway.db import ensure_schema
@@ -41,6 +44,7 @@ _BASE62 = string.ascii_letters + string.digits
 _KEY_FORMAT = re.compile(rf"^{PREFIX}_([0-9a-f]{{{2 * _ID_BYTES}}})_([A-Za-z0-9]{{{_SECRET_LENGTH}}})$")
 _MAX_NAME = 200
 _MAX_MODELS = 1000
+_RECHECK_S = 1.0
 _MAX_REMEMBERED = 10_000  # verified keys kept; past it the memory starts again (a key costs one SELECT)
 
 SCHEMA = """
@@ -117,7 +121,12 @@ class KeyStore:
         self._clock = clock
         # key id → (record, secret digest), or (None, None) for an unknown id; valid for one stamp.
         self._verified: dict[str, tuple[KeyRecord | None, bytes | None]] = {}
+        self._marker = _marker_beside(connection)
+        self._seen_marker = b""
         self._verified_stamp: tuple[int, int] = (-1, -1)
+        self._next_recheck = 0.0
+        self._stamp_cursor = connection.cursor()
+        self._stamp_cursor.row_factory = None  # one int: no sqlite3.Row to build
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -144,6 +153,7 @@ class KeyStore:
         )
         secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
         self._insert(record, _digest(secret))
+        self._changed()
         return CreatedKey(record, f"{PREFIX}_{record.id}_{secret}")
 
     def list(self) -> list[KeyRecord]:
@@ -161,15 +171,13 @@ class KeyStore:
         self._db.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (self._clock(), key_id)
         )
+        self._changed()
         return self.get(key_id)
 
     def verify(self, presented: str | None) -> KeyRecord:
         """The record of a valid key; raises Unauthenticated saying what is wrong with it."""
         key_id, secret = _split(presented)
-        stamp = self._change_stamp()
-        if stamp != self._verified_stamp:
-            self._verified.clear()
-            self._verified_stamp = stamp
+        self._forget_if_changed()
         remembered = self._verified.get(key_id)
         if remembered is None:
             remembered = self._look_up(key_id)
@@ -187,9 +195,31 @@ class KeyStore:
             raise Unauthenticated(f"API key {record.id} expired at {_iso(record.expires_at)}")
         return record
 
-    def _change_stamp(self) -> tuple[int, int]:
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        return int(version), self._db.total_changes
+    def close(self) -> None:
+        if self._marker is not None:
+            self._marker.close()
+
+    def _changed(self) -> None:
+        """Tell every process's KeyStore (this one too) that remembered keys may be stale."""
+        if self._marker is not None:
+            self._marker.bump()
+        self._verified.clear()
+
+    def _forget_if_changed(self) -> None:
+        if self._marker is not None:
+            marker = self._marker.read()
+            if marker != self._seen_marker:
+                self._seen_marker = marker
+                self._verified.clear()
+            now = time.monotonic()
+            if now < self._next_recheck:
+                return
+            self._next_recheck = now + _RECHECK_S
+        version = self._stamp_cursor.execute("PRAGMA data_version").fetchone()[0]
+        stamp = int(version), self._db.total_changes
+        if stamp != self._verified_stamp:
+            self._verified_stamp = stamp
+            self._verified.clear()
 
     def _look_up(self, key_id: str) -> tuple[KeyRecord | None, bytes | None]:
         """The stored record and secret digest of ``key_id``; (None, None) for an unknown id."""
@@ -261,6 +291,12 @@ def _split(presented: str | None) -> tuple[str, str]:
             " as printed by 'mdeploy keys create'"
         )
     return match[1], match[2]
+
+
+def _marker_beside(connection: sqlite3.Connection) -> ChangeMarker | None:
+    """The marker of the connection's database file; None for an in-memory database."""
+    main = next(row for row in connection.execute("PRAGMA database_list") if row[1] == "main")
+    return ChangeMarker(Path(f"{main[2]}-keys")) if main[2] else None
 
 
 def _digest(secret: str) -> bytes:

@@ -5,8 +5,9 @@ one client may call from many addresses). A key's own limit overrides its scope'
 The sliding-window-counter strategy smooths the burst a fixed window allows at its edges and
 keeps two counters per key, so it costs one Redis script call per request.
 
-``memory://`` counts inside one process, with limits' synchronous in-memory storage (nothing
-to wait for, and an await chain per request less); ``redis://host:port`` shares counters
+``memory://`` counts inside one process, synchronously, in ``LoopCounters`` (nothing to wait
+for; see ``gateway.auth.loop_counters`` for why not limits' own memory storage);
+``redis://host:port`` shares counters
 between gateway processes through limits' asyncio storage. When Redis is unreachable the
 limiter either lets requests through (fail open) or refuses them with 503 (fail closed); it
 stops calling Redis for ``probe_interval_s`` after a failure, so an outage costs no timeout
@@ -28,9 +29,10 @@ import limits
 import redis.asyncio
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, StorageTypes, storage_from_string
+from limits.storage import StorageTypes, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter as InProcessSlidingWindowCounter
 
+from gateway.auth.loop_counters import LoopCounters
 from gateway.auth.scopes import Scope
 from mdeploy.errors import InvalidInput, ResourceExhausted, Unavailable
 
@@ -59,7 +61,7 @@ def parse_rate_limit(text: str) -> limits.RateLimitItem:
     return items[0]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class RateLimitState:
     """Where a key stands after a hit: the X-RateLimit-* headers of its response."""
 
@@ -106,7 +108,7 @@ class RateLimiter:
         self._pool, storage = _open_storage(storage_uri, timeout_s)
         self._in_process: InProcessSlidingWindowCounter | None = None
         self._strategy: SlidingWindowCounterRateLimiter | None = None
-        if isinstance(storage, MemoryStorage):
+        if isinstance(storage, LoopCounters):
             self._in_process = InProcessSlidingWindowCounter(storage)
         else:
             self._strategy = SlidingWindowCounterRateLimiter(storage)
@@ -189,7 +191,7 @@ def _default_limit(scope: Scope, defaults: Mapping[Scope, str]) -> limits.RateLi
 def _open_storage(uri: str, timeout_s: float) -> tuple[redis.asyncio.ConnectionPool | None, StorageTypes]:
     scheme = urlsplit(uri).scheme.removeprefix("async+")
     if scheme == "memory":
-        return None, MemoryStorage()
+        return None, LoopCounters()
     if scheme not in _REDIS_SCHEMES:
         raise InvalidInput(f"rate-limit storage {uri!r} is not supported; use memory:// or redis://host:port")
     plain = uri.removeprefix("async+")

@@ -9,8 +9,9 @@ every other route. The key is checked (and the rate limit counted) before the bo
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -78,7 +79,7 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class Answer:
     """A prediction's body, its content type, extra headers and the version that answered."""
 
@@ -93,6 +94,7 @@ class PredictionEndpoint:
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
+        self._prepare = _prepare_v1 if protocol == "v1" else _prepare_v2
         setattr(self, SCOPE_ATTRIBUTE, KeyScope.PREDICT)  # the route table says what it needs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,16 +108,13 @@ class PredictionEndpoint:
         grant = await authorize_presented(
             auth, _text(headers, b"authorization"), _text(headers, b"x-api-key"), KeyScope.PREDICT, model
         )
-        scope.setdefault("state", {})["api_key"] = grant.key
+        scope["state"]["api_key"] = grant.key
         started = time.perf_counter()
         try:
             limit = state.settings.max_body_bytes
             body = await read_body(receive, _text(headers, b"content-length"), limit)
-            request_id = request_id_of(scope)
-            if self.protocol == "v1":
-                answer = await _v1(state, scope, headers, body, model, version, request_id)
-            else:
-                answer = await _v2(state, headers, body, model, version, request_id)
+            inference, render = self._prepare(state, scope, headers, body, model, version)
+            answer = render(await state.dataplane.infer(inference))
         except ClientGone:
             return
         except MdeployError as error:
@@ -136,6 +135,9 @@ class PredictionEndpoint:
         await send({"type": "http.response.body", "body": answer.content})
 
 
+Render = Callable[[InferenceResult], Answer]
+
+
 def _wants_labels(scope: Scope) -> bool:
     query: bytes = scope.get("query_string", b"")
     if not query:
@@ -144,37 +146,38 @@ def _wants_labels(scope: Scope) -> bool:
     return values.get("labels", "false").lower() in ("1", "true", "yes")
 
 
-async def _v1(
-    state: GatewayState,
-    scope: Scope,
-    headers: Headers,
-    body: bytes,
-    model: str,
-    version: str | None,
-    request_id: str,
-) -> Answer:
+def _prepare_v1(
+    state: GatewayState, scope: Scope, headers: Headers, body: bytes, model: str, version: str | None
+) -> tuple[InferenceRequest, Render]:
     with_labels = _wants_labels(scope)
     # The signature gives the JSON its datatypes (all versions of a model share it).
     served = state.catalog.resolve(model, version)
     if with_labels and not served.labels:
         raise InvalidInput(f"model '{served.name}' version {served.version} has no labels; drop ?labels=true")
     parsed = v1_codec.parse_request(body, served)
-    inference = InferenceRequest(served.name, version, parsed.inputs, (), request_id, routing_key(headers))
-    result = await state.dataplane.infer(inference)
-    return Answer(v1_codec.render_response(parsed, result, with_labels), _JSON, result.version)
+
+    def render(result: InferenceResult) -> Answer:
+        return Answer(v1_codec.render_response(parsed, result, with_labels), _JSON, result.version)
+
+    request_id = request_id_of(scope)
+    return InferenceRequest(served.name, version, parsed.inputs, (), request_id, routing_key(headers)), render
 
 
-async def _v2(
-    state: GatewayState, headers: Headers, body: bytes, model: str, version: str | None, request_id: str
-) -> Answer:
+def _prepare_v2(
+    state: GatewayState, scope: Scope, headers: Headers, body: bytes, model: str, version: str | None
+) -> tuple[InferenceRequest, Render]:
     parsed = v2_codec.parse_request(body, _text(headers, _V2_HEADER_LENGTH))
+
+    def render(result: InferenceResult) -> Answer:
+        content, extra = v2_codec.render_response(parsed, result)
+        content_type = extra.pop("content-type").encode()
+        return Answer(content, content_type, result.version, _encoded(extra))
+
+    request_id = request_id_of(scope)
     inference = InferenceRequest(
         model, version, parsed.inputs, parsed.outputs, request_id, routing_key(headers)
     )
-    result: InferenceResult = await state.dataplane.infer(inference)
-    content, extra = v2_codec.render_response(parsed, result)
-    content_type = extra.pop("content-type").encode()
-    return Answer(content, content_type, result.version, _encoded(extra))
+    return inference, render
 
 
 def _encoded(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -197,11 +200,42 @@ def _observe_error(
     )
 
 
-def routes() -> list[Route]:
-    v1, v2 = PredictionEndpoint("v1"), PredictionEndpoint("v2")
-    return [
-        Route("/v2/models/{model}/infer", v2, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}/infer", v2, methods=["POST"]),
-        Route("/v1/models/{model}:predict", v1, methods=["POST"]),
-        Route("/v1/models/{model}/versions/{version}:predict", v1, methods=["POST"]),
-    ]
+# The paths of the routes below as one expression per protocol, with Starlette's own
+# placeholder syntax: ``{name}`` is ``[^/]+``.
+_V1_PATH = re.compile(r"^/v1/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?:predict$")
+_V2_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+
+
+class PredictionRoutes:
+    """The four prediction routes, and the gateway's fast test for a request that is one of them."""
+
+    def __init__(self) -> None:
+        self.v1, self.v2 = PredictionEndpoint("v1"), PredictionEndpoint("v2")
+        self.routes = [
+            Route("/v2/models/{model}/infer", self.v2, methods=["POST"]),
+            Route("/v2/models/{model}/versions/{version}/infer", self.v2, methods=["POST"]),
+            Route("/v1/models/{model}:predict", self.v1, methods=["POST"]),
+            Route("/v1/models/{model}/versions/{version}:predict", self.v1, methods=["POST"]),
+        ]
+
+    def claim(self, scope: Scope) -> PredictionEndpoint | None:
+        """The endpoint of a POST to a prediction path, its path parameters set in ``scope`` as
+        Starlette's router would; None for anything else (Starlette routes it: 404, 405, ...)."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        if path.endswith(":predict"):
+            match, endpoint = _V1_PATH.match(path), self.v1
+        elif path.endswith("/infer"):
+            match, endpoint = _V2_PATH.match(path), self.v2
+        else:
+            return None
+        if match is None:
+            return None
+        params = {"model": match["model"]}
+        if match["version"] is not None:
+            params["version"] = match["version"]
+        scope["path_params"] = params
+        scope["endpoint"] = endpoint
+        scope.setdefault("state", {})
+        return endpoint

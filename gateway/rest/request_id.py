@@ -1,6 +1,7 @@
 """Every response carries ``X-Request-Id``: the client's own when it is a sane token, else a new one.
 
 A pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): it runs on the hot path.
+The prediction fast path (``gateway.app.GatewayApp``) uses the same two functions.
 """
 
 from __future__ import annotations
@@ -14,9 +15,50 @@ HEADER = b"x-request-id"
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _RandomIds:
+    """New ids, 128 random bits as 32 hex digits each (like uuid4().hex), drawn from the OS 256
+    at a time: one getrandom call per 256 requests instead of one each."""
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * self._BATCH).hex(), 0
+        start, self._at = self._at, self._at + 32
+        return self._pool[start : self._at]
+
+
+_new_id = _RandomIds().next
+
+
 def request_id_of(scope: Scope) -> str:
     """The id assigned to this request (set by the middleware)."""
     return str(scope["state"]["request_id"])
+
+
+def assign_request_id(scope: Scope) -> bytes:
+    """Give the request its id (in ``scope["state"]``); the id as a header value."""
+    supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
+    request_id = supplied.decode() if supplied and _VALID.match(supplied) else _new_id()
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id.encode()
+
+
+def sending_request_id(send: Send, encoded: bytes) -> Send:
+    """``send`` that puts ``X-Request-Id: encoded`` on the response (replacing any other)."""
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k != HEADER]
+            headers.append((HEADER, encoded))
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_id
 
 
 class RequestIdMiddleware:
@@ -27,17 +69,4 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
-        # 128 random bits as 32 hex digits, like uuid4().hex at a fifth of its cost.
-        request_id = supplied.decode() if supplied and _VALID.match(supplied) else os.urandom(16).hex()
-        scope.setdefault("state", {})["request_id"] = request_id
-        encoded = request_id.encode()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != HEADER]
-                headers.append((HEADER, encoded))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive, sending_request_id(send, assign_request_id(scope)))

@@ -21,7 +21,7 @@ from gateway.rest.arrays import to_array, to_json_data
 from mdeploy.errors import InvalidInput
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class V1Request:
     inputs: dict[str, np.ndarray]
     rows: bool

@@ -23,7 +23,7 @@ HEADER_LENGTH = "inference-header-content-length"
 _MAX_INPUTS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class V2Request:
     id: str
     inputs: dict[str, np.ndarray]

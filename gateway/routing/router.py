@@ -38,7 +38,7 @@ RollbackListener = Callable[[str, str], None]  # model, manual|automatic
 RouteListener = Callable[[str, str], None]  # model, version chosen by the policy
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class Routed:
     """The version chosen for one request, and the copy a shadow candidate gets."""
 

@@ -1,13 +1,15 @@
-"""KeyStore: keys are shown once, stored as hashes, and checked against the database every time."""
+"""KeyStore: keys are shown once, stored as hashes, and every change is seen at the next request."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.auth import KeyStore, Scope, parse_expiry
+from gateway.auth import keys as keys_module
 from gateway.db import open_database
 from mdeploy.errors import InvalidInput, NotFound, Unauthenticated
 from tests.gateway.conftest import Clock
@@ -86,6 +88,32 @@ def test_revocation_is_seen_at_once_by_another_connection(key_store: KeyStore, d
             other.verify(created.key)
     finally:
         other_process.close()
+
+
+def test_a_change_made_past_the_key_store_is_seen_within_its_recheck_interval(
+    key_store: KeyStore, database_path: Path
+) -> None:
+    created = key_store.create(["predict"])
+    assert key_store.verify(created.key).id == created.record.id  # now remembered
+    other = open_database(database_path)
+    try:  # raw SQL: no change marker is written
+        other.execute("UPDATE api_keys SET revoked_at = 1 WHERE id = ?", (created.record.id,))
+    finally:
+        other.close()
+    deadline = time.monotonic() + 10 * keys_module._RECHECK_S
+    while _still_accepted(key_store, created.key):
+        assert time.monotonic() < deadline, "the raw revocation was never seen"
+        time.sleep(0.05)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        key_store.verify(created.key)
+
+
+def _still_accepted(key_store: KeyStore, key: str) -> bool:
+    try:
+        key_store.verify(key)
+    except Unauthenticated:
+        return False
+    return True
 
 
 def test_revoking_twice_keeps_the_first_revocation_time(key_store: KeyStore, clock: Clock) -> None:

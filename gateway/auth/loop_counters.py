@@ -1,0 +1,115 @@
+"""Rate-limit counters for one event loop: a ``limits`` storage without locks or timer threads.
+
+limits' own ``MemoryStorage`` is built for threads: it takes a lock per call and, to expire
+counters, starts a new ``threading.Timer`` thread every 10 ms while requests keep coming; the
+asyncio one creates a task per call instead. Under load either cost more than the counting.
+The gateway counts on its event-loop thread only, so this storage keeps plain dicts, expires a
+counter when it is read after its expiry, and sweeps every expired counter once per
+``sweep_interval_s``. It implements the storage interface that limits' strategies use
+(``incr``/``get``/``decr`` and the sliding-window-counter support), so the strategy and its
+arithmetic stay the library's.
+"""
+
+from __future__ import annotations
+
+import time
+from math import floor
+
+from limits.storage.base import SlidingWindowCounterSupport, Storage, TimestampedSlidingWindow
+
+
+class LoopCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindow):
+    """In-process counters for limits' sliding-window-counter strategy (one thread only)."""
+
+    STORAGE_SCHEME = ["mdeploy-loop"]
+
+    def __init__(self, uri: str | None = None, *, sweep_interval_s: float = 10.0) -> None:
+        super().__init__(uri)
+        self._counts: dict[str, int] = {}
+        self._expires: dict[str, float] = {}
+        self._sweep_interval_s = sweep_interval_s
+        self._next_sweep = time.time() + sweep_interval_s
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    def _live(self, key: str, now: float) -> int:
+        if now >= self._next_sweep:
+            self._sweep(now)
+        expires = self._expires.get(key)
+        if expires is not None and expires <= now:
+            del self._counts[key], self._expires[key]
+            return 0
+        return self._counts.get(key, 0)
+
+    def _sweep(self, now: float) -> None:
+        for key in [key for key, expires in self._expires.items() if expires <= now]:
+            del self._counts[key], self._expires[key]
+        self._next_sweep = now + self._sweep_interval_s
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        count = self._live(key, now) + amount
+        self._counts[key] = count
+        if count == amount:  # a new counter: its window starts now
+            self._expires[key] = now + expiry
+        return count
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        count = max(self._live(key, time.time()) - amount, 0)
+        if key in self._counts:
+            self._counts[key] = count
+        return count
+
+    def get(self, key: str) -> int:
+        return self._live(key, time.time())
+
+    def get_expiry(self, key: str) -> float:
+        return self._expires.get(key, time.time())
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        count = len(self._counts)
+        self._counts.clear()
+        self._expires.clear()
+        return count
+
+    def clear(self, key: str) -> None:
+        self._counts.pop(key, None)
+        self._expires.pop(key, None)
+
+    # ---- sliding window counter (the same arithmetic as limits' MemoryStorage) ----
+
+    def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous_count, previous_ttl, current_count, _ = self._window(previous_key, current_key, expiry, now)
+        if floor(previous_count * previous_ttl / expiry + current_count) + amount > limit:
+            return False
+        # A new current counter lives two windows: it is the previous one during the next.
+        self.incr(current_key, 2 * expiry, amount)
+        return True
+
+    def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        now = time.time()
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        return self._window(previous_key, current_key, expiry, now)
+
+    def clear_sliding_window(self, key: str, expiry: int) -> None:
+        previous_key, current_key = self.sliding_window_keys(key, expiry, time.time())
+        self.clear(previous_key)
+        self.clear(current_key)
+
+    def _window(
+        self, previous_key: str, current_key: str, expiry: int, now: float
+    ) -> tuple[int, float, int, float]:
+        previous_count = self._live(previous_key, now)
+        current_count = self._live(current_key, now)
+        previous_ttl = 0.0 if previous_count == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
+        current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+        return previous_count, previous_ttl, current_count, current_ttl
