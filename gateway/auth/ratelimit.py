@@ -30,7 +30,6 @@ import redis.asyncio
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import StorageTypes, storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter as InProcessSlidingWindowCounter
 
 from gateway.auth.loop_counters import LoopCounters
 from gateway.auth.scopes import Scope
@@ -106,12 +105,13 @@ class RateLimiter:
         self._probe_interval_s = probe_interval_s
         self._kind = urlsplit(storage_uri).scheme.removeprefix("async+")
         self._pool, storage = _open_storage(storage_uri, timeout_s)
-        self._in_process: InProcessSlidingWindowCounter | None = None
+        self._in_process: LoopCounters | None = None
         self._strategy: SlidingWindowCounterRateLimiter | None = None
         if isinstance(storage, LoopCounters):
-            self._in_process = InProcessSlidingWindowCounter(storage)
+            self._in_process = storage
         else:
             self._strategy = SlidingWindowCounterRateLimiter(storage)
+        self._counter_keys: dict[tuple[limits.RateLimitItem, str, Scope], str] = {}
         self._errors: tuple[type[Exception], ...] = (StorageError, OSError, redis.RedisError)
         self._down_since: float | None = None
         self._next_probe = 0.0
@@ -121,9 +121,11 @@ class RateLimiter:
         item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
         now = time.time()
         if self._in_process is not None:
-            allowed = self._in_process.hit(item, key.id, scope.value)
-            stats = self._in_process.get_window_stats(item, key.id, scope.value)
-            return self._judge(key, scope, item, allowed, stats.remaining, stats.reset_time, now)
+            counter = self._counter_key(item, key.id, scope)
+            allowed, remaining, reset_at = self._in_process.hit_with_stats(
+                counter, item.amount, item.get_expiry()
+            )
+            return self._judge(key, scope, item, allowed, remaining, reset_at, now)
         assert self._strategy is not None
         if self._down_since is not None and now < self._next_probe:
             return self._outage(item, now)
@@ -149,6 +151,15 @@ class RateLimiter:
         if not allowed:
             raise _exhausted(key, scope, item, state, now)
         return state
+
+    def _counter_key(self, item: limits.RateLimitItem, key_id: str, scope: Scope) -> str:
+        """limits' storage key of the counter (``item.key_for``: ~1 µs, so remembered)."""
+        found = self._counter_keys.get((item, key_id, scope))
+        if found is None:
+            if len(self._counter_keys) >= 10_000:
+                self._counter_keys.clear()
+            found = self._counter_keys[(item, key_id, scope)] = item.key_for(key_id, scope.value)
+        return found
 
     async def aclose(self) -> None:
         if self._pool is not None:
