@@ -66,14 +66,16 @@ class GatewayApp(Starlette):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        send = sending_request_id(send, assign_request_id(scope))
+        request_id = assign_request_id(scope)  # the endpoint puts it on its answer
         try:
             await endpoint(scope, receive, send)
         except MdeployError as error:
-            await error_response(error.http_status, error.message, error.headers)(scope, receive, send)
+            answer = error_response(error.http_status, error.message, error.headers)
+            await answer(scope, receive, sending_request_id(send, request_id))
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            await error_response(500, "internal error; see the gateway log")(scope, receive, send)
+            answer = error_response(500, "internal error; see the gateway log")
+            await answer(scope, receive, sending_request_id(send, request_id))
 
 
 def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[BaseRoute]:

@@ -60,18 +60,35 @@ class Auth:
 
     async def authorize(self, presented: str | None, scope: Scope, model: str | None = None) -> Grant:
         """Raises Unauthenticated, PermissionDenied, ResourceExhausted or Unavailable."""
+        key = self._checked_key(presented, scope, model)
+        try:
+            return Grant(key, await self.limiter.hit(key, scope))
+        except ResourceExhausted:
+            self._refused(scope)
+            raise
+
+    def authorize_in_process(self, presented: str | None, scope: Scope, model: str | None = None) -> Grant:
+        """``authorize`` without an await, for a limiter that counts in this process
+        (``limiter.in_process``): the prediction path saves two coroutines per request."""
+        key = self._checked_key(presented, scope, model)
+        try:
+            return Grant(key, self.limiter.hit_in_process(key, scope))
+        except ResourceExhausted:
+            self._refused(scope)
+            raise
+
+    def _checked_key(self, presented: str | None, scope: Scope, model: str | None) -> KeyRecord:
         key = self.keys.verify(presented)
         if not key.has_scope(scope):
             held = ", ".join(sorted(key.scopes))
             raise PermissionDenied(f"API key {key.id} lacks the {scope.value!r} scope (it has: {held})")
         if model is not None and not key.allows_model(model):
             raise PermissionDenied(f"API key {key.id} may not use model {model!r}")
-        try:
-            return Grant(key, await self.limiter.hit(key, scope))
-        except ResourceExhausted:
-            if self.rate_limited is not None:
-                self.rate_limited.labels(scope.value).inc()
-            raise
+        return key
+
+    def _refused(self, scope: Scope) -> None:
+        if self.rate_limited is not None:
+            self.rate_limited.labels(scope.value).inc()
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
@@ -131,7 +148,10 @@ async def authorize_presented(
 ) -> Grant:
     """``Auth.authorize`` for the key in an ``Authorization: Bearer`` or ``X-API-Key`` header."""
     try:
-        return await auth.authorize(presented_key(authorization, api_key), scope, model)
+        presented = presented_key(authorization, api_key)
+        if auth.limiter.in_process:
+            return auth.authorize_in_process(presented, scope, model)
+        return await auth.authorize(presented, scope, model)
     except Unauthenticated as error:
         error.headers.setdefault("WWW-Authenticate", "Bearer")
         raise

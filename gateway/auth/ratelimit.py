@@ -116,16 +116,27 @@ class RateLimiter:
         self._down_since: float | None = None
         self._next_probe = 0.0
 
+    @property
+    def in_process(self) -> bool:
+        """Counted in this process (memory://): ``hit_in_process`` answers without waiting."""
+        return self._in_process is not None
+
+    def hit_in_process(self, key: KeyRecord, scope: Scope) -> RateLimitState:
+        """``hit`` for a limiter that counts in this process."""
+        assert self._in_process is not None
+        item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
+        counter = self._counter_key(item, key.id, scope)
+        allowed, remaining, reset_at = self._in_process.hit_with_stats(
+            counter, item.amount, item.get_expiry()
+        )
+        return self._judge(key, scope, item, allowed, remaining, reset_at, time.time())
+
     async def hit(self, key: KeyRecord, scope: Scope) -> RateLimitState:
         """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
+        if self._in_process is not None:
+            return self.hit_in_process(key, scope)
         item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
         now = time.time()
-        if self._in_process is not None:
-            counter = self._counter_key(item, key.id, scope)
-            allowed, remaining, reset_at = self._in_process.hit_with_stats(
-                counter, item.amount, item.get_expiry()
-            )
-            return self._judge(key, scope, item, allowed, remaining, reset_at, now)
         assert self._strategy is not None
         if self._down_since is not None and now < self._next_probe:
             return self._outage(item, now)

@@ -23,6 +23,7 @@ from gateway.auth.guard import SCOPE_ATTRIBUTE, Auth, authorize_presented
 from gateway.auth.scopes import Scope as KeyScope
 from gateway.dataplane import InferenceRequest, InferenceResult
 from gateway.rest import v1_codec, v2_codec
+from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import request_id_of
 from gateway.rest.state import GatewayState
 from mdeploy.errors import InvalidInput, MdeployError, PayloadTooLarge
@@ -128,6 +129,7 @@ class PredictionEndpoint:
             (b"content-type", answer.content_type),
             (b"content-length", str(len(answer.content)).encode()),
             (b"x-model-version", answer.version.encode()),
+            (REQUEST_ID_HEADER, scope["state"]["request_id"].encode()),
             *answer.headers,
             *grant.rate.raw_headers(),
         ]

@@ -109,6 +109,13 @@ def test_v2_json_inference_and_request_ids(gateway: GatewayProcess, pushed: dict
         f"{gateway.url}/v2/models/{package.name}/infer", json=body, headers=headers(gateway.admin_key)
     )
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    refused = httpx.post(
+        f"{gateway.url}/v2/models/no-such-model/infer",
+        json=body,
+        headers={**headers(gateway.admin_key), "X-Request-Id": "client-id-2"},
+    )
+    assert refused.status_code == 404, refused.text
+    assert refused.headers["x-request-id"] == "client-id-2"
 
 
 def test_tritonclient_http_works_unchanged(gateway: GatewayProcess, pushed: dict[str, DemoPackage]) -> None:
