@@ -90,7 +90,11 @@ class Batcher(Generic[T, R]):
         self._size_of = size_of
         self._key_of = key_of
         self._queue: deque[Queued[T]] = deque()
-        self._arrived = asyncio.Event()
+        self._queued_size = 0  # sum of the waiting items' sizes
+        self._arrived = asyncio.Event()  # wakes idle workers
+        # Wakes a worker waiting for its batch to fill: only once enough has arrived (or, with
+        # preferred sizes, at every arrival), not once per arrival with a new timer each time.
+        self._filled = asyncio.Event()
         self._closing = False
         self._workers: list[asyncio.Task[None]] = []
         self.batches_in_flight = 0
@@ -127,7 +131,10 @@ class Batcher(Generic[T, R]):
             item, size, self._key_of(item), time.perf_counter_ns(), deadline, loop.create_future()
         )
         self._queue.append(entry)
+        self._queued_size += size
         self._arrived.set()
+        if self._queued_size >= self.policy.max_batch_size or self.policy.preferred_batch_sizes:
+            self._filled.set()
         try:
             if timeout_s is None:
                 # Not shielded: a caller that goes away cancels its future, which the queue and
@@ -137,14 +144,14 @@ class Batcher(Generic[T, R]):
             entry.future.add_done_callback(lambda f: f.cancelled() or f.exception())
             done, _ = await asyncio.wait((entry.future,), timeout=timeout_s)
             if not done and entry in self._queue:
-                self._queue.remove(entry)
+                self._remove(entry)
                 raise DeadlineExceeded(f"{self.name}: request timed out after {timeout_s:.3f}s in queue")
             # Already running: execution is not interrupted; wait for its result.
             return cast(R, await asyncio.shield(entry.future))
         except asyncio.CancelledError:
             # The caller went away: drop the item if it has not started.
             if entry in self._queue:
-                self._queue.remove(entry)
+                self._remove(entry)
             raise
 
     async def close(self, *, drain: bool = True) -> None:
@@ -153,7 +160,9 @@ class Batcher(Generic[T, R]):
         if not drain:
             while self._queue:
                 self._fail(self._queue.popleft(), Unavailable(f"{self.name} was stopped"))
+            self._queued_size = 0
         self._arrived.set()
+        self._filled.set()
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
             self._workers = []
@@ -192,9 +201,9 @@ class Batcher(Generic[T, R]):
             remaining = send_at - time.perf_counter_ns() / 1e9
             if remaining <= 0:
                 return
-            self._arrived.clear()
+            self._filled.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._filled.wait(), remaining)
             except TimeoutError:
                 return
             if not self._queue or self._queue[0] is not first:
@@ -209,6 +218,7 @@ class Batcher(Generic[T, R]):
         first = self._queue.popleft()
         batch = [first]
         if not self.policy.merge:
+            self._queued_size -= first.size
             return batch
         total = first.size
         kept: deque[Queued[T]] = deque()
@@ -220,15 +230,20 @@ class Batcher(Generic[T, R]):
             else:
                 kept.append(entry)
         self._queue.extendleft(reversed(kept))
+        self._queued_size -= total
         return batch
 
     def _expire(self) -> None:
         now = time.monotonic()
         for entry in [e for e in self._queue if e.future.done()]:
-            self._queue.remove(entry)
+            self._remove(entry)
         for entry in [e for e in self._queue if e.deadline is not None and e.deadline <= now]:
-            self._queue.remove(entry)
+            self._remove(entry)
             self._fail(entry, DeadlineExceeded(f"{self.name}: request timed out in queue"))
+
+    def _remove(self, entry: Queued[T]) -> None:
+        self._queue.remove(entry)
+        self._queued_size -= entry.size
 
     async def _execute(self, batch: list[Queued[T]]) -> None:
         batch = [entry for entry in batch if not entry.future.done()]

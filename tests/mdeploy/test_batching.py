@@ -214,3 +214,22 @@ async def test_adaptive_batcher_accumulates_while_a_batch_is_in_flight() -> None
     assert await asyncio.gather(first, *rest) == [0, 10, 20, 30, 40]
     assert run.batches == [[0], [1, 2, 3, 4]]
     await batcher.close()
+
+
+async def test_a_batch_full_by_rows_goes_before_its_delay() -> None:
+    run = Recorder()
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=5.0, adaptive=True, concurrency=2)
+    batcher: Batcher[int, int] = Batcher(policy, run, size_of=lambda rows: rows)
+    run.gate.clear()
+    first = asyncio.create_task(batcher.submit(1))
+    await run.started.wait()
+    started = time.perf_counter()
+    # 3 + 3 rows wait for the batch to fill; 2 more make 8 rows: it goes without the 5 s delay.
+    rest = [asyncio.create_task(batcher.submit(rows)) for rows in (3, 3, 2)]
+    await run.wait_for_batches(2)
+    assert time.perf_counter() - started < 2.0
+    run.gate.set()
+    assert await asyncio.gather(first, *rest) == [10, 30, 30, 20]
+    assert run.batches == [[1], [3, 3, 2]]
+    assert batcher.queue_length == 0
+    await batcher.close()
