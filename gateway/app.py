@@ -40,6 +40,7 @@ from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
 from gateway.rest import admin_keys, admin_packages, deployments, inference, models, openapi
+from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
 from gateway.rest.state import GatewayState
@@ -66,7 +67,8 @@ class GatewayApp(Starlette):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        request_id = assign_request_id(scope)  # the endpoint puts it on its answer
+        # The endpoint reads the same headers and puts the request id on its answer.
+        request_id = assign_request_id(scope, inference.first_headers(scope).get(REQUEST_ID_HEADER))
         try:
             await endpoint(scope, receive, send)
         except MdeployError as error:
@@ -92,6 +94,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
 
 def create_app(settings: GatewaySettings) -> GatewayApp:
     """A gateway for ``settings``; its parts start and stop with the ASGI lifespan."""
+    predictions = inference.PredictionRoutes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +119,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
         app.state.gateway = GatewayState(settings, pool, registry, dataplane, metrics, registry, router)
+        predictions.bind(app.state.auth, app.state.gateway)
         await pool.start()
         await registry.start()
         await router.start()
@@ -136,7 +140,6 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             await app.state.auth.aclose()
             connection.close()
 
-    predictions = inference.PredictionRoutes()
     return GatewayApp(
         predictions=predictions,
         routes=all_routes(predictions),

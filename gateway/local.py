@@ -122,6 +122,9 @@ async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
         http="httptools",
         log_level="info",
         access_log=False,
+        # Nothing in the gateway reads the client's address or scheme (limits are per API key),
+        # so uvicorn's X-Forwarded-* rewriting would be work for nothing on every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = uvicorn.Server(config)

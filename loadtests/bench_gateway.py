@@ -1,13 +1,17 @@
 """Gateway benchmark (issue 5): the JSON gateway next to a bare Starlette endpoint and direct gRPC.
 
-One run measures, on this machine and in this order:
+One run measures, on this machine:
 
 1. a bare Starlette endpoint (``loadtests.bare_http``: same uvicorn/uvloop/httptools stack, parses
-   the body with orjson, fixed reply) at each concurrency: the HTTP ceiling;
+   the body with orjson, fixed reply): the HTTP ceiling;
 2. the gateway (``mdeploy serve`` in front of one ``mdeploy-server``, the digits-sklearn demo model
-   pushed through the admin API) with a 1-row v1 ``:predict`` at each concurrency, and its mean
-   backend batch (``/metrics``);
-3. sequential ModelInfer calls straight to the inference server with the same row;
+   pushed through the admin API) with a 1-row v1 ``:predict``, and its mean backend batch
+   (``/metrics``);
+3. sequential ModelInfer calls straight to the inference server with the same row.
+
+Both HTTP servers run for the whole measurement and each concurrency level loads the bare
+endpoint and then the gateway back to back, so a change of machine speed during the run (this
+machine's CPU time per request drifts by 20-40% over minutes) touches both sides of a ratio alike;
 
 and prints the issue's targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
 
@@ -29,7 +33,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests import direct_grpc, gateway_report, httpload
-from loadtests.bare_http import bare_http
+from loadtests.bare_http import BareHttp, bare_http
 from loadtests.bench_server import DISTURBED_CORES
 from loadtests.direct_grpc import Call
 from loadtests.gateway_report import GatewayReport, GatewayRow
@@ -71,11 +75,17 @@ def v1_body(row: np.ndarray) -> bytes:
     return orjson.dumps({"instances": row.tolist()})
 
 
-def measure_bare(body: bytes, plan: Plan) -> list[HttpResult]:
-    with bare_http() as bare:
-        url = f"{bare.url}/v1/models/{MODEL}:predict"
-        target = Target("bare Starlette", url, body, {}, (bare.pid,))
-        return [plan.load(target, c) for c in plan.levels]
+def bare_target(bare: BareHttp, body: bytes) -> Target:
+    return Target("bare Starlette", f"{bare.url}/v1/models/{MODEL}:predict", body, {}, (bare.pid,))
+
+
+def measure_pairs(
+    stack: Stack, bare: BareHttp, body: bytes, plan: Plan
+) -> tuple[list[HttpResult], list[GatewayRow]]:
+    """The bare endpoint and the gateway at each concurrency, back to back."""
+    ceiling, gateway = bare_target(bare, body), gateway_target(stack, body)
+    pairs = [(plan.load(ceiling, c), _gateway_row(stack, gateway, c, plan)) for c in plan.levels]
+    return [bare_row for bare_row, _ in pairs], [gateway_row for _, gateway_row in pairs]
 
 
 def gateway_target(stack: Stack, body: bytes) -> Target:
@@ -84,11 +94,6 @@ def gateway_target(stack: Stack, body: bytes) -> Target:
     _check_answer(url, body, stack.key)
     headers = {"Authorization": f"Bearer {stack.key}"}
     return Target("gateway", url, body, headers, (stack.gateway_pid, stack.server_pid))
-
-
-def measure_gateway(stack: Stack, body: bytes, plan: Plan) -> list[GatewayRow]:
-    target = gateway_target(stack, body)
-    return [_gateway_row(stack, target, c, plan) for c in plan.levels]
 
 
 def _check_answer(url: str, body: bytes, key: str) -> None:
@@ -156,10 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     body = v1_body(row)
     with tempfile.TemporaryDirectory(prefix="mdeploy-bench-gateway-") as folder:
         packages = build_packages(Path(folder) / "packages", [MODEL])
-        quiet = httpload.wait_for_quiet(plan.quiet_wait_s)
-        bare = measure_bare(body, plan)
-        with running_stack(Path(folder), packages) as stack:
-            gateway = measure_gateway(stack, body, plan)
+        with running_stack(Path(folder), packages) as stack, bare_http() as ceiling:
+            quiet = httpload.wait_for_quiet(plan.quiet_wait_s)
+            bare, gateway = measure_pairs(stack, ceiling, body, plan)
             direct = measure_direct(stack, row, plan)
             loop = event_loop_of(stack.gateway_pid)
     report = GatewayReport(

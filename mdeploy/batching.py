@@ -56,7 +56,7 @@ class BatchPolicy:
             raise ValueError("max_queue_delay_s must be >= 0")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Queued(Generic[T]):
     """One waiting item, with the times the run function needs for statistics."""
 

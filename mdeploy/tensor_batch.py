@@ -28,7 +28,7 @@ class TensorRequest:
     @property
     def key(self) -> tuple[tuple[int, ...], ...]:
         # Only requests whose non-batch dimensions agree can share a batch.
-        return tuple(array.shape[1:] for array in self.inputs.values())
+        return tuple([array.shape[1:] for array in self.inputs.values()])
 
 
 def batcher(

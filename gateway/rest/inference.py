@@ -42,9 +42,16 @@ class ClientGone(Exception):
     """The client disconnected before its body arrived: there is nobody to answer."""
 
 
+HEADERS_KEY = "mdeploy.headers"
+"""Where the fast path leaves ``first_headers`` in the ASGI scope for the endpoint."""
+
+
 def first_headers(scope: Scope) -> dict[bytes, bytes]:
     """Request headers by lower-case name; the first of repeated ones wins (as Starlette's ``get``)."""
-    return dict(reversed(scope["headers"]))
+    found: dict[bytes, bytes] | None = scope.get(HEADERS_KEY)
+    if found is None:
+        found = scope[HEADERS_KEY] = dict(reversed(scope["headers"]))
+    return found
 
 
 def _text(headers: Headers, name: bytes) -> str | None:
@@ -96,12 +103,18 @@ class PredictionEndpoint:
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
         self._prepare = _prepare_v1 if protocol == "v1" else _prepare_v2
+        self._parts: tuple[Auth, GatewayState] | None = None
         setattr(self, SCOPE_ATTRIBUTE, KeyScope.PREDICT)  # the route table says what it needs
 
+    def bind(self, auth: Auth, state: GatewayState) -> None:
+        """The app's parts, once its lifespan has made them (else read from the app per request)."""
+        self._parts = (auth, state)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app_state = scope["app"].state
-        auth: Auth = app_state.auth
-        state: GatewayState = app_state.gateway
+        if self._parts is not None:
+            auth, state = self._parts
+        else:
+            auth, state = scope["app"].state.auth, scope["app"].state.gateway
         headers = first_headers(scope)
         params = scope["path_params"]
         model: str = params["model"]
@@ -211,8 +224,12 @@ _V2_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/
 class PredictionRoutes:
     """The four prediction routes, and the gateway's fast test for a request that is one of them."""
 
+    _MAX_REMEMBERED = 4096
+
     def __init__(self) -> None:
         self.v1, self.v2 = PredictionEndpoint("v1"), PredictionEndpoint("v2")
+        # path → (endpoint, path parameters): a handful of model paths carry all the traffic.
+        self._claimed: dict[str, tuple[PredictionEndpoint, dict[str, str]]] = {}
         self.routes = [
             Route("/v2/models/{model}/infer", self.v2, methods=["POST"]),
             Route("/v2/models/{model}/versions/{version}/infer", self.v2, methods=["POST"]),
@@ -226,6 +243,20 @@ class PredictionRoutes:
         if scope["method"] != "POST" or scope.get("root_path"):
             return None
         path: str = scope["path"]
+        claimed = self._claimed.get(path) or self._match(path)
+        if claimed is None:
+            return None
+        endpoint, params = claimed
+        scope["path_params"] = dict(params)
+        scope["endpoint"] = endpoint
+        scope.setdefault("state", {})
+        return endpoint
+
+    def bind(self, auth: Auth, state: GatewayState) -> None:
+        self.v1.bind(auth, state)
+        self.v2.bind(auth, state)
+
+    def _match(self, path: str) -> tuple[PredictionEndpoint, dict[str, str]] | None:
         if path.endswith(":predict"):
             match, endpoint = _V1_PATH.match(path), self.v1
         elif path.endswith("/infer"):
@@ -237,7 +268,7 @@ class PredictionRoutes:
         params = {"model": match["model"]}
         if match["version"] is not None:
             params["version"] = match["version"]
-        scope["path_params"] = params
-        scope["endpoint"] = endpoint
-        scope.setdefault("state", {})
-        return endpoint
+        if len(self._claimed) >= self._MAX_REMEMBERED:
+            self._claimed.clear()
+        self._claimed[path] = endpoint, params
+        return endpoint, params

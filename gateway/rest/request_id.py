@@ -40,9 +40,11 @@ def request_id_of(scope: Scope) -> str:
     return str(scope["state"]["request_id"])
 
 
-def assign_request_id(scope: Scope) -> bytes:
-    """Give the request its id (in ``scope["state"]``); the id as a header value."""
-    supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
+def assign_request_id(scope: Scope, supplied: bytes | None = None) -> bytes:
+    """Give the request its id (in ``scope["state"]``); the id as a header value. ``supplied``:
+    the request's X-Request-Id when the caller has already looked it up."""
+    if supplied is None:
+        supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
     request_id = supplied.decode() if supplied and _VALID.match(supplied) else _new_id()
     scope.setdefault("state", {})["request_id"] = request_id
     return request_id.encode()
