@@ -125,6 +125,7 @@ async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
         # Nothing in the gateway reads the client's address or scheme (limits are per API key),
         # so uvicorn's X-Forwarded-* rewriting would be work for nothing on every request.
         proxy_headers=False,
+        server_header=False,  # no "server: uvicorn" on every answer: it tells clients nothing useful
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = uvicorn.Server(config)
