@@ -93,11 +93,13 @@ def test_v2_json_inference_and_request_ids(gateway: GatewayProcess, pushed: dict
             }
         ],
     }
-    response = httpx.post(
-        f"{gateway.url}/v2/models/{package.name}/infer",
-        json=body,
-        headers={**headers(gateway.admin_key), "X-Request-Id": "client-id-1"},
-    )
+
+    def infer(model: str, request_id: str | None = None) -> httpx.Response:
+        extra = {"X-Request-Id": request_id} if request_id else {}
+        sent = {**headers(gateway.admin_key), **extra}
+        return httpx.post(f"{gateway.url}/v2/models/{model}/infer", json=body, headers=sent)
+
+    response = infer(package.name, "client-id-1")
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "client-id-1"
     document = response.json()
@@ -105,15 +107,9 @@ def test_v2_json_inference_and_request_ids(gateway: GatewayProcess, pushed: dict
     output = next(o for o in document["outputs"] if o["name"] == "probabilities")
     got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
     np.testing.assert_allclose(got, expected["probabilities"], atol=1e-5)
-    generated = httpx.post(
-        f"{gateway.url}/v2/models/{package.name}/infer", json=body, headers=headers(gateway.admin_key)
-    )
+    generated = infer(package.name)
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
-    refused = httpx.post(
-        f"{gateway.url}/v2/models/no-such-model/infer",
-        json=body,
-        headers={**headers(gateway.admin_key), "X-Request-Id": "client-id-2"},
-    )
+    refused = infer("no-such-model", "client-id-2")  # errors of the fast path carry it too
     assert refused.status_code == 404, refused.text
     assert refused.headers["x-request-id"] == "client-id-2"
 
