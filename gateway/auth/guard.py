@@ -147,11 +147,21 @@ async def authorize_presented(
     auth: Auth, authorization: str | None, api_key: str | None, scope: Scope, model: str | None
 ) -> Grant:
     """``Auth.authorize`` for the key in an ``Authorization: Bearer`` or ``X-API-Key`` header."""
+    if auth.limiter.in_process:
+        return authorize_presented_now(auth, authorization, api_key, scope, model)
     try:
-        presented = presented_key(authorization, api_key)
-        if auth.limiter.in_process:
-            return auth.authorize_in_process(presented, scope, model)
-        return await auth.authorize(presented, scope, model)
+        return await auth.authorize(presented_key(authorization, api_key), scope, model)
+    except Unauthenticated as error:
+        error.headers.setdefault("WWW-Authenticate", "Bearer")
+        raise
+
+
+def authorize_presented_now(
+    auth: Auth, authorization: str | None, api_key: str | None, scope: Scope, model: str | None
+) -> Grant:
+    """``authorize_presented`` when the limiter counts in this process: no coroutine at all."""
+    try:
+        return auth.authorize_in_process(presented_key(authorization, api_key), scope, model)
     except Unauthenticated as error:
         error.headers.setdefault("WWW-Authenticate", "Bearer")
         raise
