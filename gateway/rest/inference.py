@@ -1,10 +1,13 @@
 """Prediction routes: KServe v2 ``/infer`` and TF-Serving v1 ``:predict``. Translate, then delegate.
 
-They are most of the traffic, so each is a plain ASGI app (Starlette's ``Route`` runs it as
-one): the headers are read once from the ASGI scope, the body straight from ``receive`` and
-the answer goes out as two ASGI messages, with no Request/Response objects in between. An
-error is raised as an ``MdeployError`` and answered by the app's one exception handler, as on
-every other route. The key is checked (and the rate limit counted) before the body is read.
+They are most of the traffic, so each is a plain ASGI app: the headers are read once from the
+ASGI scope, the body straight from ``receive`` and the answer (with its ``X-Request-Id``) goes
+out as two ASGI messages, with no Request/Response objects in between. ``PredictionRoutes``
+lets ``gateway.app.GatewayApp`` claim these requests ahead of the middleware stack; the same
+routes stay in Starlette's table for everything else (OpenAPI, 405s, an app mounted under a
+root path). An error is raised as an ``MdeployError`` and answered through the same
+``error_response`` as on every other route. The key is checked (and the rate limit counted)
+before the body is read.
 """
 
 from __future__ import annotations
