@@ -86,16 +86,7 @@ class LoopCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindo
     # ---- sliding window counter (the same arithmetic as limits' MemoryStorage) ----
 
     def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        if amount > limit:
-            return False
-        now = time.time()
-        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
-        previous_count, previous_ttl, current_count, _ = self._window(previous_key, current_key, expiry, now)
-        if floor(previous_count * previous_ttl / expiry + current_count) + amount > limit:
-            return False
-        # A new current counter lives two windows: it is the previous one during the next.
-        self.incr(current_key, 2 * expiry, amount)
-        return True
+        return self.hit_with_stats(key, limit, expiry, amount)[0]
 
     def hit_with_stats(self, key: str, limit: int, expiry: int, amount: int = 1) -> tuple[bool, int, float]:
         """Count ``amount`` against ``limit`` per ``expiry`` seconds if it fits: (allowed, what
@@ -108,6 +99,7 @@ class LoopCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindo
         weighted = previous_count * previous_ttl / expiry + current_count
         allowed = amount <= limit and floor(weighted) + amount <= limit
         if allowed:
+            # A new current counter lives two windows: it is the previous one during the next.
             current_count = self.incr(current_key, 2 * expiry, amount)
             weighted = previous_count * previous_ttl / expiry + current_count
         remaining = max(0, limit - floor(weighted))

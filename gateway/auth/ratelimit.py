@@ -7,11 +7,11 @@ keeps two counters per key, so it costs one Redis script call per request.
 
 ``memory://`` counts inside one process, synchronously, in ``LoopCounters`` (nothing to wait
 for; see ``gateway.auth.loop_counters`` for why not limits' own memory storage);
-``redis://host:port`` shares counters
-between gateway processes through limits' asyncio storage. When Redis is unreachable the
-limiter either lets requests through (fail open) or refuses them with 503 (fail closed); it
-stops calling Redis for ``probe_interval_s`` after a failure, so an outage costs no timeout
-per request, and recovers by itself at the first successful probe.
+``redis://host:port`` shares counters between gateway processes through limits' asyncio
+storage. When Redis is unreachable the limiter either lets requests through (fail open) or
+refuses them with 503 (fail closed); it stops calling Redis for ``probe_interval_s`` after a
+failure, so an outage costs no timeout per request, and recovers by itself at the first
+successful probe.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def parse_rate_limit(text: str) -> limits.RateLimitItem:
     return items[0]
 
 
+_HEADER_NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+_RAW_HEADER_NAMES = tuple(name.lower().encode() for name in _HEADER_NAMES)
+
+
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
 class RateLimitState:
     """Where a key stands after a hit: the X-RateLimit-* headers of its response."""
@@ -69,20 +73,15 @@ class RateLimitState:
     reset_at: float
     """Seconds since the epoch when the next request is allowed again (when one more slot frees up)."""
 
+    def _values(self) -> tuple[str, str, str]:
+        return str(self.limit), str(self.remaining), str(math.ceil(self.reset_at))
+
     def headers(self) -> dict[str, str]:
-        return {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
-        }
+        return dict(zip(_HEADER_NAMES, self._values(), strict=True))
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """The same headers as ASGI wants them (lower-case names, bytes)."""
-        return [
-            (b"x-ratelimit-limit", str(self.limit).encode()),
-            (b"x-ratelimit-remaining", str(self.remaining).encode()),
-            (b"x-ratelimit-reset", str(math.ceil(self.reset_at)).encode()),
-        ]
+        return [(name, value.encode()) for name, value in zip(_RAW_HEADER_NAMES, self._values(), strict=True)]
 
     def retry_after(self, now: float) -> int:
         return max(1, math.ceil(self.reset_at - now))
@@ -124,7 +123,7 @@ class RateLimiter:
     def hit_in_process(self, key: KeyRecord, scope: Scope) -> RateLimitState:
         """``hit`` for a limiter that counts in this process."""
         assert self._in_process is not None
-        item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
+        item = self._item_for(key, scope)
         counter = self._counter_key(item, key.id, scope)
         allowed, remaining, reset_at = self._in_process.hit_with_stats(
             counter, item.amount, item.get_expiry()
@@ -135,7 +134,7 @@ class RateLimiter:
         """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
         if self._in_process is not None:
             return self.hit_in_process(key, scope)
-        item = parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
+        item = self._item_for(key, scope)
         now = time.time()
         assert self._strategy is not None
         if self._down_since is not None and now < self._next_probe:
@@ -147,6 +146,10 @@ class RateLimiter:
             return self._failed(item, now, error)
         self._recovered()
         return self._judge(key, scope, item, allowed, stats.remaining, stats.reset_time, now)
+
+    def _item_for(self, key: KeyRecord, scope: Scope) -> limits.RateLimitItem:
+        """The key's own limit, else its scope's default."""
+        return parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
 
     @staticmethod
     def _judge(

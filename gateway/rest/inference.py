@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
+import numpy as np
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -123,6 +124,7 @@ class PredictionEndpoint:
         model: str = params["model"]
         version: str | None = params.get("version")
         authorization, api_key = _text(headers, b"authorization"), _text(headers, b"x-api-key")
+        # authorize_presented would dispatch the same way; deciding here saves its coroutine.
         if auth.limiter.in_process:
             grant = authorize_presented_now(auth, authorization, api_key, KeyScope.PREDICT, model)
         else:
@@ -132,7 +134,10 @@ class PredictionEndpoint:
         try:
             limit = state.settings.max_body_bytes
             body = await read_body(receive, _text(headers, b"content-length"), limit)
-            inference, render = self._prepare(state, scope, headers, body, model, version)
+            inputs, outputs, render = self._prepare(state, scope, headers, body, model, version)
+            inference = InferenceRequest(
+                model, version, inputs, outputs, request_id_of(scope), routing_key(headers)
+            )
             answer = render(await state.dataplane.infer(inference))
         except ClientGone:
             return
@@ -156,6 +161,8 @@ class PredictionEndpoint:
 
 
 Render = Callable[[InferenceResult], Answer]
+Prepared = tuple[Mapping[str, np.ndarray], tuple[str, ...], Render]
+"""What a front end makes of a body: inputs, the outputs asked for, and how to answer."""
 
 
 def _wants_labels(scope: Scope) -> bool:
@@ -168,7 +175,7 @@ def _wants_labels(scope: Scope) -> bool:
 
 def _prepare_v1(
     state: GatewayState, scope: Scope, headers: Headers, body: bytes, model: str, version: str | None
-) -> tuple[InferenceRequest, Render]:
+) -> Prepared:
     with_labels = _wants_labels(scope)
     # The signature gives the JSON its datatypes (all versions of a model share it).
     served = state.catalog.resolve(model, version)
@@ -179,13 +186,12 @@ def _prepare_v1(
     def render(result: InferenceResult) -> Answer:
         return Answer(v1_codec.render_response(parsed, result, with_labels), _JSON, result.version)
 
-    request_id = request_id_of(scope)
-    return InferenceRequest(served.name, version, parsed.inputs, (), request_id, routing_key(headers)), render
+    return parsed.inputs, (), render
 
 
 def _prepare_v2(
     state: GatewayState, scope: Scope, headers: Headers, body: bytes, model: str, version: str | None
-) -> tuple[InferenceRequest, Render]:
+) -> Prepared:
     parsed = v2_codec.parse_request(body, _text(headers, _V2_HEADER_LENGTH))
 
     def render(result: InferenceResult) -> Answer:
@@ -193,11 +199,7 @@ def _prepare_v2(
         content_type = extra.pop("content-type").encode()
         return Answer(content, content_type, result.version, _encoded(extra))
 
-    request_id = request_id_of(scope)
-    inference = InferenceRequest(
-        model, version, parsed.inputs, parsed.outputs, request_id, routing_key(headers)
-    )
-    return inference, render
+    return parsed.inputs, parsed.outputs, render
 
 
 def _encoded(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
