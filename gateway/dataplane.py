@@ -44,6 +44,9 @@ class InferenceRequest:
     outputs: tuple[str, ...] = ()
     request_id: str = ""
     routing_key: str | None = None
+    served: ServedVersion | None = None
+    """What the front end resolved for ``model`` and ``version`` (v1 needs the signature to
+    read its JSON), reused unless a deployment policy picks the version."""
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
@@ -87,31 +90,43 @@ class DataPlane:
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
-        routed = None
-        if request.version is None and self.router is not None:
-            routed = await self.router.route(request.model, request.routing_key)
-        served = self.catalog.resolve(request.model, routed.version if routed else request.version)
-        self._check_bounds(request.inputs)
-        rows = validation.check_inputs(served.signature, request.inputs, served.max_batch_size)
-        wanted = validation.check_outputs(served.signature, request.outputs)
-        work = TensorRequest(request.inputs, wanted, rows)
+        router = self.router
+        if request.version is None and router is not None and router.deploys(request.model):
+            return await self._infer_routed(request, router)
+        served = request.served
+        if served is None:
+            served = self.catalog.resolve(request.model, request.version)
+        outputs = await self._batcher(served).submit(self._checked(served, request))
+        return InferenceResult(served.name, served.version, outputs, served)
+
+    async def _infer_routed(self, request: InferenceRequest, router: Router) -> InferenceResult:
+        """A request that a deployment policy routes: the router hears how it went."""
+        routed = await router.route(request.model, request.routing_key)
+        served = self.catalog.resolve(request.model, routed.version if routed else None)
+        work = self._checked(served, request)
         started = time.perf_counter()
         try:
             outputs = await self._batcher(served).submit(work)
         except MdeployError as error:
-            if routed is not None and self.router is not None:
+            if routed is not None:
                 # Only failures of the server side speak against a version, not bad requests.
-                self.router.observe(
-                    served.name, served.version, error.http_status < 500, time.perf_counter() - started
-                )
+                ok = error.http_status < 500
+                router.observe(served.name, served.version, ok, time.perf_counter() - started)
             raise
-        if routed is not None and self.router is not None:
-            self.router.observe(served.name, served.version, True, time.perf_counter() - started)
+        if routed is not None:
+            router.observe(served.name, served.version, True, time.perf_counter() - started)
             if routed.by_policy and request.request_id:
-                await self.router.remember(request.request_id, served.name, served.version)
+                await router.remember(request.request_id, served.name, served.version)
             if routed.shadow is not None:
                 self._start_shadow(served.name, routed, work, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
+
+    def _checked(self, served: ServedVersion, request: InferenceRequest) -> TensorRequest:
+        """The request's inputs checked against the bounds and ``served``'s signature."""
+        self._check_bounds(request.inputs)
+        rows = validation.check_inputs(served.signature, request.inputs, served.max_batch_size)
+        wanted = validation.check_outputs(served.signature, request.outputs)
+        return TensorRequest(request.inputs, wanted, rows)
 
     def _start_shadow(self, model: str, routed: Routed, work: TensorRequest, answered: Tensors) -> None:
         assert routed.shadow is not None

@@ -7,16 +7,18 @@ Each app has its own registry, so several apps can live in one process (tests).
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.backends import BackendPool
 from gateway.dataplane import BatcherStats
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -60,23 +62,59 @@ class _LiveState(Collector):
         yield from (up, in_flight, queue, batches, share)
 
 
+class _RequestMetrics(Collector):
+    """``mdeploy_requests`` (counter) and ``mdeploy_request_seconds`` (histogram), exposed as
+    prometheus_client's own Counter and Histogram would expose them.
+
+    They change on every prediction, on the event loop only, so they are plain counts: the
+    library's metric objects take a lock per update and walk the buckets in Python (~1.8 µs per
+    request for the pair, against ~0.5 µs here).
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, str, int], list[float]] = {}  # labels → [count, created]
+        # (model, route) → [count per bucket (the last is +Inf)..., sum of seconds]
+        self._latency: dict[tuple[str, str], list[float]] = {}
+        self._bounds = LATENCY_BUCKETS
+
+    def observe(self, model: str, version: str, route: str, code: int, seconds: float) -> None:
+        counted = self._counts.get((model, version, route, code))
+        if counted is None:
+            counted = self._counts[(model, version, route, code)] = [0, time.time()]
+        counted[0] += 1
+        latency = self._latency.get((model, route))
+        if latency is None:
+            latency = self._latency[(model, route)] = [0.0] * (len(self._bounds) + 2)
+        latency[bisect_left(self._bounds, seconds)] += 1
+        latency[-1] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "mdeploy_requests",
+            "Prediction requests by model, version, route and HTTP status",
+            labels=["model", "version", "route", "code"],
+        )
+        for (model, version, route, code), (count, created) in list(self._counts.items()):
+            requests.add_metric([model, version, route, str(code)], count, created=created)
+        latency = HistogramMetricFamily(
+            "mdeploy_request_seconds", "Prediction latency inside the gateway", labels=["model", "route"]
+        )
+        # Bounds written as prometheus_client writes them (the same as str() for these; tested).
+        names = [str(bound) for bound in self._bounds] + ["+Inf"]
+        for labels, values in list(self._latency.items()):
+            cumulative, total = [], 0.0
+            for name, count in zip(names, values[: len(names)], strict=True):
+                total += count
+                cumulative.append((name, total))
+            latency.add_metric(list(labels), cumulative, sum_value=values[-1])
+        yield from (requests, latency)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
-        self.requests = Counter(
-            "mdeploy_requests",
-            "Prediction requests by model, version, route and HTTP status",
-            ["model", "version", "route", "code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mdeploy_request_seconds",
-            "Prediction latency inside the gateway",
-            ["model", "route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._requests = _RequestMetrics()
+        self.registry.register(self._requests)
         self.batch_rows = Histogram(
             "mdeploy_batch_rows",
             "Rows per backend call",
@@ -114,17 +152,8 @@ class Metrics:
         )
 
     def observe_request(self, model: str, version: str, route: str, code: int, seconds: float) -> None:
-        """Count a prediction request and its latency (label children kept: ``labels()`` is slow)."""
-        key = (model, version, route, code)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(model, version, route, str(code)),
-                self.latency.labels(model, route),
-            )
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count a prediction request (``mdeploy_requests``) and its latency (``mdeploy_request_seconds``)."""
+        self._requests.observe(model, version, route, code, seconds)
 
     def watch(
         self,

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import timeit
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from gateway.dataplane import InferenceResult
 from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.rest import v1_codec
+from gateway.rest.request_id import assign_request_id
 from loadtests.bench_gateway import digit_row, v1_body
 from mdeploy import validation
 from mdeploy.signature import Signature, TensorSpec
@@ -159,13 +159,12 @@ def codec_steps() -> list[Step]:
 def metrics_steps() -> list[Step]:
     metrics = Metrics()
 
-    def observe() -> None:  # what inference._observe does per request
-        metrics.requests.labels("digits-sklearn", "1", "v1", "200").inc()
-        metrics.latency.labels("digits-sklearn", "v1").observe(0.001)
+    def observe() -> None:  # what the prediction endpoint does per request
+        metrics.observe_request("digits-sklearn", "1", "v1", 200, 0.001)
 
     return [
-        Step("Prometheus counter + histogram", "rest/inference.py _observe", per_call_us(observe)),
-        Step("request id", "rest/request_id.py uuid4().hex", per_call_us(lambda: uuid.uuid4().hex)),
+        Step("request counter + latency", "gateway/metrics.py observe_request", per_call_us(observe)),
+        Step("request id", "rest/request_id.py", per_call_us(lambda: assign_request_id({}, b""))),
     ]
 
 

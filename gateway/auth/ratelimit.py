@@ -61,7 +61,7 @@ def parse_rate_limit(text: str) -> limits.RateLimitItem:
 
 
 _HEADER_NAMES = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-_RAW_HEADER_NAMES = tuple(name.lower().encode() for name in _HEADER_NAMES)
+_LIMIT, _REMAINING, _RESET = (name.lower().encode() for name in _HEADER_NAMES)
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
@@ -73,18 +73,31 @@ class RateLimitState:
     reset_at: float
     """Seconds since the epoch when the next request is allowed again (when one more slot frees up)."""
 
-    def _values(self) -> tuple[str, str, str]:
-        return str(self.limit), str(self.remaining), str(math.ceil(self.reset_at))
-
     def headers(self) -> dict[str, str]:
-        return dict(zip(_HEADER_NAMES, self._values(), strict=True))
+        limit, remaining, reset = _HEADER_NAMES
+        return {limit: str(self.limit), remaining: str(self.remaining), reset: str(math.ceil(self.reset_at))}
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """The same headers as ASGI wants them (lower-case names, bytes)."""
-        return [(name, value.encode()) for name, value in zip(_RAW_HEADER_NAMES, self._values(), strict=True)]
+        return [
+            (_LIMIT, b"%d" % self.limit),
+            (_REMAINING, b"%d" % self.remaining),
+            (_RESET, b"%d" % math.ceil(self.reset_at)),
+        ]
 
     def retry_after(self, now: float) -> int:
         return max(1, math.ceil(self.reset_at - now))
+
+
+@dataclass(frozen=True, slots=True)
+class _Counter:
+    """One key's limit in one scope, with limits' storage key for it: worked out once, not per
+    request (``item.key_for`` and hashing a RateLimitItem cost ~1 µs each)."""
+
+    item: limits.RateLimitItem
+    storage_key: str
+    amount: int
+    expiry: int
 
 
 class RateLimiter:
@@ -110,7 +123,9 @@ class RateLimiter:
             self._in_process = storage
         else:
             self._strategy = SlidingWindowCounterRateLimiter(storage)
-        self._counter_keys: dict[tuple[limits.RateLimitItem, str, Scope], str] = {}
+        # (key id, scope, the key's own limit) → its counter; the own limit is part of the
+        # name so that a key whose limit changed is counted under its new limit.
+        self._counters: dict[tuple[str, Scope, str | None], _Counter] = {}
         self._errors: tuple[type[Exception], ...] = (StorageError, OSError, redis.RedisError)
         self._down_since: float | None = None
         self._next_probe = 0.0
@@ -123,12 +138,14 @@ class RateLimiter:
     def hit_in_process(self, key: KeyRecord, scope: Scope) -> RateLimitState:
         """``hit`` for a limiter that counts in this process."""
         assert self._in_process is not None
-        item = self._item_for(key, scope)
-        counter = self._counter_key(item, key.id, scope)
+        counter = self._counters.get((key.id, scope, key.rate_limit)) or self._counter(key, scope)
         allowed, remaining, reset_at = self._in_process.hit_with_stats(
-            counter, item.amount, item.get_expiry()
+            counter.storage_key, counter.amount, counter.expiry
         )
-        return self._judge(key, scope, item, allowed, remaining, reset_at, time.time())
+        state = RateLimitState(counter.amount, remaining, reset_at)
+        if not allowed:
+            raise _exhausted(key, scope, counter.item, state, time.time())
+        return state
 
     async def hit(self, key: KeyRecord, scope: Scope) -> RateLimitState:
         """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
@@ -145,35 +162,22 @@ class RateLimiter:
         except self._errors as error:
             return self._failed(item, now, error)
         self._recovered()
-        return self._judge(key, scope, item, allowed, stats.remaining, stats.reset_time, now)
+        state = RateLimitState(item.amount, stats.remaining, stats.reset_time)
+        if not allowed:
+            raise _exhausted(key, scope, item, state, now)
+        return state
 
     def _item_for(self, key: KeyRecord, scope: Scope) -> limits.RateLimitItem:
         """The key's own limit, else its scope's default."""
         return parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
 
-    @staticmethod
-    def _judge(
-        key: KeyRecord,
-        scope: Scope,
-        item: limits.RateLimitItem,
-        allowed: bool,
-        remaining: int,
-        reset_at: float,
-        now: float,
-    ) -> RateLimitState:
-        state = RateLimitState(item.amount, remaining, reset_at)
-        if not allowed:
-            raise _exhausted(key, scope, item, state, now)
-        return state
-
-    def _counter_key(self, item: limits.RateLimitItem, key_id: str, scope: Scope) -> str:
-        """limits' storage key of the counter (``item.key_for``: ~1 µs, so remembered)."""
-        found = self._counter_keys.get((item, key_id, scope))
-        if found is None:
-            if len(self._counter_keys) >= 10_000:
-                self._counter_keys.clear()
-            found = self._counter_keys[(item, key_id, scope)] = item.key_for(key_id, scope.value)
-        return found
+    def _counter(self, key: KeyRecord, scope: Scope) -> _Counter:
+        item = self._item_for(key, scope)
+        if len(self._counters) >= 10_000:
+            self._counters.clear()
+        counter = _Counter(item, item.key_for(key.id, scope.value), item.amount, item.get_expiry())
+        self._counters[(key.id, scope, key.rate_limit)] = counter
+        return counter
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -82,9 +82,10 @@ def to_array(name: str, datatype: str, data: Any) -> np.ndarray:
 
 def to_json_data(array: np.ndarray) -> Any:
     """An array as JSON-ready data (orjson serialises numeric arrays natively)."""
-    if array.dtype.kind == "O":
+    dtype = array.dtype
+    if dtype.kind == "O":
         return _texts(array.tolist())
-    if array.dtype == np.float16:
+    if dtype.kind == "f" and dtype.itemsize == 2:  # orjson has no float16
         return array.astype(np.float32)
     return np.ascontiguousarray(array)
 

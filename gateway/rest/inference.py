@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth.guard import SCOPE_ATTRIBUTE, Auth, authorize_presented, authorize_presented_now
 from gateway.auth.scopes import Scope as KeyScope
+from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceRequest, InferenceResult
 from gateway.rest import v1_codec, v2_codec
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
@@ -134,9 +135,9 @@ class PredictionEndpoint:
         try:
             limit = state.settings.max_body_bytes
             body = await read_body(receive, _text(headers, b"content-length"), limit)
-            inputs, outputs, render = self._prepare(state, scope, headers, body, model, version)
+            inputs, outputs, render, served = self._prepare(state, scope, headers, body, model, version)
             inference = InferenceRequest(
-                model, version, inputs, outputs, request_id_of(scope), routing_key(headers)
+                model, version, inputs, outputs, request_id_of(scope), routing_key(headers), served
             )
             answer = render(await state.dataplane.infer(inference))
         except ClientGone:
@@ -150,7 +151,7 @@ class PredictionEndpoint:
         )
         response_headers = [
             (b"content-type", answer.content_type),
-            (b"content-length", str(len(answer.content)).encode()),
+            (b"content-length", b"%d" % len(answer.content)),
             (b"x-model-version", answer.version.encode()),
             (REQUEST_ID_HEADER, scope["state"]["request_id"].encode()),
             *answer.headers,
@@ -161,8 +162,9 @@ class PredictionEndpoint:
 
 
 Render = Callable[[InferenceResult], Answer]
-Prepared = tuple[Mapping[str, np.ndarray], tuple[str, ...], Render]
-"""What a front end makes of a body: inputs, the outputs asked for, and how to answer."""
+Prepared = tuple[Mapping[str, np.ndarray], tuple[str, ...], Render, ServedVersion | None]
+"""What a front end makes of a body: inputs, the outputs asked for, how to answer, and the
+version it resolved if it needed one."""
 
 
 def _wants_labels(scope: Scope) -> bool:
@@ -186,7 +188,7 @@ def _prepare_v1(
     def render(result: InferenceResult) -> Answer:
         return Answer(v1_codec.render_response(parsed, result, with_labels), _JSON, result.version)
 
-    return parsed.inputs, (), render
+    return parsed.inputs, (), render, served
 
 
 def _prepare_v2(
@@ -199,7 +201,7 @@ def _prepare_v2(
         content_type = extra.pop("content-type").encode()
         return Answer(content, content_type, result.version, _encoded(extra))
 
-    return parsed.inputs, parsed.outputs, render
+    return parsed.inputs, parsed.outputs, render, None
 
 
 def _encoded(headers: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:

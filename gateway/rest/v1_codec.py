@@ -49,6 +49,9 @@ def _rows(instances: Any, served: ServedVersion) -> dict[str, np.ndarray]:
             f"model '{served.name}' takes no batch dimension; use the columnar 'inputs' format"
         )
     specs = served.signature.inputs
+    # One input and plain rows (no row is an object): the common case, checked in C.
+    if len(specs) == 1 and dict not in map(type, instances):
+        return {specs[0].name: to_array(f"input '{specs[0].name}'", specs[0].datatype, instances)}
     names = [spec.name for spec in specs]
     if len(specs) == 1 and not all(_named_inputs(row, names) for row in instances):
         return {names[0]: to_array(f"input '{names[0]}'", specs[0].datatype, instances)}
@@ -97,10 +100,10 @@ def render_response(request: V1Request, result: InferenceResult, with_labels: bo
         if len(outputs) == 1:
             document["predictions"] = to_json_data(next(iter(outputs.values())))
         else:
-            count = len(next(iter(outputs.values())))
-            document["predictions"] = [
-                {name: to_json_data(array[i]) for name, array in outputs.items()} for i in range(count)
-            ]
+            # Converted once per output, then indexed per row (a row of a C-ordered array is too).
+            columns = [(name, to_json_data(array)) for name, array in outputs.items()]
+            count = len(columns[0][1])
+            document["predictions"] = [{name: column[i] for name, column in columns} for i in range(count)]
     elif len(outputs) == 1:
         document["outputs"] = to_json_data(next(iter(outputs.values())))
     else:

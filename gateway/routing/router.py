@@ -97,6 +97,10 @@ class Router:
 
     # ---- the request path ----
 
+    def deploys(self, model: str) -> bool:
+        """Whether a deployment policy routes ``model``'s requests that name no version."""
+        return model in self._deployments
+
     async def route(self, model: str, routing_key: str | None) -> Routed | None:
         """The version for a request that names none; None without a deployment (the default serves)."""
         deployment = self._deployments.get(model)

@@ -26,6 +26,31 @@ def test_hit_with_stats_answers_as_limits_sliding_window_counter_does() -> None:
     assert counters.hit_with_stats(key, item.amount, item.get_expiry())[:2] == (False, 0)
 
 
+def test_windows_roll_over_as_in_limits_own_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A made-up clock across five 10 s windows, hits at uneven gaps (some refused), so that the
+    # previous window's weight, the shift to a new window and a skipped window all happen.
+    clock = [1_800_000_003.25]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    item = limits.parse("6 per 10 seconds")
+    storage = MemoryStorage()
+    reference = SlidingWindowCounterRateLimiter(storage)
+    counters = LoopCounters(sweep_interval_s=1.0)
+    key = item.key_for("key-1", "predict")
+    gaps = [0.1, 0.4, 0.2, 1.3, 0.05, 2.5, 0.7, 3.1, 0.3, 0.9, 4.4, 0.2, 12.5, 0.6, 1.1, 0.25, 6.0, 0.5]
+    for step, gap in enumerate(gaps * 2):
+        clock[0] += gap
+        allowed = reference.hit(item, "key-1", "predict")
+        stats = reference.get_window_stats(item, "key-1", "predict")
+        ours = counters.hit_with_stats(key, item.amount, item.get_expiry())
+        assert ours[:2] == (allowed, stats.remaining), f"step {step}"
+        assert ours[2] == pytest.approx(stats.reset_time), f"step {step}"
+        window = counters.get_sliding_window(key, item.get_expiry())
+        assert window == pytest.approx(storage.get_sliding_window(key, item.get_expiry())), f"step {step}"
+    clock[0] += 25.0  # both windows over: the sweep forgets the counter
+    assert counters.hit_with_stats("other", 1, 60)[0]
+    assert counters.reset() == 1
+
+
 def test_limits_own_strategy_runs_on_loop_counters() -> None:
     item = limits.parse("3/minute")
     strategy = SlidingWindowCounterRateLimiter(LoopCounters())
