@@ -10,8 +10,10 @@ One run measures, on this machine:
 3. sequential ModelInfer calls straight to the inference server with the same row.
 
 Both HTTP servers run for the whole measurement and each concurrency level loads the bare
-endpoint and then the gateway back to back, so a change of machine speed during the run (this
-machine's CPU time per request drifts by 20-40% over minutes) touches both sides of a ratio alike;
+endpoint and the gateway in alternating rounds (3 of 2 s each by default), added up per side,
+so a change of machine speed during the run (this machine's CPU time per request drifts by
+20-40% within minutes) touches both sides of a ratio alike. Both get the same request, API
+key header included (the bare endpoint ignores it);
 
 and prints the issue's targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
 
@@ -45,6 +47,7 @@ from loadtests.stack import MODEL, Stack, build_packages, running_stack
 class Plan:
     levels: tuple[int, ...]
     duration_s: int  # wrk takes whole seconds
+    rounds: int  # the duration is measured in this many alternating rounds per side
     warmup_s: int
     grpc_s: float
     quiet_wait_s: float  # longest wait for other work on the machine to stop (before a row, a re-run)
@@ -53,15 +56,24 @@ class Plan:
     def top(self) -> int:
         return max(self.levels)
 
-    def load(self, target: Target, concurrency: int) -> HttpResult:
-        return httpload.load(target, concurrency, self.duration_s, self.warmup_s, self.quiet_wait_s)
+    @property
+    def round_s(self) -> int:
+        return self.duration_s // self.rounds
+
+    def load(self, target: Target, concurrency: int, *, warm: bool = True) -> HttpResult:
+        """One round of ``target`` (warmed up first unless ``warm`` is False)."""
+        warmup = self.warmup_s if warm else 0
+        return httpload.load(target, concurrency, self.round_s, warmup, self.quiet_wait_s)
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
     levels = tuple(sorted(set(args.concurrency)))
     if args.quick:
-        return Plan(levels, 2, 1, 1.0, 3.0)
-    return Plan(levels, args.duration, args.warmup, 3.0, 30.0)
+        return Plan(levels, 2, 1, 1, 1.0, 3.0)
+    if args.duration < 1:
+        raise SystemExit("--duration must be at least 1 second")
+    rounds = max(1, min(3, args.duration // 2))
+    return Plan(levels, args.duration - args.duration % rounds, rounds, args.warmup, 3.0, 30.0)
 
 
 def digit_row() -> np.ndarray:
@@ -75,17 +87,35 @@ def v1_body(row: np.ndarray) -> bytes:
     return orjson.dumps({"instances": row.tolist()})
 
 
-def bare_target(bare: BareHttp, body: bytes) -> Target:
-    return Target("bare Starlette", f"{bare.url}/v1/models/{MODEL}:predict", body, {}, (bare.pid,))
+def bare_target(bare: BareHttp, body: bytes, headers: dict[str, str]) -> Target:
+    url = f"{bare.url}/v1/models/{MODEL}:predict"
+    return Target("bare Starlette", url, body, headers, (bare.pid,))
 
 
 def measure_pairs(
     stack: Stack, bare: BareHttp, body: bytes, plan: Plan
 ) -> tuple[list[HttpResult], list[GatewayRow]]:
-    """The bare endpoint and the gateway at each concurrency, back to back."""
-    ceiling, gateway = bare_target(bare, body), gateway_target(stack, body)
-    pairs = [(plan.load(ceiling, c), _gateway_row(stack, gateway, c, plan)) for c in plan.levels]
+    """The bare endpoint and the gateway at each concurrency, in alternating rounds."""
+    gateway = gateway_target(stack, body)
+    ceiling = bare_target(bare, body, dict(gateway.headers))
+    pairs = [_alternating(stack, ceiling, gateway, c, plan) for c in plan.levels]
     return [bare_row for bare_row, _ in pairs], [gateway_row for _, gateway_row in pairs]
+
+
+def _alternating(
+    stack: Stack, ceiling: Target, gateway: Target, concurrency: int, plan: Plan
+) -> tuple[HttpResult, GatewayRow]:
+    bare_rounds: list[HttpResult] = []
+    gateway_rounds: list[HttpResult] = []
+    before = batch_rows(stack.url, MODEL)
+    for index in range(plan.rounds):
+        bare_rounds.append(plan.load(ceiling, concurrency, warm=index == 0))
+        gateway_rounds.append(plan.load(gateway, concurrency, warm=index == 0))
+    after = batch_rows(stack.url, MODEL)
+    # Includes the warm-up's batches: same load, so the same mean.
+    rows, batches = after[0] - before[0], after[1] - before[1]
+    mean_batch = rows / batches if batches else float("nan")
+    return httpload.combined(bare_rounds), GatewayRow(httpload.combined(gateway_rounds), mean_batch)
 
 
 def gateway_target(stack: Stack, body: bytes) -> Target:
@@ -102,15 +132,6 @@ def _check_answer(url: str, body: bytes, key: str) -> None:
     response = httpx.post(url, content=body, headers=headers, timeout=10)
     if response.status_code != 200 or len(response.json()["predictions"]) != 1:
         raise RuntimeError(f"the gateway answered {response.status_code}: {response.text}")
-
-
-def _gateway_row(stack: Stack, target: Target, concurrency: int, plan: Plan) -> GatewayRow:
-    before = batch_rows(stack.url, MODEL)
-    result = plan.load(target, concurrency)
-    after = batch_rows(stack.url, MODEL)
-    # Includes the warm-up's batches: same load, so the same mean.
-    rows, batches = after[0] - before[0], after[1] - before[1]
-    return GatewayRow(result, rows / batches if batches else float("nan"))
 
 
 def batch_rows(url: str, model: str) -> tuple[float, float]:
@@ -144,7 +165,12 @@ def event_loop_of(pid: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench_gateway", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--duration", type=int, default=6, help="whole seconds measured per row (default 6)")
+    add(
+        "--duration",
+        type=int,
+        default=6,
+        help="whole seconds measured per row and side, in up to 3 alternating rounds (default 6)",
+    )
     add("--warmup", type=int, default=1, help="whole seconds of load before each row (default 1)")
     add("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="connections (default 1 16 64)")
     add("--quick", action="store_true", help="~40 s smoke run: 2 s windows, short quiet wait")
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             direct = measure_direct(stack, row, plan)
             loop = event_loop_of(stack.gateway_pid)
     report = GatewayReport(
-        plan.top, plan.duration_s, DISTURBED_CORES, quiet, bare, gateway, direct, len(body), loop
+        plan.top, plan.duration_s, plan.rounds, DISTURBED_CORES, quiet, bare, gateway, direct, len(body), loop
     )
     gateway_report.render(report)
     print(f"total run time {time.perf_counter() - started:.0f} s")

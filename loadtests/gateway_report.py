@@ -33,6 +33,7 @@ class GatewayRow:
 class GatewayReport:
     top: int
     duration_s: int
+    rounds: int
     disturbed_cores: float
     quiet: Quiet
     bare: list[HttpResult]
@@ -82,7 +83,8 @@ def _header(report: GatewayReport) -> str:
         f"[bold]mdeploy gateway benchmark[/] — {os.cpu_count()} CPU cores ({cpu}), Python "
         f"{platform.python_version()}, uvicorn {uvicorn.__version__} (httptools, 1 worker; event loop: "
         f"bare uvloop, gateway {report.gateway_loop}), starlette {starlette.__version__}; wrk, 1 thread; "
-        f"{report.duration_s} s windows after warm-up; 127.0.0.1.\n"
+        f"{report.duration_s} s per row and side after warm-up, in {report.rounds} rounds alternating"
+        " bare and gateway; 127.0.0.1.\n"
         f"Request: v1 :predict of digits-sklearn, 1 row of 64 pixels ({report.body_bytes} "
         "bytes of JSON). Client and servers share the SAME cores. Before measuring: load average "
         f"{quiet.load_average}, other processes {quiet.others_cores:.2f} cores ({state}).\n"

@@ -75,6 +75,30 @@ class HttpResult:
         return 1e6 * cpu_s / max(self.requests, 1)
 
 
+def combined(rounds: list[HttpResult]) -> HttpResult:
+    """Rounds of one target as one result: counts and CPU added up; p50/p90 the median round's,
+    p99/max the worst round's (wrk reports percentiles per run, not its samples)."""
+    first = rounds[0]
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    return HttpResult(
+        first.name,
+        first.concurrency,
+        sum(r.window_s for r in rounds),
+        sum(r.requests for r in rounds),
+        sum(r.errors for r in rounds),
+        median([r.p50_ms for r in rounds]),
+        median([r.p90_ms for r in rounds]),
+        max(r.p99_ms for r in rounds),
+        max(r.max_ms for r in rounds),
+        sum(r.wrk_cpu_s for r in rounds),
+        tuple(sum(cpu) for cpu in zip(*(r.pid_cpu_s for r in rounds), strict=True)),
+        sum(r.others_cpu_s for r in rounds),
+    )
+
+
 @dataclass(frozen=True)
 class _CpuSnapshot:
     children_s: float  # waited-for children: after subprocess.run returns, that includes wrk
