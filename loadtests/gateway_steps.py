@@ -11,10 +11,8 @@ Run: ``python -m loadtests.gateway_steps`` (~10 s, no servers).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
-import time
 import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from starlette.routing import Match
 
-from gateway.app import all_routes
-from gateway.auth.keys import KeyRecord, KeyStore
+from gateway.auth.keys import KeyStore
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.scopes import Scope
 from gateway.catalog import ServedVersion
@@ -33,6 +29,7 @@ from gateway.dataplane import InferenceResult
 from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.rest import v1_codec
+from gateway.rest.inference import PredictionRoutes
 from gateway.rest.request_id import assign_request_id
 from loadtests.bench_gateway import digit_row, v1_body
 from mdeploy import validation
@@ -82,46 +79,28 @@ def key_store() -> Iterator[tuple[KeyStore, str]]:
             connection.close()
 
 
-def rate_limit_us(record: KeyRecord, hits: int = 20_000) -> float:
-    """``RateLimiter.hit`` on the default memory:// storage, awaited back to back."""
-    limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in Scope}, False)
-
-    async def run() -> float:
-        started = time.perf_counter()
-        for _ in range(hits):
-            await limiter.hit(record, Scope.PREDICT)
-        elapsed = time.perf_counter() - started
-        await limiter.aclose()
-        return elapsed
-
-    return 1e6 * asyncio.run(run()) / hits
-
-
 def auth_steps() -> list[Step]:
+    limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in Scope}, False)
     with key_store() as (store, key):
         record = store.verify(key)
         return [
             Step(
-                "verify API key (SQLite SELECT + record)",
+                "verify API key (remembered record, SHA-256)",
                 "auth/keys.py KeyStore.verify",
                 per_call_us(lambda: store.verify(key)),
             ),
-            Step("rate limit hit (memory://)", "auth/ratelimit.py RateLimiter.hit", rate_limit_us(record)),
+            Step(
+                "rate limit hit (memory://)",
+                "auth/ratelimit.py RateLimiter.hit_in_process",
+                per_call_us(lambda: limiter.hit_in_process(record, Scope.PREDICT)),
+            ),
         ]
 
 
-def route_scan() -> tuple[int, float]:
-    """How many routes Starlette tries before the predict route, and what that costs."""
-    routes = all_routes()
-    scope = {"type": "http", "path": PATH, "method": "POST", "root_path": ""}
-
-    def scan() -> int:
-        for index, route in enumerate(routes):
-            if route.matches(scope)[0] == Match.FULL:
-                return index + 1
-        return len(routes)
-
-    return scan(), per_call_us(scan)
+def claim_us() -> float:
+    """The fast path's test of a request for a prediction route (``GatewayApp.__call__``)."""
+    routes = PredictionRoutes()
+    return per_call_us(lambda: routes.claim({"type": "http", "path": PATH, "method": "POST"}))
 
 
 def codec_steps() -> list[Step]:
@@ -213,27 +192,26 @@ def _reply(rows: int) -> pb.ModelInferResponse:
     return reply
 
 
-def render(steps: list[Step], routes_tried: int, batch: int) -> None:
+def render(steps: list[Step], batch: int) -> None:
     print(f"{'µs/call':>8} {'µs/req':>7}  step (where)")
     total = 0.0
     for step in steps:
         per_request = step.us / batch if step.per_batch else step.us
         total += per_request
         print(f"{step.us:8.1f} {per_request:7.1f}  {step.name} ({step.where})")
-    print(f"{'':>8} {total:7.1f}  sum per request (batch of {batch}); Starlette tried {routes_tried} routes")
+    print(f"{'':>8} {total:7.1f}  sum per request (batch of {batch})")
 
 
 def main(argv: list[str] | None = None) -> int:
     batch = int(argv[0]) if argv else 16
-    tried, route_us = route_scan()
     steps = [
         *auth_steps(),
-        Step(f"route lookup ({tried} routes tried)", "gateway/app.py all_routes order", route_us),
+        Step("claim a prediction path", "rest/inference.py PredictionRoutes.claim", claim_us()),
         *codec_steps(),
         *metrics_steps(),
         *backend_steps(batch),
     ]
-    render(steps, tried, batch)
+    render(steps, batch)
     return 0
 
 

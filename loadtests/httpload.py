@@ -9,6 +9,7 @@ all threads) and of the rest of the machine (``/proc/stat`` minus all of those).
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import resource
@@ -18,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loadtests.bench_server import DISTURBED_CORES
 from loadtests.procstat import machine_busy_s, process_cpu_s, self_cpu_s
@@ -55,6 +57,8 @@ class HttpResult:
     wrk_cpu_s: float
     pid_cpu_s: tuple[float, ...]  # CPU of each of the target's pids over the run
     others_cpu_s: float
+    quantiles_ms: tuple[tuple[float, float], ...] = ()
+    """(percent, latency ms) on a grid from wrk, finer in the tail: what ``combined`` merges."""
 
     @property
     def rps(self) -> float:
@@ -76,27 +80,46 @@ class HttpResult:
 
 
 def combined(rounds: list[HttpResult]) -> HttpResult:
-    """Rounds of one target as one result: counts and CPU added up; p50/p90 the median round's,
-    p99/max the worst round's (wrk reports percentiles per run, not its samples)."""
+    """Rounds of one target as one result: counts and CPU added up, percentiles of the rounds'
+    latency distributions merged (each weighted by its requests)."""
     first = rounds[0]
+    total = sum(r.requests for r in rounds)
 
-    def median(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
+    def percentile(percent: float) -> float:
+        # The smallest latency below which ``percent`` of all rounds' requests fall.
+        candidates = sorted({ms for r in rounds for _, ms in r.quantiles_ms})
+        for ms in candidates:
+            below = sum(r.requests * _fraction_at_most(r.quantiles_ms, ms) for r in rounds)
+            if below >= total * percent / 100 * (1 - 1e-9):
+                return ms
+        return candidates[-1]
 
     return HttpResult(
         first.name,
         first.concurrency,
         sum(r.window_s for r in rounds),
-        sum(r.requests for r in rounds),
+        total,
         sum(r.errors for r in rounds),
-        median([r.p50_ms for r in rounds]),
-        median([r.p90_ms for r in rounds]),
-        max(r.p99_ms for r in rounds),
+        percentile(50),
+        percentile(90),
+        percentile(99),
         max(r.max_ms for r in rounds),
         sum(r.wrk_cpu_s for r in rounds),
         tuple(sum(cpu) for cpu in zip(*(r.pid_cpu_s for r in rounds), strict=True)),
         sum(r.others_cpu_s for r in rounds),
     )
+
+
+def _fraction_at_most(quantiles: tuple[tuple[float, float], ...], ms: float) -> float:
+    """The fraction of a run's requests at or under ``ms``, read off its quantile grid."""
+    values = [value for _, value in quantiles]
+    at = bisect.bisect_right(values, ms)
+    if at == len(values):
+        return 1.0
+    below_percent, below_ms = quantiles[at - 1] if at else (0.0, 0.0)
+    above_percent, above_ms = quantiles[at]
+    share = (ms - below_ms) / (above_ms - below_ms) if above_ms > below_ms else 0.0
+    return (below_percent + share * (above_percent - below_percent)) / 100
 
 
 @dataclass(frozen=True)
@@ -187,16 +210,16 @@ def run_wrk(target: Target, concurrency: int, duration_s: int) -> HttpResult:
     return _result(target, concurrency, _parse(done.stdout), before, after)
 
 
-def _parse(stdout: str) -> dict[str, float]:
+def _parse(stdout: str) -> dict[str, Any]:
     line = next((ln for ln in stdout.splitlines() if ln.startswith(_MARK)), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary line:\n{stdout}")
-    parsed: dict[str, float] = json.loads(line.removeprefix(_MARK))
+    parsed: dict[str, Any] = json.loads(line.removeprefix(_MARK))
     return parsed
 
 
 def _result(
-    target: Target, concurrency: int, summary: dict[str, float], before: _CpuSnapshot, after: _CpuSnapshot
+    target: Target, concurrency: int, summary: dict[str, Any], before: _CpuSnapshot, after: _CpuSnapshot
 ) -> HttpResult:
     wrk_s = after.children_s - before.children_s
     pids_s = tuple(b - a for a, b in zip(before.pids_s, after.pids_s, strict=True))
@@ -215,4 +238,5 @@ def _result(
         wrk_s,
         pids_s,
         max(after.machine_s - before.machine_s - ours, 0.0),
+        tuple((percent, us / 1e3) for percent, us in summary.get("quantiles_us", [])),
     )

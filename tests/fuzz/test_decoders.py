@@ -593,6 +593,19 @@ def test_v1_b64_rows_of_a_single_bytes_input_are_values() -> None:
     assert v1_codec.parse_request(body, BYTES_SINGLE).inputs["s"].tolist() == [b"\x00\xff", b"text"]
 
 
+def test_uint64_values_past_int64_decode_exactly() -> None:
+    # numpy infers float64 for [2**63, 0]: found by test_v2_json_decodes_to_what_was_sent.
+    assert to_array("x", "UINT64", [2**63, 0]).tolist() == [2**63, 0]
+    assert to_array("x", "UINT64", [[2**64 - 1, 1]]).tolist() == [[2**64 - 1, 1]]
+    for bad in ([2**64, 0], [-1, 2**63]):
+        with pytest.raises(MdeployError, match="out of range for UINT64"):
+            to_array("x", "UINT64", bad)
+    with pytest.raises(MdeployError, match="must be non-negative integers"):
+        to_array("x", "UINT64", [1.5, 2**63])
+    with pytest.raises(MdeployError, match="out of range for INT64"):
+        to_array("x", "INT64", [2**63, 0])
+
+
 def _v1_examples() -> st.SearchStrategy[dict[str, Any]]:
     row = st.lists(st.floats(-10, 10), min_size=2, max_size=2)
     multi_row = st.fixed_dictionaries(
