@@ -85,14 +85,15 @@ def combined(rounds: list[HttpResult]) -> HttpResult:
     first = rounds[0]
     total = sum(r.requests for r in rounds)
 
+    # Every latency on any round's grid, with the share of all requests at or under it.
+    shares = [
+        (ms, sum(r.requests * _fraction_at_most(r.quantiles_ms, ms) for r in rounds) / total)
+        for ms in sorted({ms for r in rounds for _, ms in r.quantiles_ms})
+    ]
+
     def percentile(percent: float) -> float:
-        # The smallest latency below which ``percent`` of all rounds' requests fall.
-        candidates = sorted({ms for r in rounds for _, ms in r.quantiles_ms})
-        for ms in candidates:
-            below = sum(r.requests * _fraction_at_most(r.quantiles_ms, ms) for r in rounds)
-            if below >= total * percent / 100 * (1 - 1e-9):
-                return ms
-        return candidates[-1]
+        # The smallest latency at or under which ``percent`` of all rounds' requests fall.
+        return next((ms for ms, share in shares if share >= percent / 100 * (1 - 1e-9)), shares[-1][0])
 
     return HttpResult(
         first.name,

@@ -66,11 +66,10 @@ def to_array(name: str, datatype: str, data: Any) -> np.ndarray:
     if datatype == "BYTES":
         return _bytes_array(name, data)
     array = _infer(name, data)
-    if dtype.kind in "iu" and array.dtype.kind in "fO":
-        exact = _large_integers(name, datatype, dtype, data)
-        if exact is not None:
-            return exact
-    if array.dtype.kind not in _ACCEPTS.get(dtype.kind, ""):
+    integers = _python_integers(data) if dtype.kind in "iu" and array.dtype.kind in "fO" else None
+    if integers is not None:
+        array = integers  # exact; range-checked below like any integer data
+    elif array.dtype.kind not in _ACCEPTS.get(dtype.kind, ""):
         if array.size == 0:
             return array.astype(dtype)
         expected = {"b": "booleans", "i": "integers", "u": "non-negative integers", "f": "numbers"}[
@@ -84,10 +83,10 @@ def to_array(name: str, datatype: str, data: Any) -> np.ndarray:
     return array.astype(dtype)
 
 
-def _large_integers(name: str, datatype: str, dtype: np.dtype, data: Any) -> np.ndarray | None:
+def _python_integers(data: Any) -> np.ndarray | None:
     """Integer data that numpy's inference turns into float64 or objects (a value past int64,
-    e.g. UINT64's upper half next to small ones) as ``dtype``, exactly; None if it is not all
-    integers."""
+    e.g. UINT64's upper half next to small ones), as an object array of the exact ints; None
+    if it is not all integers."""
     try:
         objects = np.array(data, dtype=np.object_)
     except ValueError:
@@ -95,10 +94,7 @@ def _large_integers(name: str, datatype: str, dtype: np.dtype, data: Any) -> np.
     values = objects.reshape(-1).tolist()
     if not values or not all(type(value) is int for value in values):
         return None
-    info = np.iinfo(dtype)
-    if min(values) < info.min or max(values) > info.max:
-        raise InvalidInput(f"'{name}': a value is out of range for {datatype} ({info.min}..{info.max})")
-    return objects.astype(dtype)
+    return objects
 
 
 def to_json_data(array: np.ndarray) -> Any:
