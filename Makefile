@@ -1,12 +1,20 @@
 # The two commands of the README's quick start: `make serve` and `make test`.
+# `make serve GPU=1` (or `make test GPU=1`) sets the venv up with the GPU runtime instead.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,tensorflow,loadtest
+# The inference runtime: the CPU wheel by default, onnxruntime-gpu (CUDA 13) with GPU=1.
+# Both wheels provide the `onnxruntime` module: when the other one is there, both go (its removal
+# would delete files they share), and the install below puts back the right one alone.
+RUNTIME := $(if $(GPU),gpu,cpu)
+RUNTIME_WHEEL := $(if $(GPU),onnxruntime-gpu,onnxruntime)
+OTHER_RUNTIME_WHEEL := $(if $(GPU),onnxruntime,onnxruntime-gpu)
+STAMP := $(VENV)/.installed-$(RUNTIME)
 
 .PHONY: setup system-deps serve test lint protos bench clean
 
-setup: $(VENV)/.installed system-deps
+setup: $(STAMP) system-deps
 
 # Debian packages the tests and benchmarks use: a real redis-server, and wrk as load generator.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -14,11 +22,14 @@ system-deps:
 	@command -v redis-server >/dev/null && command -v wrk >/dev/null || \
 		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk )
 
-# Re-run pip only when the declared dependencies change.
-$(VENV)/.installed: pyproject.toml
+# Re-run pip only when the declared dependencies or the runtime change.
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	! $(BIN)/python -m pip show --quiet $(OTHER_RUNTIME_WHEEL) 2>/dev/null || \
+		$(BIN)/python -m pip uninstall --quiet --yes $(OTHER_RUNTIME_WHEEL) $(RUNTIME_WHEEL)
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),$(RUNTIME)]'
+	rm -f $(VENV)/.installed*
 	touch $@
 
 serve: setup

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.errors import ConversionError, MdeployError
+from mdeploy.onnxruntime_import import import_onnxruntime
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,7 @@ def run_onnx(
     error: type[MdeployError] = ConversionError,
 ) -> dict[str, np.ndarray]:
     """Run an ONNX model on CPU with onnxruntime; failures become ``error`` with ORT's reason."""
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     # One thread: the same numbers on every run, whatever the machine's load.
     options.intra_op_num_threads = 1

@@ -104,7 +104,7 @@ class InferenceServer:
 
 async def start_server(settings: ServerSettings) -> InferenceServer:
     """Bind, start serving health at once, load the models, then report ready."""
-    runtime.check_device(settings.device)
+    runtime.check_device(settings.device, settings.execution_provider)
     repository = ModelRepository(settings)
     service = InferenceService(repository, settings)
     health_servicer = health_aio.HealthServicer()

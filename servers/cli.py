@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mdeploy.errors import MdeployError
 from servers.app import serve
-from servers.settings import ModelControlMode, ServerSettings, read_settings_file
+from servers.settings import EXECUTION_PROVIDERS, ModelControlMode, ServerSettings, read_settings_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model to load at start in explicit mode; '*' for all",
     )
     add("--device", help="auto (default), cpu, cuda or cuda:<n>")
+    add(
+        "--execution-provider",
+        choices=EXECUTION_PROVIDERS,
+        help="what GPU-placed models run on: cuda (default) or tensorrt (engines cached under --work-dir)",
+    )
+    add(
+        "--gpu-default-max-batch-size",
+        type=int,
+        help="max_batch_size of models without config.pbtxt that run on a GPU (default 1024)",
+    )
     add("--intra-op-threads", type=int, help="onnxruntime intra-op threads (0: one per core)")
     add("--inter-op-threads", type=int, help="onnxruntime inter-op threads (0: onnxruntime's choice)")
     add(
@@ -50,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--default-max-batch-size",
         type=int,
-        help="max_batch_size of models without config.pbtxt (default 64)",
+        help="max_batch_size of models without config.pbtxt that run on the CPU (default 64)",
     )
     add("--default-max-queue-size", type=int, help="queued requests per model version (default 1024)")
     add("--max-receive-message-mb", type=int, help="largest gRPC message accepted, MiB (default 256)")

@@ -40,6 +40,29 @@ class RuntimeOptions:
     default_max_queue_size: int = 1024
     allow_spinning: bool = False
     inline_batch_us: float = 200.0
+    gpu_default_max_batch_size: int = 1024
+    execution_provider: str = "cuda"
+    engine_cache: Path | None = None
+
+    def default_batch_for(self, session: ort.InferenceSession) -> int:
+        """max_batch_size for models without one: a GPU keeps gaining from larger batches."""
+        on_gpu = session.get_providers()[0] != runtime.CPU
+        return self.gpu_default_max_batch_size if on_gpu else self.default_max_batch_size
+
+
+def with_provider_report(config: mc.ModelConfig, session: ort.InferenceSession) -> mc.ModelConfig:
+    """The config with the providers this version's session really uses, as ModelConfig parameters.
+
+    ``execution_provider`` is the one that runs the model (onnxruntime assigns each node to the
+    first provider that takes it); ``execution_providers`` lists all, in priority order.
+    """
+    active = session.get_providers()
+    config.parameters["execution_provider"].string_value = active[0]
+    config.parameters["execution_providers"].string_value = ",".join(active)
+    options = session.get_provider_options().get(active[0], {})
+    if "device_id" in options:
+        config.parameters["device_id"].string_value = str(options["device_id"])
+    return config
 
 
 def batch_policy(config: mc.ModelConfig, default_max_queue_size: int) -> BatchPolicy:
@@ -96,9 +119,14 @@ class ModelVersion:
             intra_op_threads=options.intra_op_threads,
             inter_op_threads=options.inter_op_threads,
             allow_spinning=options.allow_spinning,
+            execution_provider=options.execution_provider,
+            engine_cache=options.engine_cache,
         )
         onnx_signature = runtime.session_signature(session, name)
-        completed = model_config.complete(config, name, onnx_signature, options.default_max_batch_size)
+        default_batch = options.default_batch_for(session)
+        completed = with_provider_report(
+            model_config.complete(config, name, onnx_signature, default_batch), session
+        )
         signature = model_config.serving_signature(completed, onnx_signature)
         served = cls(name, version, completed, signature, session, options)
         await asyncio.to_thread(served._warm_up)

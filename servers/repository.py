@@ -79,6 +79,9 @@ class ModelRepository:
             s.default_max_queue_size,
             s.allow_spinning,
             s.inline_batch_us,
+            s.gpu_default_max_batch_size,
+            s.execution_provider,
+            s.tensorrt_engine_cache,
         )
 
     @property

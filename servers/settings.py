@@ -8,6 +8,7 @@ variables prefixed ``MDEPLOY_SERVER_``, and an optional JSON or TOML file named 
 from __future__ import annotations
 
 import json
+import tempfile
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +18,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+# Values of --execution-provider: what GPU-placed models run on (CUDA under TensorRT).
+EXECUTION_PROVIDERS = ("cuda", "tensorrt")
 
 
 class ModelControlMode(StrEnum):
@@ -56,7 +59,14 @@ class ServerSettings(BaseSettings):
     """Batches whose model run has taken less than this (microseconds, moving average) run on
     the event loop itself: for tiny models a hand-off to a worker thread costs more than the run."""
     default_max_batch_size: int = Field(default=64, ge=0)
-    """max_batch_size given to models without config.pbtxt whose ONNX has a dynamic batch dimension."""
+    """max_batch_size given to models without config.pbtxt whose ONNX has a dynamic batch dimension,
+    when they run on the CPU."""
+    gpu_default_max_batch_size: int = Field(default=1024, ge=0)
+    """The same for models that run on a GPU: its throughput keeps growing with the batch far past
+    where a CPU's stops (``loadtests/gpu_check.sh`` measures the curve)."""
+    execution_provider: str = "cuda"
+    """What models placed on a GPU run on: ``cuda``, or ``tensorrt`` (onnxruntime's TensorRT
+    provider, CUDA under it for what TensorRT does not take; engines cached under the work dir)."""
     default_max_queue_size: int = Field(default=1024, ge=1)
     """Requests that may wait per model version when the config sets no max_queue_size."""
     max_receive_message_mb: int = Field(default=256, ge=1, le=2047)
@@ -77,6 +87,19 @@ class ServerSettings(BaseSettings):
         if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError(f"device must be auto, cpu, cuda or cuda:<n>, not {value!r}")
+
+    @field_validator("execution_provider")
+    @classmethod
+    def _known_execution_provider(cls, value: str) -> str:
+        if value in EXECUTION_PROVIDERS:
+            return value
+        raise ValueError(f"execution_provider must be cuda or tensorrt, not {value!r}")
+
+    @property
+    def tensorrt_engine_cache(self) -> Path:
+        """Where TensorRT engines are kept: under the work dir, else the system's temporary folder."""
+        base = self.work_dir if self.work_dir is not None else Path(tempfile.gettempdir())
+        return base / "tensorrt-engines"
 
     @property
     def max_receive_message_bytes(self) -> int:
