@@ -11,7 +11,8 @@ Both send a request serialized once (the callable has no serializer, so the byte
 as they are) and do not parse the replies (no deserializer): the client does the least
 possible work per request. One reply is parsed and checked before the load starts.
 
-Run: ``python -m loadtests.loadgen --address H:P --model M --width W --concurrency N``.
+Run: ``python -m loadtests.loadgen --address H:P --model M --width W --concurrency N``
+(``--row-shape 3,224,224`` for other inputs, ``--rows R`` for R rows per request).
 """
 
 from __future__ import annotations
@@ -132,10 +133,10 @@ class LoadResult:
         return cls(**fields, counters=Counters(**counters) if counters else None)
 
 
-def build_payload(model: str, width: int, rows: int = 1, seed: int = 0) -> bytes:
-    """A ModelInferRequest with ``x`` FP32 [rows, width] as raw contents, serialized once."""
+def build_payload(model: str, row_shape: tuple[int, ...], rows: int = 1, seed: int = 0) -> bytes:
+    """A ModelInferRequest with ``x`` FP32 [rows, *row_shape] as raw contents, serialized once."""
     request = pb.ModelInferRequest(model_name=model)
-    values = np.random.default_rng(seed).standard_normal((rows, width)).astype(np.float32)
+    values = np.random.default_rng(seed).standard_normal((rows, *row_shape)).astype(np.float32)
     codecs.encode_input(request, "x", values)
     return request.SerializeToString()
 
@@ -251,7 +252,8 @@ def summarize(
 
 
 def run(args: argparse.Namespace) -> LoadResult:
-    payload = build_payload(args.model, args.width)
+    row_shape = tuple(int(d) for d in args.row_shape.split(",")) if args.row_shape else (args.width,)
+    payload = build_payload(args.model, row_shape, args.rows)
     with grpc.insecure_channel(args.address) as channel:
         check_reply(channel, payload)
     meter = CpuMeter(args.server_pid, args.address, args.model if args.statistics else None)
@@ -273,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--address", required=True, help="HOST:PORT of the server")
     add("--server-pid", type=int, required=True, help="process whose CPU is measured over the window")
     add("--model", required=True)
-    add("--width", type=int, required=True, help="features of the one FP32 input row")
+    add("--width", type=int, help="features of one FP32 input row (a model with [batch, width] input)")
+    add("--row-shape", help="dims of one input row, comma-separated, instead of --width (e.g. 3,224,224)")
+    add("--rows", type=int, default=1, help="rows per request (default 1)")
     add("--concurrency", type=int, default=64)
     add("--generator", choices=GENERATORS, default="future")
     add("--warmup", type=float, default=1.0, help="seconds of load before the window")
@@ -283,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    result = run(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.width is None) == (args.row_shape is None):
+        parser.error("give one of --width and --row-shape")
+    result = run(args)
     print(result.to_json(), flush=True)
     return 0
 
