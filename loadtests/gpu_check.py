@@ -257,16 +257,15 @@ def check_model(
 def load(
     server: ServerProcess, model: CheckModel, rows: int, concurrency: int, timing: Timing
 ) -> dict[str, Any]:
-    command = [
-        sys.executable, "-m", "loadtests.loadgen", f"--address={server.address}",
-        f"--server-pid={server.process.pid}", f"--model={model.name}",
-        f"--row-shape={','.join(map(str, model.row_shape))}", f"--rows={rows}",
-        f"--concurrency={concurrency}", f"--warmup={timing.warmup_s}", f"--duration={timing.duration_s}",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr}")
-    result = LoadResult.from_json(done.stdout)
+    """One load-generator run; again with a longer window while fewer than min_runs answers fit."""
+    duration = timing.duration_s
+    while True:
+        result = load_once(server, model, rows, concurrency, Timing(timing.warmup_s, duration))
+        if result.requests >= timing.min_runs or result.errors or duration >= 60:
+            break
+        # Long requests: a window for min_runs of them at the rate seen (4x when none finished).
+        seen = duration / result.requests if result.requests else 4 * duration
+        duration = min(60.0, 1.5 * timing.min_runs * seen)
     return {
         "model": model.name,
         "rows_per_request": rows,
@@ -278,6 +277,21 @@ def load(
         "first_error": result.first_error,
         "server_cores": result.server_cpu_s / result.window_s,
     }
+
+
+def load_once(
+    server: ServerProcess, model: CheckModel, rows: int, concurrency: int, timing: Timing
+) -> LoadResult:
+    command = [
+        sys.executable, "-m", "loadtests.loadgen", f"--address={server.address}",
+        f"--server-pid={server.process.pid}", f"--model={model.name}",
+        f"--row-shape={','.join(map(str, model.row_shape))}", f"--rows={rows}",
+        f"--concurrency={concurrency}", f"--warmup={timing.warmup_s}", f"--duration={timing.duration_s}",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr}")
+    return LoadResult.from_json(done.stdout)
 
 
 def measure_server(server: ServerProcess, model: CheckModel, timing: Timing) -> list[dict[str, Any]]:
@@ -314,20 +328,30 @@ def environment(device: str) -> dict[str, str]:
 def render(results: Results) -> str:
     lines = [f"mdeploy GPU check — device {results.device}"]
     lines += [f"  {key}: {value}" for key, value in results.environment.items()]
-    lines += ["", f"Checks (outputs within {results.tolerance:g} of max |reference|, onnxruntime CPU):"]
+    sections = (render_checks(results), render_server(results), render_sweep(results), render_io(results))
+    for section in sections:
+        lines += ["", *section] if section else []
+    lines += ["", *results.notes, f"Result: {'PASS' if results.passed else 'FAIL'}"]
+    return "\n".join(lines)
+
+
+def render_checks(results: Results) -> list[str]:
+    lines = [f"Checks (outputs within {results.tolerance:g} of max |reference|, onnxruntime CPU):"]
     for c in results.checks:
-        verdict = "PASS" if c["passed"] else "FAIL"
         lines.append(
-            f"  {verdict} {c['model']:<9} provider {c['provider']} (expected {c['expected_provider']}), "
-            f"max |Δ| {c['max_abs_error']:.2e} of {c['max_abs_reference']:.2e}, "
-            f"same top class: {c['same_top_class']}"
+            f"  {'PASS' if c['passed'] else 'FAIL'} {c['model']:<9} provider {c['provider']} "
+            f"(expected {c['expected_provider']}), max |Δ| {c['max_abs_error']:.2e} of "
+            f"{c['max_abs_reference']:.2e}, same top class: {c['same_top_class']}"
         )
+    return lines
+
+
+def render_server(results: Results) -> list[str]:
     in_process = {(r["model"], r["provider"], r["batch"]): r for r in results.in_process}
     labels = [results.device] + (["cpu"] if results.device != "cpu" else [])
-    lines += ["", "Server (mdeploy-server over gRPC) and in-process onnxruntime (ORT), rows/s:"]
     header = f"  {'model':<9} {'load':<20} {'server':>9} {'p50 ms':>8} {'p99 ms':>8}"
     header += "".join(f" {'ORT ' + label:>11}" for label in labels) + f" {'server/ORT':>10}"
-    lines.append(header)
+    lines = ["Server (mdeploy-server over gRPC) and in-process onnxruntime (ORT), rows/s:", header]
     for r in results.server:
         rows, in_flight = r["rows_per_request"], r["in_flight"]
         load_text = f"1 row, {in_flight} in flight" if rows == 1 else f"batch {rows}, 1 in flight"
@@ -340,24 +364,30 @@ def render(results: Results) -> str:
         line += "".join(f" {ref['rows_per_s']:>11.0f}" if ref else f" {'—':>11}" for ref in refs)
         errors = f"  {r['errors']} errors: {r['first_error']}" if r["errors"] else ""
         lines.append(f"{line} {ratio:>10}{errors}")
-    if results.sweep:
-        lines += ["", "In-process onnxruntime on the device over batch size (rows/s, share of the best):"]
-        for r in results.sweep:
-            lines.append(
-                f"  {r['model']:<9} batch {r['batch']:>5}: {r['rows_per_s']:>11.0f}  "
-                f"{r['ms']:>8.2f} ms/run  {100 * r['share_of_best']:>5.1f}%"
-            )
-        knee = next(r["batch"] for r in results.sweep if r["share_of_best"] >= 0.9)
-        lines.append(f"  smallest batch within 90% of the best: {knee}")
-    if results.io_binding:
-        lines += ["", "I/O binding (input from host memory, output to host) against a plain run:"]
-        for r in results.io_binding:
-            lines.append(
-                f"  {r['model']:<9} batch {r['batch']:>4}: run {r['run_rows_per_s']:.0f}, "
-                f"io_binding {r['io_binding_rows_per_s']:.0f} rows/s ({r['gain']:.2f}x)"
-            )
-    lines += ["", *results.notes, f"Result: {'PASS' if results.passed else 'FAIL'}"]
-    return "\n".join(lines)
+    return lines
+
+
+def render_sweep(results: Results) -> list[str]:
+    if not results.sweep:
+        return []
+    lines = ["In-process onnxruntime on the device over batch size (rows/s, share of the best):"]
+    lines += [
+        f"  {r['model']:<9} batch {r['batch']:>5}: {r['rows_per_s']:>11.0f}  "
+        f"{r['ms']:>8.2f} ms/run  {100 * r['share_of_best']:>5.1f}%"
+        for r in results.sweep
+    ]
+    knee = next(r["batch"] for r in results.sweep if r["share_of_best"] >= 0.9)
+    return [*lines, f"  smallest batch within 90% of the best: {knee}"]
+
+
+def render_io(results: Results) -> list[str]:
+    if not results.io_binding:
+        return []
+    return ["I/O binding (input from host memory, output to host) against a plain run:"] + [
+        f"  {r['model']:<9} batch {r['batch']:>4}: run {r['run_rows_per_s']:.0f}, "
+        f"io_binding {r['io_binding_rows_per_s']:.0f} rows/s ({r['gain']:.2f}x)"
+        for r in results.io_binding
+    ]
 
 
 def run(device: str, out: Path, timing: Timing) -> Results:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loadtests import gpu_check
+from loadtests import gpu_bundle, gpu_check
 from servers import runtime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +64,19 @@ def test_gpu_check_passes_on_cuda(tmp_path: Path) -> None:
     done, report = run_check(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert all(c["provider"] == "CUDAExecutionProvider" for c in report["checks"])
+
+
+def test_bundle_parts_join_back_to_the_wheel_and_its_digest(tmp_path: Path) -> None:
+    wheel = tmp_path / "onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl"
+    wheel.write_bytes(os.urandom(2500))
+    parts = gpu_bundle.split(wheel, tmp_path, part_bytes=1024)
+    assert [p.name for p in parts] == ["ort-part-00", "ort-part-01", "ort-part-02"]
+    assert max(p.stat().st_size for p in parts) == 1024
+    joined = tmp_path / "joined" / wheel.name
+    joined.parent.mkdir()
+    joined.write_bytes(b"".join(p.read_bytes() for p in sorted(tmp_path.glob("ort-part-*"))))
+    (tmp_path / "joined" / "ort.sha256").write_text((tmp_path / "ort.sha256").read_text())
+    check = subprocess.run(
+        ["sha256sum", "-c", "ort.sha256"], cwd=joined.parent, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
