@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from converters.parity import first_line
-from mdeploy.errors import ConversionError
+from core.errors import ConversionError
 
 DEFAULT_OPSET: Final = 17
 """ONNX opset of converted models: supported by onnxruntime >= 1.14 and Triton >= 23.02."""

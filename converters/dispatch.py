@@ -14,7 +14,7 @@ from typing import get_args
 import numpy as np
 
 from converters.base import DEFAULT_OPSET, Converted, FrameworkName
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 Framework = FrameworkName
 FRAMEWORKS: tuple[str, ...] = get_args(Framework)

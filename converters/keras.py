@@ -18,7 +18,7 @@ import numpy as np
 
 from converters.base import DEFAULT_OPSET, Converted, Predict, load_failure, public_name, unsupported
 from converters.savedmodel import SERVING_SIGNATURE, SERVING_TAG, import_tensorflow, saved_model_to_onnx
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 # Names Keras invents for unnamed inputs; a signature deserves a plainer one.
 _GENERATED = re.compile(r"^(keras_tensor|input_layer|input)(_\d+)?$")

@@ -14,7 +14,7 @@ from onnx import version_converter
 from converters.base import Converted, load_failure, public_name, unsupported
 from converters.parity import first_line, run_onnx
 from converters.rename import graph_inputs
-from mdeploy.errors import ConversionError, InvalidInput
+from core.errors import ConversionError, InvalidInput
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.errors import ConversionError, MdeployError
-from mdeploy.onnxruntime_import import import_onnxruntime
+from core.errors import ConversionError, MdeployError
+from core.onnxruntime_import import import_onnxruntime
 
 
 @dataclass(frozen=True)

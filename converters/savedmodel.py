@@ -21,7 +21,7 @@ import onnx
 
 from converters.base import DEFAULT_OPSET, Converted, Predict, check_converted, public_name, unsupported
 from converters.rename import canonicalize
-from mdeploy.errors import ConversionError, InvalidInput
+from core.errors import ConversionError, InvalidInput
 
 SERVING_SIGNATURE = "serving_default"
 SERVING_TAG = "serve"

@@ -27,7 +27,7 @@ from converters.base import (
     unsupported,
 )
 from converters.rename import canonicalize
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 SKOPS_SUFFIXES: Final = (".skops",)
 PICKLE_SUFFIXES: Final = (".pkl", ".pickle", ".joblib")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.package import Steps, build
+from modelpkg import Steps, build
 
 SEED = 0
 LABELS = [str(digit) for digit in range(10)]

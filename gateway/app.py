@@ -32,6 +32,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
+from core.errors import MdeployError
 from gateway.auth.guard import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
@@ -49,7 +50,6 @@ from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
-from mdeploy.errors import MdeployError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mdeploy.errors import (
+from core.errors import (
     DeadlineExceeded,
     Internal,
     InvalidInput,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from mdeploy.signature import Signature
+from core.signature import Signature
 
 
 @dataclass(frozen=True)

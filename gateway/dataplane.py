@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core import tensor_batch, validation
+from core.batching import Batcher, BatchPolicy, Queued
+from core.errors import MdeployError, PayloadTooLarge
+from core.tensor_batch import TensorRequest, Tensors
 from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog, ServedVersion
 from gateway.routing.router import Routed, Router
 from gateway.settings import GatewaySettings
-from mdeploy import tensor_batch, validation
-from mdeploy.batching import Batcher, BatchPolicy, Queued
-from mdeploy.errors import MdeployError, PayloadTooLarge
-from mdeploy.tensor_batch import TensorRequest, Tensors
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 

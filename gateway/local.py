@@ -2,8 +2,8 @@
 
 Creates the data folder; on first run makes an admin API key (printed once, saved as
 ``<data-dir>/admin-key`` with mode 0600); starts ``mdeploy-server`` as a child process
-unless backends are given; serves the gateway under uvicorn (uvloop + httptools); with
-``demo``, builds the example packages and pushes them through the gateway's own API.
+by its command unless backends are given; serves the gateway under uvicorn (uvloop +
+httptools); runs the caller's start-up work (the CLI's demo) once it listens.
 SIGINT/SIGTERM stop the gateway, then drain and stop the inference server.
 """
 
@@ -13,23 +13,24 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import uvicorn
 import uvloop
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.app import create_app
 from gateway.auth.keys import KeyStore
 from gateway.auth.scopes import Scope
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
-from servers.process import ServerProcess, start_server_process
 
 log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin-key"
+# Work to do once the gateway listens, given its base URL and the admin key (the CLI's demo).
+AfterStart = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -62,58 +63,27 @@ def start_local_server(settings: GatewaySettings) -> ServerProcess:
     )
 
 
-def push_demo_packages(base_url: str, admin_key: str, data_dir: Path) -> list[str]:
-    """Build the digits demo packages and push them through the gateway; the pushed model names."""
-    from examples.digits import build_demo_packages
-
-    names = []
-    with httpx.Client(
-        base_url=base_url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=300
-    ) as client:
-        for package in build_demo_packages(data_dir / "demo"):
-            response = client.post(
-                "/v1/admin/packages",
-                content=package.read_bytes(),
-                headers={"content-type": "application/octet-stream"},
-            )
-            response.raise_for_status()
-            names.append(str(response.json()["name"]))
-    return names
-
-
-def curl_example(base_url: str, data_dir: Path, model: str) -> str:
-    from examples.digits import load_data
-
-    row = [int(v) for v in load_data().x_test[0]]
-    body = '{"instances": [' + str(row).replace(" ", "") + "]}"
-    return (
-        f'curl -s -H "Authorization: Bearer $(cat {data_dir / ADMIN_KEY_FILE})" '
-        f"-d '{body}' '{base_url}/v1/models/{model}:predict?labels=true'"
-    )
-
-
 def bound_url(server: uvicorn.Server) -> str:
     """The URL uvicorn actually listens on (the port may have been 0)."""
     host, port = server.servers[0].sockets[0].getsockname()[:2]
     return f"http://{host}:{port}"
 
 
-async def _demo(server: uvicorn.Server, admin_key: str, data_dir: Path) -> None:
+async def _when_started(server: uvicorn.Server, then: AfterStart, admin_key: str) -> None:
+    """Run ``then`` in a thread once uvicorn listens; its failure is logged, the gateway keeps serving."""
     while not server.started:
         if server.should_exit:
             return
         await asyncio.sleep(0.1)
-    base_url = bound_url(server)
-    print("building and pushing the demo models (digits: scikit-learn and Keras)...", flush=True)
     try:
-        names = await asyncio.to_thread(push_demo_packages, base_url, admin_key, data_dir)
-    except Exception as error:  # the gateway keeps serving; say what went wrong in one line
-        log.error("the demo models could not be pushed: %s: %s", type(error).__name__, error)
-        return
-    print(f"pushed {', '.join(names)}; try:\n\n  {curl_example(base_url, data_dir, names[0])}\n", flush=True)
+        await asyncio.to_thread(then, bound_url(server), admin_key)
+    except Exception as error:
+        log.error(
+            "%s failed: %s: %s", getattr(then, "__name__", "start-up work"), type(error).__name__, error
+        )
 
 
-async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
+async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | None) -> None:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -130,8 +100,8 @@ async def _serve(settings: GatewaySettings, admin_key: str, demo: bool) -> None:
     )
     server = uvicorn.Server(config)
     tasks = [asyncio.create_task(server.serve())]
-    if demo:
-        tasks.append(asyncio.create_task(_demo(server, admin_key, settings.data_dir)))
+    if then is not None:
+        tasks.append(asyncio.create_task(_when_started(server, then, admin_key)))
     await asyncio.gather(*tasks)
 
 
@@ -139,8 +109,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: GatewaySettings, *, demo: bool = False) -> None:
-    """Run until interrupted."""
+def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
+    """Run until interrupted; ``then(base_url, admin_key)`` runs once the gateway listens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     admin = ensure_admin_key(settings)
     if admin.created:
@@ -158,7 +128,10 @@ def serve(settings: GatewaySettings, *, demo: bool = False) -> None:
     try:
         # uvicorn's loop="uvloop" applies only when uvicorn makes the loop; this process makes it.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(settings, admin.value, demo))
+            runner.run(_serve(settings, admin.value, then))
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C once it has shut down cleanly: that is how serving ends.
+        log.info("gateway stopped")
     finally:
         if local is not None:
             local.stop()

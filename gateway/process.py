@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from core.child_process import ChildProcess, spawn
 from gateway.local import ADMIN_KEY_FILE
-from mdeploy.child_process import ChildProcess, spawn
 
 _RUNNING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+)")
 

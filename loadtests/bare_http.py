@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.child_process import spawn
 from loadtests.targets import ROOT
-from mdeploy.child_process import spawn
 
 RUNNING = re.compile(r"Uvicorn running on (http://[\d.]+:\d+)")
 _PROBABILITIES = [0.0007520925, 2.634052e-06, 0.0013899654, 5.924592e-05, 0.9953745]

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from core.child_process import spawn
 from gateway.process import GatewayProcess
 from loadtests.bare_http import RUNNING
 from loadtests.targets import ROOT
-from mdeploy.child_process import spawn
 
 
 @dataclass(frozen=True)

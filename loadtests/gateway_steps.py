@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import datatypes, validation
+from core.signature import Signature, TensorSpec
 from gateway.auth.keys import KeyStore
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.scopes import Scope
@@ -32,9 +34,7 @@ from gateway.rest import v1_codec
 from gateway.rest.inference import PredictionRoutes
 from gateway.rest.request_id import assign_request_id
 from loadtests.bench_gateway import digit_row, v1_body
-from mdeploy import validation
-from mdeploy.signature import Signature, TensorSpec
-from protos import codecs, datatypes
+from protos import codecs
 from protos.generated import inference_pb2 as pb
 
 PATH = "/v1/models/digits-sklearn:predict"
@@ -119,7 +119,7 @@ def codec_steps() -> list[Step]:
         ),
         Step(
             "check inputs/outputs vs signature",
-            "mdeploy/validation.py check_inputs/outputs",
+            "core/validation.py check_inputs/outputs",
             per_call_us(
                 lambda: (
                     validation.check_inputs(SERVED.signature, parsed.inputs, 64),

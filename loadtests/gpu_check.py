@@ -39,12 +39,12 @@ import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as triton
 
+from core.server_process import ServerProcess, start_server_process
 from examples.onnx_models import mlp, write_version
 from loadtests import resnet_export
 from loadtests.loadgen import LoadResult
 from protos.generated import model_config_pb2 as mc
 from servers import runtime
-from servers.process import ServerProcess, start_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Server and in-process outputs may differ by this share of the largest reference output: on a

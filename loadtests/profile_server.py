@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from core.child_process import spawn
+from core.server_process import LISTENING, ServerProcess
 from loadtests.bench_server import Plan, load
 from loadtests.statistics import model_counters
 from loadtests.targets import BIG, CHOSEN, ROOT, TINY, Endpoint, served_name, write_repository
-from mdeploy.child_process import spawn
 from servers import cli
-from servers.process import LISTENING, ServerProcess
 
 
 def serve_profiled(profile: Path, server_args: list[str]) -> int:

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from core.server_process import start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from mdeploy.package.builder import build
-from servers.process import start_server_process
+from modelpkg.builder import build
 
 MODEL = "digits-sklearn"
 ROOT = Path(__file__).resolve().parents[1]

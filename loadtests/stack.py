@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from core.server_process import start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import start_server_process
 
 MODEL = "digits-sklearn"
 """The model the benchmark calls: StandardScaler + LogisticRegression, ``pixels`` FP32 [-1, 64]."""

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.server_process import start_server_process
 from examples.onnx_models import mlp, write_version
 from loadtests.bare_server import LISTENING
-from servers.process import start_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

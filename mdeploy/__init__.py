@@ -1,8 +1,6 @@
-"""mdeploy: packaged, versioned model serving."""
+"""mdeploy: packaged, versioned model serving. This layer is what users call: the CLI, the
+Python client, and ``serve``, which wires the gateway, a local server and the demo together."""
 
-from importlib.metadata import PackageNotFoundError, version
+from core import __version__
 
-try:
-    __version__ = version("mdeploy")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__all__ = ["__version__"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from mdeploy.errors import MdeployError
+from core.errors import MdeployError
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)

@@ -12,8 +12,8 @@ from typing import Final
 
 import numpy as np
 
-from mdeploy.errors import InvalidInput
-from protos import datatypes
+from core import datatypes
+from core.errors import InvalidInput
 from protos.generated import inference_pb2 as pb
 
 # Which InferTensorContents field carries each datatype. FP16 has none: it travels raw.

@@ -4,6 +4,6 @@ Importing any part of it checks first that a runtime wheel is installed, so the 
 the extra to install (``mdeploy[cpu]`` or ``mdeploy[gpu]``) rather than a bare missing module.
 """
 
-from mdeploy.onnxruntime_import import import_onnxruntime
+from core.onnxruntime_import import import_onnxruntime
 
 import_onnxruntime()

@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
+from core.server_process import ANNOUNCE
 from protos.generated import inference_pb2_grpc as pb_grpc
 from servers import runtime, wire
 from servers.repository import ModelRepository
@@ -117,7 +118,7 @@ async def start_server(settings: ServerSettings) -> InferenceServer:
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    log.info("mdeploy-server listening on %s:%d", settings.grpc_address, port)
+    log.info(ANNOUNCE, settings.grpc_address, port)
     await repository.start()
     service.ready = True
     for name in ("", SERVICE_NAME):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mdeploy.errors import MdeployError
+from core.errors import MdeployError
 from servers.app import serve
 from servers.settings import EXECUTION_PROVIDERS, ModelControlMode, ServerSettings, read_settings_file
 

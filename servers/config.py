@@ -15,9 +15,9 @@ from pathlib import Path
 
 from google.protobuf import json_format, text_format
 
-from mdeploy.errors import InvalidInput, ModelLoadError
-from mdeploy.signature import Signature, TensorSpec, dims_compatible, narrower
-from protos import datatypes
+from core import datatypes
+from core.errors import InvalidInput, ModelLoadError
+from core.signature import Signature, TensorSpec, dims_compatible, narrower
 from protos.generated import model_config_pb2 as mc
 
 PLATFORM = "onnxruntime_onnx"
@@ -34,6 +34,8 @@ def read_config_file(path: Path) -> mc.ModelConfig:
         text_format.Parse(path.read_text(), config)
     except text_format.ParseError as error:
         raise ModelLoadError(f"{path}: {error}") from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: messages nest too deeply to be a model config") from None
     return config
 
 
@@ -44,6 +46,8 @@ def parse_config_json(text: str) -> mc.ModelConfig:
         json_format.Parse(text, config)
     except json_format.ParseError as error:
         raise InvalidInput(f"load parameter 'config' is not a valid model config: {error}") from None
+    except RecursionError:
+        raise InvalidInput("load parameter 'config' nests too deeply to be a model config") from None
     return config
 
 

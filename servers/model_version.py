@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mdeploy import tensor_batch, validation
-from mdeploy.batching import BatchPolicy, Queued
-from mdeploy.errors import Internal, InvalidInput, MdeployError
-from mdeploy.signature import Signature
-from mdeploy.tensor_batch import TensorRequest, Tensors
-from protos import datatypes
+from core import datatypes, tensor_batch, validation
+from core.batching import BatchPolicy, Queued
+from core.errors import Internal, InvalidInput, MdeployError
+from core.signature import Signature
+from core.tensor_batch import TensorRequest, Tensors
 from protos.generated import model_config_pb2 as mc
 from servers import config as model_config
 from servers import runtime

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from mdeploy.errors import Conflict, InvalidInput, MdeployError, ModelLoadError, NotFound, Unavailable
+from core.errors import Conflict, InvalidInput, MdeployError, ModelLoadError, NotFound, Unavailable
 from protos.generated import model_config_pb2 as mc
 from servers import config as model_config
 from servers.model_version import ModelVersion, RuntimeOptions

@@ -18,9 +18,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from mdeploy.errors import ModelLoadError
-from mdeploy.signature import Signature, TensorSpec
-from protos import datatypes
+from core import datatypes
+from core.errors import ModelLoadError
+from core.signature import Signature, TensorSpec
 from protos.generated import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mdeploy import __version__
-from mdeploy.errors import MdeployError, Unsupported
+from core import __version__
+from core.errors import MdeployError, Unsupported
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc

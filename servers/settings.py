@@ -113,7 +113,10 @@ class ServerSettings(BaseSettings):
 def read_settings_file(path: Path) -> dict[str, Any]:
     """Settings from a .json or .toml file (keys are field names)."""
     text = path.read_text()
-    data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    try:
+        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{path}: nests too deeply; settings are one table of values") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a table/object of settings")
     return data

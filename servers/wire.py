@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdeploy.errors import InvalidInput, Unsupported
-from mdeploy.signature import TensorSpec
+from core.errors import InvalidInput, Unsupported
+from core.signature import TensorSpec
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from servers.model_version import ModelVersion

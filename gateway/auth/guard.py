@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from core.errors import MdeployError, PermissionDenied, ResourceExhausted, Unauthenticated
 from gateway.auth.keys import KeyRecord, KeyStore
 from gateway.auth.ratelimit import RateLimiter, RateLimitState
 from gateway.auth.scopes import Scope
 from gateway.settings import GatewaySettings
-from mdeploy.errors import MdeployError, PermissionDenied, ResourceExhausted, Unauthenticated
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -31,11 +31,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import Scope, parse_scopes
 from gateway.db import ensure_schema
-from mdeploy.errors import InvalidInput, NotFound, Unauthenticated
 
 PREFIX = "mdk"
 _ID_BYTES = 8

@@ -31,9 +31,9 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import StorageTypes, storage_from_string
 
+from core.errors import InvalidInput, ResourceExhausted, Unavailable
 from gateway.auth.loop_counters import LoopCounters
 from gateway.auth.scopes import Scope
-from mdeploy.errors import InvalidInput, ResourceExhausted, Unavailable
 
 if TYPE_CHECKING:
     from gateway.auth.keys import KeyRecord

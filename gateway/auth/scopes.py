@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 class Scope(StrEnum):

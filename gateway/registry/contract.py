@@ -9,8 +9,8 @@ the old versions once they are deleted.
 
 from __future__ import annotations
 
-from mdeploy.errors import Conflict
-from mdeploy.package import Manifest, TensorSpec
+from core.errors import Conflict
+from modelpkg import Manifest, TensorSpec
 
 
 def check_compatible(name: str, new: Manifest, live: Manifest, live_version: int) -> None:

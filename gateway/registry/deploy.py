@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from core.errors import DeadlineExceeded, MdeployError, ModelLoadError, Unavailable
 from gateway.backends import Backend, map_rpc_error
-from mdeploy.errors import DeadlineExceeded, MdeployError, ModelLoadError, Unavailable
 from protos.generated import inference_pb2 as pb
 
 LOAD_TIMEOUT_S = 300.0

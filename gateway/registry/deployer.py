@@ -10,6 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from core.errors import MdeployError, Unavailable
 from gateway.backends import Backend, BackendPool
 from gateway.registry import deploy
 from gateway.registry.reconcile import Action, Load, plan
@@ -17,7 +18,6 @@ from gateway.registry.served import LiveVersion
 from gateway.registry.storage import RegistryStorage
 from gateway.registry.tables import State
 from gateway.registry.triton_config import model_config, wire_config_json
-from mdeploy.errors import MdeployError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from mdeploy.errors import Conflict
+from core.errors import Conflict
 
 MAX_VERSION = 2**63 - 1
 """Triton keeps version numbers in an int64."""

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.registry.tables import State
-from mdeploy.package import Manifest
+from modelpkg import Manifest
 
 
 def iso(moment: datetime | None) -> str | None:

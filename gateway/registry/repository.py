@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from gateway.registry.triton_config import LABELS_FILENAME, config_text, labels_text
-from mdeploy.package import Package
+from modelpkg import Package
 from protos.generated import model_config_pb2 as mc
 
 CONFIG_FILENAME = "config.pbtxt"

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.errors import NotFound
+from core.signature import Signature, TensorSpec
 from gateway.catalog import ServedVersion
 from gateway.registry.triton_config import PLATFORM, max_batch_size
-from mdeploy.errors import NotFound
-from mdeploy.package import Manifest
-from mdeploy.signature import Signature, TensorSpec
+from modelpkg import Manifest
 
 _NAMES_SHOWN = 20
 

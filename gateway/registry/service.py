@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict, Internal, NotFound
 from gateway.backends import Backend, BackendPool
 from gateway.catalog import ServedVersion
 from gateway.db import ensure_schema
@@ -59,9 +60,8 @@ from gateway.registry.store import PackageStore
 from gateway.registry.tables import State, Tables
 from gateway.registry.verification import verify_upload
 from gateway.settings import GatewaySettings
-from mdeploy.errors import Conflict, Internal, NotFound
-from mdeploy.package import Limits, Package
-from mdeploy.package.manifest import dump_manifest
+from modelpkg import Limits, Package
+from modelpkg.manifest import dump_manifest
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from gateway.registry.sessions import Session
 from gateway.registry.store import PackageStore
 from gateway.registry.tables import State, Tables
 from gateway.registry.triton_config import model_config
-from mdeploy.package import Limits, Manifest, read_package
+from modelpkg import Limits, Manifest, read_package
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from google.protobuf import json_format, text_format
 
-from mdeploy.errors import PackageError
-from mdeploy.package import Manifest, TensorSpec
-from protos import datatypes
+from core import datatypes
+from core.errors import PackageError
+from modelpkg import Manifest, TensorSpec
 from protos.generated import model_config_pb2 as mc
 
 PLATFORM = "onnxruntime_onnx"

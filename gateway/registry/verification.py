@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.registry.triton_config import model_config
-from mdeploy.package import Limits, Package, read_package, verify_samples
+from modelpkg import Limits, Package, read_package, verify_samples
 
 
 def verify_upload(path: Path, limits: Limits) -> Package:

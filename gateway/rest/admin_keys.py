@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.errors import InvalidInput, PayloadTooLarge
 from gateway.auth import Auth, KeyStore, Scope, parse_expiry, requires
 from gateway.rest.responses import JSONResponse
-from mdeploy.errors import InvalidInput, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from core.errors import InvalidInput, NotFound, PayloadTooLarge
 from gateway.auth import Scope, requires
-from gateway.registry import PushStatus, Registry
+from gateway.registry.records import PushStatus
+from gateway.registry.service import Registry
 from gateway.rest.responses import JSONResponse
 from gateway.rest.state import gateway_state
-from mdeploy.errors import InvalidInput, NotFound, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy.errors import InvalidInput
-from protos import datatypes
+from core import datatypes
+from core.errors import InvalidInput
 
 _MAX_RANK = 16
 # Which inferred numpy kinds may become each datatype kind without losing meaning.

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.errors import InvalidInput
 from gateway.auth.guard import requires
 from gateway.auth.scopes import Scope
 from gateway.rest.inference import read_body
@@ -19,7 +20,6 @@ from gateway.rest.state import gateway_state
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
 from gateway.routing.router import Router
-from mdeploy.errors import InvalidInput
 
 MAX_BODY = 64 * 1024
 

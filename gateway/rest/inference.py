@@ -23,6 +23,7 @@ import numpy as np
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from core.errors import InvalidInput, MdeployError, PayloadTooLarge
 from gateway.auth.guard import SCOPE_ATTRIBUTE, Auth, authorize_presented, authorize_presented_now
 from gateway.auth.scopes import Scope as KeyScope
 from gateway.catalog import ServedVersion
@@ -31,7 +32,6 @@ from gateway.rest import v1_codec, v2_codec
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import request_id_of
 from gateway.rest.state import GatewayState
-from mdeploy.errors import InvalidInput, MdeployError, PayloadTooLarge
 
 # Requests with the same key get the same version under canary and shadow policies.
 ROUTING_KEY = b"x-routing-key"

@@ -7,13 +7,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core import __version__
+from core.signature import TensorSpec
 from gateway.auth.guard import requires
 from gateway.auth.scopes import Scope
 from gateway.catalog import ServedVersion
 from gateway.rest.responses import JSONResponse, error_response
 from gateway.rest.state import gateway_state
-from mdeploy import __version__
-from mdeploy.signature import TensorSpec
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 

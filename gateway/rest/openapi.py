@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core import __version__
 from gateway.rest import deployments
 from gateway.rest.responses import JSONResponse
-from mdeploy import __version__
 
 JSON = "application/json"
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mdeploy.errors import MdeployError
+from core.errors import MdeployError
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from core.errors import InvalidInput
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceResult
 from gateway.rest.arrays import to_array, to_json_data
-from mdeploy.errors import InvalidInput
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from core import datatypes
+from core.errors import InvalidInput, Unsupported
 from gateway.dataplane import InferenceResult
 from gateway.rest.arrays import to_array, to_json_data
-from mdeploy.errors import InvalidInput, Unsupported
-from protos import codecs, datatypes
+from protos import codecs
 
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_INPUTS = 256

@@ -11,11 +11,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from core.errors import Conflict
 from gateway.db import ensure_schema
 from gateway.registry import audit
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
-from mdeploy.errors import Conflict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (

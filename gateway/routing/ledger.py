@@ -20,8 +20,8 @@ from typing import Protocol
 
 import redis.asyncio
 
+from core.errors import Conflict, NotFound
 from gateway.db import ensure_schema
-from mdeploy.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 PolicyKind = Literal["pinned", "canary", "shadow", "epsilon-greedy", "ucb1", "thompson"]
 BANDITS: tuple[PolicyKind, ...] = ("epsilon-greedy", "ucb1", "thompson")

@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from gateway.catalog import ModelCatalog
 from gateway.routing.deployments import Change, Deployment, DeploymentStore
 from gateway.routing.guard import GuardSpec, GuardWindows
 from gateway.routing.ledger import Ledger
 from gateway.routing.policies import BANDITS, ArmStats, Choice, PolicySpec, choose
 from gateway.routing.stats import StatsStore
-from mdeploy.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 

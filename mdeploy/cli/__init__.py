@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from mdeploy.errors import InvalidInput, MdeployError
+from core.errors import InvalidInput, MdeployError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

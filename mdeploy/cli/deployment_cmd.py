@@ -11,8 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import InvalidInput
 from mdeploy.cli.registry_client import add_gateway_arguments, connect
-from mdeploy.errors import InvalidInput
 
 DEPLOYMENTS_PATH = "/v1/admin/deployments"
 POLICIES = ("pinned", "canary", "shadow", "epsilon-greedy", "ucb1", "thompson")

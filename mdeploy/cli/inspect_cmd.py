@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mdeploy.package import Manifest, Package, read_package, verify_samples
-from mdeploy.package.manifest import TensorSpec
+from modelpkg import Manifest, Package, read_package, verify_samples
+from modelpkg.manifest import TensorSpec
 
 
 def register(subparsers: Any) -> None:

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core.errors import InvalidInput, NotFound
 from mdeploy.client import ClientConfig, GatewayClient
-from mdeploy.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     import sqlite3

@@ -10,11 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from core.errors import InvalidInput
 from mdeploy.cli.progress import QuietSteps, RichSteps
-from mdeploy.errors import InvalidInput
-from mdeploy.package import DEFAULT_TOLERANCE, ServingHints, build
-from mdeploy.package.builder import DEFAULT_SAMPLE_ROWS
-from mdeploy.package.inputs import load_labels
+from modelpkg import DEFAULT_TOLERANCE, ServingHints, build
+from modelpkg.builder import DEFAULT_SAMPLE_ROWS
+from modelpkg.inputs import load_labels
 
 DESCRIPTION = """\
 Convert a trained model to ONNX, check that the ONNX model computes what the original
@@ -149,7 +149,7 @@ def _non_negative(text: str) -> float:
 def _serving(args: argparse.Namespace) -> ServingHints:
     from pydantic import ValidationError
 
-    from mdeploy.package.manifest import first_error
+    from modelpkg.manifest import first_error
 
     try:
         return ServingHints(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 _MAX_BODY_FILE = 64 * 1024 * 1024
 
@@ -39,6 +39,8 @@ def _body(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"--json is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("--json nests too deeply; a prediction body is a few levels deep") from None
 
 
 def endpoint(model: str, body: Any, labels: bool) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from core.errors import InvalidInput, MdeployError
 from mdeploy.cli.registry_client import (
     Reference,
     RegistryClient,
@@ -19,7 +20,6 @@ from mdeploy.cli.registry_client import (
     connect,
     transfer_progress,
 )
-from mdeploy.errors import InvalidInput, MdeployError
 
 CHUNK = 1024 * 1024
 

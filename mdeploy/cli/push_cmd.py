@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 
+from core.errors import InvalidInput
 from mdeploy.cli.registry_client import PACKAGES_PATH, add_gateway_arguments, connect, transfer_progress
-from mdeploy.errors import InvalidInput
 
 CHUNK = 1024 * 1024
 DESCRIPTION = """\

@@ -21,8 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from core.errors import InvalidInput
 from mdeploy.client import DEFAULT_TIMEOUT, ClientConfig, GatewayClient
-from mdeploy.errors import InvalidInput
 
 MODELS_PATH = "/v1/admin/models"
 PACKAGES_PATH = "/v1/admin/packages"

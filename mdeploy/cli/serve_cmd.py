@@ -31,8 +31,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from gateway.local import serve
     from gateway.settings import GatewaySettings
+    from mdeploy.demo import demo_step
 
     wanted = ("data_dir", "host", "port", "backends")
     overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
-    serve(GatewaySettings(**overrides), demo=args.demo)
+    settings = GatewaySettings(**overrides)
+    serve(settings, then=demo_step(settings.data_dir) if args.demo else None)
     return 0

@@ -10,7 +10,7 @@ import pytest
 
 from converters.keras import convert_keras, import_keras
 from converters.savedmodel import convert_savedmodel, import_tensorflow
-from mdeploy.errors import ConversionError, InvalidInput
+from core.errors import ConversionError, InvalidInput
 from tests.converters.support import parity
 
 

@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from converters.onnx_model import convert_onnx, default_opset
-from mdeploy.errors import ConversionError
+from core.errors import ConversionError
 from tests.converters.support import parity
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from converters.parity import compare, run_onnx
-from mdeploy.errors import ConversionError, PackageError
+from core.errors import ConversionError, PackageError
 
 
 def test_agreement_within_tolerance_passes_and_records_errors() -> None:

@@ -16,8 +16,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.semi_supervised import LabelSpreading
 
 from converters.sklearn import convert_sklearn
+from core.errors import ConversionError, InvalidInput
 from examples.digits import Digits
-from mdeploy.errors import ConversionError, InvalidInput
 from tests.converters.support import parity
 
 

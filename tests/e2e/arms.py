@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from mdeploy.package.builder import build
+from modelpkg.builder import build
 
 MODEL = "arms"
 GOOD = [1.0, 2.0]

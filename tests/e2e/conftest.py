@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import GatewayProcess, gateway_command, start_gateway_process
-from mdeploy.package import read_package
-from servers.process import ServerProcess, start_server_process
+from modelpkg import read_package
 
 
 @dataclass(frozen=True)

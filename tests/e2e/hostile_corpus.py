@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tests.package.zips import entries, flag_encrypted, make_zip, manifest_of, relisted, zipped
+from tests.modelpkg.zips import entries, flag_encrypted, make_zip, manifest_of, relisted, zipped
 
 MiB = 1024 * 1024
 UPLOAD_LIMIT = 4 * MiB
@@ -283,6 +283,12 @@ CORPUS: list[Hostile] = [
         422,
         "MANIFEST.json is not valid JSON",
         lambda base: zipped(base.files | {"MANIFEST.json": b"{'name': "}),
+    ),
+    Hostile(
+        "manifest nested 100,000 levels deep",
+        422,
+        "MANIFEST.json nests too deeply to read",
+        lambda base: zipped(base.files | {"MANIFEST.json": b'{"a":' * 100_000 + b"1" + b"}" * 100_000}),
     ),
     Hostile(
         "model name that climbs",

@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import GOOD, MODEL, build_arm_packages
 from tests.e2e.test_deployments import push_arms
 from tests.gateway.registry_support import described

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import tritonclient.grpc as triton
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import BAD, GOOD, MODEL, GatewayClient, build_arm_packages
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_end_to_end import create_key

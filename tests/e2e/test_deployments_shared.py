@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import GatewayClient
 from tests.e2e.test_deployments import ENV, push_arms, wait_for
 from tests.e2e.test_end_to_end import create_key

@@ -13,7 +13,7 @@ import tritonclient.http as triton_http
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess
-from mdeploy.package import read_package
+from modelpkg import read_package
 from tests.e2e.conftest import DemoPackage, run_cli
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from core.server_process import start_server_process
 from gateway.process import start_gateway_process
-from servers.process import start_server_process
 from tests.e2e.arms import GOOD, MODEL, build_arm_packages
 
 CHUNK = 1024

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import GOOD, MODEL
 from tests.e2e.test_deployments import push_arms, wait_for
 

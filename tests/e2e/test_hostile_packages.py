@@ -1,6 +1,6 @@
 """The hostile package corpus pushed through the admin API of a real gateway process.
 
-tests/package/test_reader_hostile.py checks the reader's refusals one by one, in process;
+tests/modelpkg/test_reader_hostile.py checks the reader's refusals one by one, in process;
 here every case of ``hostile_corpus.CORPUS`` travels as a raw HTTP upload to ``mdeploy serve``
 (with a real inference server behind it), and each must be refused with a 4xx naming its
 problem, while nothing is written outside the gateway's store, nothing is unpickled or
@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import GOOD, MODEL, build_arm_packages
 from tests.e2e.hostile_corpus import CORPUS, UPLOAD_LIMIT, Base, Hostile
 
@@ -83,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_the_corpus_covers_every_attack_of_the_issue() -> None:
     names = {case.name for case in CORPUS}
-    assert len(names) == len(CORPUS) == 28
+    assert len(names) == len(CORPUS) == 29
     for attack in (
         "zip-slip",
         "absolute path",
@@ -99,6 +99,7 @@ def test_the_corpus_covers_every_attack_of_the_issue() -> None:
         "not a zip",
         "truncated zip",
         "empty body",
+        "manifest nested 100,000 levels deep",
     ):
         assert attack in names
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.server_process import ServerProcess
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess
 from tests.e2e.conftest import DemoPackage, run_cli, start_servers
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.e2e.arms import build_arm_packages
 
 # Fuzzing sends well over a thousand requests a minute with one key: no 429s in the way.

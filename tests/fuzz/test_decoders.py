@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from core import datatypes
+from core.errors import MdeployError, Unsupported
+from core.signature import Signature, TensorSpec
 from gateway.catalog import ServedVersion
 from gateway.rest import v1_codec, v2_codec
 from gateway.rest.arrays import to_array
-from mdeploy.errors import MdeployError, Unsupported
-from mdeploy.signature import Signature, TensorSpec
-from protos import datatypes
 
 T = TypeVar("T")
 

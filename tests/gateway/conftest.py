@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from core.errors import NotFound
 from gateway.auth import Auth, KeyStore, RateLimiter, Scope, requires
 from gateway.db import open_database
 from gateway.rest import admin_keys
 from gateway.rest.responses import EXCEPTION_HANDLERS
-from mdeploy.errors import NotFound
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 DEFAULT_LIMITS = {Scope.PREDICT: "1000/minute", Scope.FEEDBACK: "1000/minute", Scope.ADMIN: "1000/minute"}
@@ -204,7 +204,7 @@ def live_gateway(database_path: Path) -> Iterator[LiveGateway]:
 def demo_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """digits-sklearn.pkg and digits-keras.pkg from examples/digits.py, built once per session."""
     from examples.digits import build_demo_packages
-    from tests.package.zips import FIXED_TIME
+    from tests.modelpkg.zips import FIXED_TIME
 
     paths = build_demo_packages(tmp_path_factory.mktemp("demo-packages"), created_at=FIXED_TIME)
     return {path.stem: path for path in paths}

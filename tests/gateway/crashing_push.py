@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.registry import PushPhase
+from gateway.registry.records import PushPhase
 from tests.gateway.registry_support import running_registry
 
 SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}

@@ -17,15 +17,16 @@ import httpx
 import numpy as np
 import tritonclient.grpc as triton
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.auth import KeyStore
 from gateway.backends import BackendPool
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from gateway.registry import PushPhase, PushResult, Registry
+from gateway.registry.records import PushPhase, PushResult
+from gateway.registry.service import Registry
 from gateway.settings import GatewaySettings
-from mdeploy.package import read_package
-from servers.process import ServerProcess, start_server_process
-from tests.package.zips import entries, zipped
+from modelpkg import read_package
+from tests.modelpkg.zips import entries, zipped
 
 FAST = {"reconcile_interval_s": 0.2, "health_interval_s": 0.1}
 """Short intervals: tests wait on conditions, and these make the conditions come true quickly."""

@@ -12,7 +12,7 @@ from gateway.auth import Scope, route_scopes
 from gateway.rest import admin_packages
 from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import LiveGatewayRig, live_gateway_with_server, renamed, served_versions
-from tests.package.zips import entries, zipped
+from tests.modelpkg.zips import entries, zipped
 
 UPLOAD_LIMIT = 256 * 1024
 """Larger than the demo packages (~20 KB), small enough to pass in a test."""

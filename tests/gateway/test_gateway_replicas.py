@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from servers.process import ServerProcess, start_server_process
 from tests.gateway.conftest import RedisServer
 
 LIMIT = 10

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from core.errors import ResourceExhausted
 from gateway.auth import Auth, KeyStore, RateLimiter, Scope, route_scopes
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
-from mdeploy.errors import ResourceExhausted
 from tests.gateway.conftest import DEFAULT_LIMITS, Clock, guarded_app
 
 PREDICT = "/v1/models/iris:predict"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth import KeyStore, Scope, parse_expiry
 from gateway.auth import keys as keys_module
 from gateway.db import open_database
-from mdeploy.errors import InvalidInput, NotFound, Unauthenticated
 from tests.gateway.conftest import Clock
 
 

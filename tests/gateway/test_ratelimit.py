@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.errors import InvalidInput, ResourceExhausted, Unavailable
 from gateway.auth import KeyRecord, RateLimiter, RateLimitState, Scope
-from mdeploy.errors import InvalidInput, ResourceExhausted, Unavailable
 from tests.gateway.conftest import DEFAULT_LIMITS, RedisServer
 
 PROBE_S = 0.2

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.registry import PushStatus, State
-from mdeploy.errors import Conflict, ModelLoadError, NotFound, PackageError, Unavailable
-from servers.process import ServerProcess, start_server_process
+from core.errors import Conflict, ModelLoadError, NotFound, PackageError, Unavailable
+from core.server_process import ServerProcess, start_server_process
+from gateway.registry.records import PushStatus
+from gateway.registry.tables import State
 from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import (
     Rig,
@@ -24,7 +25,7 @@ from tests.gateway.registry_support import (
     variant,
     wait_until,
 )
-from tests.package.zips import entries, make_zip, relisted, zipped
+from tests.modelpkg.zips import entries, make_zip, relisted, zipped
 
 SERVER_ARGS = ["--grpc-address", "127.0.0.1", "--model-control-mode", "explicit"]
 

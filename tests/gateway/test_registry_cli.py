@@ -11,7 +11,7 @@ import pytest
 from mdeploy.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import LiveGatewayRig, live_gateway_with_server, renamed, same_bytes
-from tests.package.zips import entries, zipped
+from tests.modelpkg.zips import entries, zipped
 
 
 @pytest.fixture(scope="module")

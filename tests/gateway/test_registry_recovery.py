@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from gateway.db import open_database
-from gateway.registry import PushPhase, State
-from servers.process import ServerProcess, start_server_process
+from gateway.registry.records import PushPhase
+from gateway.registry.tables import State
 from tests.gateway.registry_support import Rig, running_registry, served_versions, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

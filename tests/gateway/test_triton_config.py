@@ -10,10 +10,10 @@ import pytest
 import tritonclient.grpc.model_config_pb2 as triton_config
 from google.protobuf import json_format, text_format
 
+from core.errors import PackageError
 from gateway.registry.repository import TritonRepository
 from gateway.registry.triton_config import model_config, wire_config_json
-from mdeploy.errors import PackageError
-from mdeploy.package import Manifest, read_package
+from modelpkg import Manifest, read_package
 
 
 def parse_pbtxt(text: str) -> triton_config.ModelConfig:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from core.signature import Signature, TensorSpec
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceResult
 from gateway.rest import v1_codec
-from mdeploy.signature import Signature, TensorSpec
 
 SERVED = ServedVersion(
     "digits",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mdeploy.errors import InvalidInput
-from protos import codecs, datatypes
+from core import datatypes
+from core.errors import InvalidInput
+from protos import codecs
 from protos.generated import inference_pb2 as pb
 
 SAMPLES: dict[str, np.ndarray] = {

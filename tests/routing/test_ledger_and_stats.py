@@ -10,11 +10,11 @@ import pytest
 import redis
 import redis.asyncio
 
+from core.errors import Conflict, NotFound
 from gateway.db import open_database
 from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.policies import ArmStats
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats
-from mdeploy.errors import Conflict, NotFound
 from tests.gateway.conftest import Clock, RedisServer
 
 

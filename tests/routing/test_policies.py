@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
+from core.errors import InvalidInput
 from gateway.routing.policies import ArmStats, PolicySpec, choose
-from mdeploy.errors import InvalidInput
 
 
 @pytest.mark.parametrize(

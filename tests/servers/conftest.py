@@ -9,8 +9,8 @@ import onnx
 import pytest
 import tritonclient.grpc as triton
 
+from core.server_process import ServerProcess, start_server_process
 from examples.onnx_models import int64_affine, mlp, write_version
-from servers.process import ServerProcess, start_server_process
 
 StartServer = Callable[..., ServerProcess]
 

@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 import pytest
 
+from core.server_process import ServerProcess
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
-from servers.process import ServerProcess
 
 Mutate = Callable[[pb.ModelInferRequest], None]
 

@@ -15,11 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
+from core.server_process import ServerProcess, start_server_process
 from examples.onnx_models import int64_affine, mlp, write_version
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
-from servers.process import ServerProcess, start_server_process
 
 MiB = 1024 * 1024
 MAX_MESSAGE_MB = 4  # the server's receive limit here: near-max messages stay cheap to send

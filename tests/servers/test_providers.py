@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
 
+from core.errors import ModelLoadError
+from core.server_process import server_command
 from examples.onnx_models import mlp, write_version
-from mdeploy.errors import ModelLoadError
 from protos.generated import model_config_pb2 as mc
 from servers import runtime
-from servers.process import server_command
 from tests.servers.conftest import StartServer
 
 ROOT = Path(__file__).resolve().parents[2]

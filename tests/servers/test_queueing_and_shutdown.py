@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core.server_process import ServerProcess
 from examples.onnx_models import mlp, write_version
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
-from servers.process import ServerProcess
 from tests.servers.conftest import StartServer
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mdeploy.errors import ModelLoadError
+from core.errors import ModelLoadError
+from core.server_process import server_command
 from protos.generated import model_config_pb2 as mc
 from servers import runtime
 from servers.cli import build_parser, settings_from
-from servers.process import server_command
 from servers.settings import ModelControlMode
 
 

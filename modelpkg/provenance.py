@@ -9,8 +9,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mdeploy.errors import InvalidInput
-from mdeploy.package.manifest import DataFile
+from core.errors import InvalidInput
+from modelpkg.manifest import DataFile
 
 _CHUNK = 1 << 20
 

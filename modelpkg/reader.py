@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mdeploy.errors import PackageError
-from mdeploy.package.archive import (
+from core.errors import PackageError
+from modelpkg.archive import (
     Entry,
     Limits,
     Source,
@@ -24,7 +24,7 @@ from mdeploy.package.archive import (
     read_entry,
     sha256_of,
 )
-from mdeploy.package.manifest import (
+from modelpkg.manifest import (
     MANIFEST_ENTRY,
     MODEL_ENTRY,
     SAMPLES_ENTRY,
@@ -32,9 +32,9 @@ from mdeploy.package.manifest import (
     Manifest,
     parse_manifest,
 )
-from mdeploy.package.onnx_checks import check_model, external_data, parse_model, write_model
-from mdeploy.package.samples import Samples, parse_samples
-from mdeploy.package.signature import check_array, check_signature
+from modelpkg.onnx_checks import check_model, external_data, parse_model, write_model
+from modelpkg.samples import Samples, parse_samples
+from modelpkg.signature import check_array, check_signature
 
 REQUIRED_ENTRIES = (MANIFEST_ENTRY, MODEL_ENTRY, SAMPLES_ENTRY)
 

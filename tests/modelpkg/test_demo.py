@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from examples.digits import LABELS, main
-from mdeploy.package import read_package, verify_samples
+from modelpkg import read_package, verify_samples
 
 
 def _signature(path: Path) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import skops.io
 
+from core.errors import ConversionError, InvalidInput
 from examples.digits import Digits
-from mdeploy.errors import ConversionError, InvalidInput
-from mdeploy.package import build, read_package, verify_samples
+from modelpkg import build, read_package, verify_samples
 from tests.converters import support
 from tests.converters.test_onnx_model import ROWS, affine
-from tests.package.zips import FIXED_TIME, entries
+from tests.modelpkg.zips import FIXED_TIME, entries
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_bad_arguments_are_invalid_input(tmp_path: Path, options: dict[str, Any]
 def test_importing_the_reader_loads_neither_tensorflow_nor_sklearn(affine_package: Path) -> None:
     heavy = ("tensorflow", "keras", "tf2onnx", "sklearn", "skl2onnx")
     code = (
-        "import sys; from mdeploy.package import read_package, verify_samples; "
+        "import sys; from modelpkg import read_package, verify_samples; "
         f"verify_samples(read_package({str(affine_package)!r})); "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 
 from converters.rename import graph_inputs
-from mdeploy.errors import ConversionError, InvalidInput
-from protos.datatypes import from_onnx, to_numpy
+from core.datatypes import from_onnx, to_numpy
+from core.errors import ConversionError, InvalidInput
 
 SamplesLike = np.ndarray | Mapping[str, np.ndarray] | str | Path
 """One array (single-input models), arrays by input name, or a ``.npy``/``.npz`` file."""
@@ -136,6 +136,10 @@ def _json_labels(path: Path, text: str) -> list[str]:
         labels = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"labels file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(
+            f"labels file {path} nests too deeply: it must be a flat list of strings"
+        ) from None
     if not isinstance(labels, list) or not labels or not all(isinstance(item, str) for item in labels):
         raise InvalidInput(f"labels file {path} must hold a non-empty JSON list of strings")
     return labels

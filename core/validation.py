@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdeploy.errors import InvalidInput
-from mdeploy.signature import Signature, TensorSpec
-from protos import datatypes
+from core import datatypes
+from core.errors import InvalidInput
+from core.signature import Signature, TensorSpec
 
 
 def _shape_error(spec: TensorSpec, shape: tuple[int, ...], batched: bool) -> InvalidInput:

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 
 from converters.rename import graph_inputs
-from mdeploy.errors import ConversionError, InvalidInput, PackageError
-from mdeploy.package.manifest import Signature, TensorSpec
-from protos.datatypes import from_onnx, to_numpy
+from core.datatypes import from_onnx, to_numpy
+from core.errors import ConversionError, InvalidInput, PackageError
+from modelpkg.manifest import Signature, TensorSpec
 
 
 def _datatype(value: onnx.ValueInfoProto) -> str:

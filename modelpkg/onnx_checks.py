@@ -16,8 +16,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from converters.parity import first_line
-from mdeploy.errors import PackageError
-from mdeploy.package.manifest import MANIFEST_ENTRY, MODEL_ENTRY, SAMPLES_ENTRY, SOURCE_PREFIX
+from core.errors import PackageError
+from modelpkg.manifest import MANIFEST_ENTRY, MODEL_ENTRY, SAMPLES_ENTRY, SOURCE_PREFIX
 
 _RESERVED: Final = (MANIFEST_ENTRY, MODEL_ENTRY, SAMPLES_ENTRY)
 

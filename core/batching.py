@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from mdeploy.errors import DeadlineExceeded, InvalidInput, ResourceExhausted, Unavailable
+from core.errors import DeadlineExceeded, InvalidInput, ResourceExhausted, Unavailable
 
 T = TypeVar("T")
 R = TypeVar("R")

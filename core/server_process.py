@@ -1,7 +1,8 @@
-"""Run ``mdeploy-server`` as a child process and wait until it is ready.
+"""Run ``mdeploy-server`` as a child process, by its command, and wait until it is ready.
 
-Used by ``mdeploy serve`` to start a local server, and by tests and benchmarks. Readiness
-is read from the server itself: the port from its log line, then the grpc.health.v1 check.
+Used by the gateway's ``serve`` to start a local server, and by tests and benchmarks. It lives
+in the core so that nothing above has to import the server to start one. Readiness is read from
+the server itself: the port from the line it logs (``ANNOUNCE``), then the grpc.health.v1 check.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mdeploy.child_process import ChildProcess, spawn
+from core.child_process import ChildProcess, spawn
 
+# The server logs this line once it listens (printf-style: address, port); the pattern reads it.
+ANNOUNCE = "mdeploy-server listening on %s:%d"
 LISTENING = re.compile(r"mdeploy-server listening on (\S+):(\d+)")
 
 
@@ -62,6 +65,7 @@ class ServerProcess(ChildProcess):
 
 
 def server_command() -> list[str]:
+    """The installed ``mdeploy-server`` script beside this Python, else the module it runs."""
     script = Path(sys.executable).parent / "mdeploy-server"
     return [str(script)] if script.exists() else [sys.executable, "-m", "servers.cli"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mdeploy.errors import PackageError
-from mdeploy.package.archive import Limits, read_all, write_archive
+from core.errors import PackageError
+from modelpkg.archive import Limits, read_all, write_archive
 
 
 def _written(entries: dict[str, bytes | Path]) -> bytes:

@@ -11,7 +11,7 @@ from typing import Final
 
 import numpy as np
 
-from mdeploy.errors import InvalidInput
+from core.errors import InvalidInput
 
 # v2 name -> numpy dtype. BYTES is numpy object (elements are ``bytes``).
 _NUMPY: Final[dict[str, np.dtype]] = {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from converters.parity import ParityReport, compare, run_onnx
-from mdeploy.errors import PackageError
-from mdeploy.package.manifest import OutputParity, Parity
-from mdeploy.package.reader import Package
+from core.errors import PackageError
+from modelpkg.manifest import OutputParity, Parity
+from modelpkg.reader import Package
 
 
 def verify_samples(package: Package, *, tolerance: float | None = None) -> ParityReport:

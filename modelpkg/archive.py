@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final
 
-from mdeploy.errors import PackageError
+from core.errors import PackageError
 
 MiB: Final = 1 << 20
 GiB: Final = 1 << 30

@@ -7,12 +7,12 @@ when a model of theirs is built, and reading a package needs only onnx and onnxr
 from __future__ import annotations
 
 from converters.parity import ParityReport
-from mdeploy.package.archive import Limits
-from mdeploy.package.builder import DEFAULT_TOLERANCE, BuiltPackage, Steps, build
-from mdeploy.package.manifest import FORMAT_VERSION, Manifest, Parity, ServingHints, Signature, TensorSpec
-from mdeploy.package.reader import Package, read_package
-from mdeploy.package.samples import Samples
-from mdeploy.package.verify import verify_samples
+from modelpkg.archive import Limits
+from modelpkg.builder import DEFAULT_TOLERANCE, BuiltPackage, Steps, build
+from modelpkg.manifest import FORMAT_VERSION, Manifest, Parity, ServingHints, Signature, TensorSpec
+from modelpkg.reader import Package, read_package
+from modelpkg.samples import Samples
+from modelpkg.verify import verify_samples
 
 __all__ = [
     "DEFAULT_TOLERANCE",

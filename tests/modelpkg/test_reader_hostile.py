@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import pytest
 
-from mdeploy.errors import PackageError
-from mdeploy.package import Limits, read_package, verify_samples
-from mdeploy.package.samples import Samples, dump_samples, parse_samples
-from tests.package.zips import entries, flag_encrypted, make_zip, manifest_of, relisted, zipped
+from core.errors import PackageError
+from modelpkg import Limits, read_package, verify_samples
+from modelpkg.samples import Samples, dump_samples, parse_samples
+from tests.modelpkg.zips import entries, flag_encrypted, make_zip, manifest_of, relisted, zipped
 
 
 @pytest.fixture

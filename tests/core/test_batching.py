@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from mdeploy.batching import Batcher, BatchPolicy, Queued
-from mdeploy.errors import DeadlineExceeded, InvalidInput, ResourceExhausted
+from core.batching import Batcher, BatchPolicy, Queued
+from core.errors import DeadlineExceeded, InvalidInput, ResourceExhausted
 
 
 class Recorder:

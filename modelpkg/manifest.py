@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from mdeploy.errors import PackageError
-from protos.datatypes import V2_DATATYPES
+from core.datatypes import V2_DATATYPES
+from core.errors import PackageError
 
 FORMAT_VERSION: Final = 1
 MANIFEST_ENTRY: Final = "MANIFEST.json"
@@ -222,6 +222,10 @@ def parse_manifest(raw: bytes) -> Manifest:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{MANIFEST_ENTRY} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PackageError(
+            f"{MANIFEST_ENTRY} nests too deeply to read; a manifest is a few levels deep"
+        ) from None
     if not isinstance(data, dict):
         raise PackageError(f"{MANIFEST_ENTRY} must be a JSON object")
     _check_format_version(data.get("format_version"))

@@ -15,7 +15,7 @@ import pytest
 import skops.io
 
 from mdeploy.cli import main
-from mdeploy.package import read_package
+from modelpkg import read_package
 from tests.converters import support
 
 

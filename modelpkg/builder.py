@@ -29,11 +29,11 @@ from converters.dispatch import FRAMEWORKS, Framework, convert, detect_framework
 from converters.onnx_model import default_opset
 from converters.parity import ParityReport, compare, first_line, run_onnx
 from converters.rename import dynamic_batch, graph_inputs, rename_io
-from mdeploy.errors import ConversionError, InvalidInput, MdeployError
-from mdeploy.package import provenance
-from mdeploy.package.archive import sha256_of, write_archive
-from mdeploy.package.inputs import SamplesLike, bind_samples, load_samples, storable
-from mdeploy.package.manifest import (
+from core.errors import ConversionError, InvalidInput, MdeployError
+from modelpkg import provenance
+from modelpkg.archive import sha256_of, write_archive
+from modelpkg.inputs import SamplesLike, bind_samples, load_samples, storable
+from modelpkg.manifest import (
     FORMAT_VERSION,
     MANIFEST_ENTRY,
     MODEL_ENTRY,
@@ -49,13 +49,13 @@ from mdeploy.package.manifest import (
     dump_manifest,
     first_error,
 )
-from mdeploy.package.manifest import (
+from modelpkg.manifest import (
     Framework as FrameworkInfo,
 )
-from mdeploy.package.reader import read_package
-from mdeploy.package.samples import Samples, dump_samples
-from mdeploy.package.signature import fill_output_shapes, signature_of
-from mdeploy.package.verify import parity_record
+from modelpkg.reader import read_package
+from modelpkg.samples import Samples, dump_samples
+from modelpkg.signature import fill_output_shapes, signature_of
+from modelpkg.verify import parity_record
 
 DEFAULT_TOLERANCE: Final = 1e-5
 DEFAULT_SAMPLE_ROWS: Final = 16

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mdeploy.errors import PackageError
-from mdeploy.package import FORMAT_VERSION, read_package
-from mdeploy.package.manifest import Labels, Manifest, dump_manifest, parse_manifest
+from core.errors import PackageError
+from modelpkg import FORMAT_VERSION, read_package
+from modelpkg.manifest import Labels, Manifest, dump_manifest, parse_manifest
 
 
 @pytest.fixture
@@ -60,3 +60,8 @@ def test_labels_must_fit_the_output_they_index(manifest: Manifest) -> None:
     data["labels"] = Labels(output="y", names=["a", "b"]).model_dump()
     with pytest.raises(PackageError, match="2 labels for output 'y' whose last dimension is 3"):
         parse_manifest(json.dumps(data).encode())
+
+
+def test_deeply_nested_manifest_is_a_package_error_not_a_crash() -> None:
+    with pytest.raises(PackageError, match="nests too deeply"):
+        parse_manifest(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)

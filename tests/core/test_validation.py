@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mdeploy.errors import InvalidInput
-from mdeploy.signature import Signature, TensorSpec
-from mdeploy.validation import check_inputs, check_outputs
+from core.errors import InvalidInput
+from core.signature import Signature, TensorSpec
+from core.validation import check_inputs, check_outputs
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("pixels", "FP32", (-1, 4)), TensorSpec("ids", "INT64", (-1,))),

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from examples.digits import build_demo_packages
-from mdeploy.package import build
+from modelpkg import build
 from tests.converters.test_onnx_model import ROWS, affine
-from tests.package.zips import FIXED_TIME
+from tests.modelpkg.zips import FIXED_TIME
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdeploy.batching import Batcher, BatchPolicy, RunBatch
-from mdeploy.errors import Internal
+from core.batching import Batcher, BatchPolicy, RunBatch
+from core.errors import Internal
 
 Tensors = dict[str, np.ndarray]
 

@@ -16,8 +16,8 @@ from typing import Final
 
 import numpy as np
 
-from mdeploy.errors import PackageError
-from mdeploy.package.archive import Limits, MiB, read_all, write_archive
+from core.errors import PackageError
+from modelpkg.archive import Limits, MiB, read_all, write_archive
 
 INPUTS: Final = "inputs/"
 OUTPUTS: Final = "outputs/"
