@@ -37,13 +37,6 @@ class NotFound(MdeployError):
     grpc_code = grpc.StatusCode.NOT_FOUND
 
 
-class AlreadyExists(MdeployError):
-    """The resource exists already and cannot be created again."""
-
-    http_status = 409
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
-
-
 class Conflict(MdeployError):
     """The request is valid but conflicts with the current state (e.g. deleting a live version)."""
 

@@ -33,7 +33,7 @@ class GatewayProcess(ChildProcess):
 
 def gateway_command() -> list[str]:
     script = Path(sys.executable).parent / "mdeploy"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mdeploy.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mdeploy"]
 
 
 def start_gateway_process(

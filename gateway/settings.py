@@ -8,12 +8,21 @@ machine with no other service running.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from core.settings_file import read_settings_file
 
 MiB = 1024 * 1024
+SETTINGS_FILE_VARIABLE = "MDEPLOY_SETTINGS_FILE"
 
 
 class GatewaySettings(BaseSettings):
@@ -85,6 +94,20 @@ class GatewaySettings(BaseSettings):
     """Default limit of keys with the admin scope."""
     rate_limit_fail_open: bool = False
     """When the rate-limit storage is unreachable: True lets requests through, False answers 503."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) over the environment over ``MDEPLOY_SETTINGS_FILE`` over defaults."""
+        named = os.environ.get(SETTINGS_FILE_VARIABLE)
+        from_file = InitSettingsSource(settings_cls, read_settings_file(Path(named))) if named else None
+        return tuple(s for s in (init_settings, env_settings, dotenv_settings, from_file) if s is not None)
 
     @property
     def database_path(self) -> Path:

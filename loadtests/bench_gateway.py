@@ -1,4 +1,4 @@
-"""Gateway benchmark (issue 5): the JSON gateway next to a bare Starlette endpoint and direct gRPC.
+"""Gateway benchmark: the JSON gateway next to a bare Starlette endpoint and direct gRPC.
 
 One run measures, on this machine:
 
@@ -15,7 +15,7 @@ so a change of machine speed during the run (this machine's CPU time per request
 20-40% within minutes) touches both sides of a ratio alike. Both get the same request, API
 key header included (the bare endpoint ignores it);
 
-and prints the issue's targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
+and prints its targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
 
 Run: ``python -m loadtests.bench_gateway [--quick] [--duration S] [--concurrency N ...]``.
 """

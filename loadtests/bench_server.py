@@ -1,4 +1,4 @@
-"""Server benchmark (issue 3): mdeploy-server next to the gRPC ceiling and in-process onnxruntime.
+"""Server benchmark: mdeploy-server next to the gRPC ceiling and in-process onnxruntime.
 
 One run measures, on this machine and in this order:
 
@@ -6,7 +6,7 @@ One run measures, on this machine and in this order:
 2. a bare grpc.aio server on the same proto (``loadtests.bare_server``: the gRPC ceiling);
 3. mdeploy-server with its default settings serving both models;
 
-and prints the ratios the issue sets as targets with PASS/MISS. Every load comes from a
+and prints its targets (ratios to those ceilings) with PASS/MISS. Every load comes from a
 separate generator process (``loadtests.loadgen``); its CPU and the server's are measured
 over the same window and printed next to each row.
 

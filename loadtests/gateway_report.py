@@ -178,7 +178,7 @@ def _direct_table(report: GatewayReport) -> Table:
 
 
 def _targets_table(report: GatewayReport) -> Table:
-    table = _table("Targets of issue 5", ("target", "measured", "needed", "result"), 4)
+    table = _table("Targets of the gateway benchmark", ("target", "measured", "needed", "result"), 4)
     g, b = report.gateway_at(report.top).result, report.bare_at(report.top)
     ratio = g.rps / b.rps
     table.add_row(

@@ -1,4 +1,4 @@
-"""GPU check (issue 14): mdeploy-server on CUDA, checked and measured against onnxruntime in one run.
+"""GPU check: mdeploy-server on CUDA, checked and measured against onnxruntime in one run.
 
 Run through ``loadtests/gpu_check.sh`` (which sets up the runtime and the CUDA libraries), or
 ``python -m loadtests.gpu_check --device cuda:0|cpu OUT_DIR``. In this order it:

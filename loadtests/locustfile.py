@@ -1,4 +1,4 @@
-"""Locust users of the gateway's JSON prediction API (issue 5).
+"""Locust users of the gateway's JSON prediction API.
 
 Each user sends what a web app sends, with real handwritten digits (scikit-learn's bundled
 ``load_digits``, loaded once):

@@ -262,7 +262,7 @@ def _inside_table(report: Report) -> Table:
 
 
 def _targets_table(report: Report) -> Table:
-    table = _table("Targets of issue 3", ("target", "measured", "needed", "result"), 4)
+    table = _table("Targets of the server benchmark", ("target", "measured", "needed", "result"), 4)
     tiny, bare = report.chosen_row(TINY, report.top), report.bare_row(TINY, report.top)
     ratio = tiny.result.rps / bare.result.rps
     table.add_row(

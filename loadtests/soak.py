@@ -1,4 +1,4 @@
-"""Soak test (issue 7): locust against a real gateway for minutes, with a rollback every minute.
+"""Soak test: locust against a real gateway for minutes, with a rollback every minute.
 
 Starts ``mdeploy-server`` and ``mdeploy serve`` on 127.0.0.1, pushes two versions of the digits
 scikit-learn model, rolls out a Thompson-sampling bandit between them, and runs locust headless
@@ -9,7 +9,7 @@ zero failed requests, and gateway and server memory (RSS) growth under ``--max-g
 (measured from the end of the warm-up, so one-time allocations do not count).
 
 Run: ``python -m loadtests.soak [--duration 600] [--users 16] [--rollback-every 60]``
-(the issue's soak: 10 minutes). Exit code 0 when every check passes.
+(the full soak: 10 minutes). Exit code 0 when every check passes.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import MdeployError
+from core.settings_file import read_settings_file
 from servers.app import serve
-from servers.settings import EXECUTION_PROVIDERS, ModelControlMode, ServerSettings, read_settings_file
+from servers.settings import EXECUTION_PROVIDERS, ModelControlMode, ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:

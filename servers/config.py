@@ -51,16 +51,6 @@ def parse_config_json(text: str) -> mc.ModelConfig:
     return config
 
 
-def config_to_text(config: mc.ModelConfig) -> str:
-    """The config.pbtxt form of a configuration."""
-    return str(text_format.MessageToString(config))
-
-
-def config_to_json(config: mc.ModelConfig) -> str:
-    """The JSON form that RepositoryModelLoad's ``config`` parameter takes."""
-    return json_format.MessageToJson(config, preserving_proto_field_name=True)
-
-
 def check_supported(config: mc.ModelConfig, name: str) -> None:
     """Refuse configurations for things these servers do not run."""
     if config.name and config.name != name:

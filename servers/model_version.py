@@ -169,9 +169,7 @@ class ModelVersion:
         self.statistics.record_execution(sum(w.rows for w in works), len(works), *timings)
         return results
 
-    def _execute(
-        self, works: list[TensorRequest]
-    ) -> tuple[list[Tensors | BaseException], tuple[int, int, int]]:
+    def _execute(self, works: list[TensorRequest]) -> tuple[list[Tensors | BaseException], Timings]:
         """Merge, run and split one batch (in a worker thread)."""
         session = self._session
         if session is None:

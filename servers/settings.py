@@ -7,12 +7,9 @@ variables prefixed ``MDEPLOY_SERVER_``, and an optional JSON or TOML file named 
 
 from __future__ import annotations
 
-import json
 import tempfile
-import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,15 +105,3 @@ class ServerSettings(BaseSettings):
     @property
     def max_send_message_bytes(self) -> int:
         return self.max_send_message_mb * MiB
-
-
-def read_settings_file(path: Path) -> dict[str, Any]:
-    """Settings from a .json or .toml file (keys are field names)."""
-    text = path.read_text()
-    try:
-        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except RecursionError:
-        raise ValueError(f"{path}: nests too deeply; settings are one table of values") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a table/object of settings")
-    return data

@@ -275,12 +275,6 @@ def parse_expiry(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def key_id_of(presented: str) -> str | None:
-    """The public id of a well-formed key, for logs and messages."""
-    match = _KEY_FORMAT.match(presented)
-    return match[1] if match else None
-
-
 def _split(presented: str | None) -> tuple[str, str]:
     if not presented:
         raise Unauthenticated("missing API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

@@ -1,7 +1,8 @@
 """The audit log: one append-only table of every change to what the gateway serves.
 
-Decision 6: deploys, deletes, and later weight changes, bandit starts and rollbacks are
-events with who, when, what, from and to, and why. Other parts append with :func:`append`
+Every change of routing is an event, so that "who sent traffic where, and why" can always be
+answered: deploys, deletes, weight changes, bandit starts and rollbacks are recorded with who,
+when, what, from and to, and why. Other parts append with :func:`append`
 inside the transaction that makes their change, so a change and its event commit together.
 Triggers refuse UPDATE and DELETE: the log is evidence, not state.
 """

@@ -1,4 +1,5 @@
-"""Everything an upload must pass before the registry takes it (decision 3).
+"""Everything an upload must pass before the registry takes it: the serving side never runs
+package code, so only a checked ONNX model may reach the repository and the servers.
 
 The safe reader checks archive paths, sizes, entry hashes, the manifest schema, the ONNX
 checker and external-data confinement; onnxruntime then loads the model and must reproduce

@@ -2,7 +2,7 @@
 
 Every module named ``*_cmd`` in this package is a subcommand: it defines
 ``register(subparsers)``, which adds its parser and sets ``handler`` (``args -> exit
-code``). New subcommands (serve, push, keys...) are new modules; nothing here changes.
+code``). A new subcommand is a new module; add it to ``COMMAND_ORDER`` for its place in --help.
 
 Errors never show a traceback: bad input is one line and exit code 2, any other failure
 one line and exit code 1. ``MDEPLOY_DEBUG=1`` re-raises unexpected errors for debugging.
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
+from core import __version__
 from core.errors import InvalidInput, MdeployError
 
 EXIT_OK = 0
@@ -26,6 +27,19 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 _COMMAND_SUFFIX = "_cmd"
+# How `--help` lists the commands: build a package, publish it, use it, steer it, run the service.
+COMMAND_ORDER = (
+    "package_cmd",
+    "inspect_cmd",
+    "push_cmd",
+    "list_cmd",
+    "info_cmd",
+    "pull_cmd",
+    "predict_cmd",
+    "deployment_cmd",
+    "keys_cmd",
+    "serve_cmd",
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,6 +51,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     parser = Parser(prog="mdeploy", description="Package, push and serve machine learning models.")
+    parser.add_argument("--version", action="version", version=f"mdeploy {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in _command_modules():
         module.register(subparsers)
@@ -44,9 +59,9 @@ def build_parser() -> Parser:
 
 
 def _command_modules() -> list[ModuleType]:
-    names = sorted(
-        info.name for info in pkgutil.iter_modules(__path__) if info.name.endswith(_COMMAND_SUFFIX)
-    )
+    """Every ``*_cmd`` module, in the order a model's life goes; any new one comes last."""
+    found = {info.name for info in pkgutil.iter_modules(__path__) if info.name.endswith(_COMMAND_SUFFIX)}
+    names = [name for name in COMMAND_ORDER if name in found] + sorted(found - set(COMMAND_ORDER))
     return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 

@@ -23,7 +23,7 @@ def _path(model: str, action: str = "") -> str:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="NAME")
+    parser.add_argument("model", metavar="NAME", help="the model's name, as `mdeploy list` shows it")
     add_gateway_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
         "when its error rate or p99 latency is worse than the stable version's.",
     )
     _common(rollout)
-    rollout.add_argument("--policy", required=True, choices=POLICIES)
+    rollout.add_argument(
+        "--policy", required=True, choices=POLICIES, help="how requests that name no version pick one"
+    )
     rollout.add_argument("--versions", required=True, help="comma-separated versions (arms), e.g. 3,4")
     rollout.add_argument("--weights", help="canary: comma-separated weights in --versions order, e.g. 90,10")
     rollout.add_argument("--candidate", help="shadow: the version that gets copies of the traffic")
@@ -60,23 +62,42 @@ def register(subparsers: Any) -> None:
     rollout.add_argument("--reason", default="", help="why (kept in the audit log)")
     rollout.set_defaults(handler=run_rollout)
 
-    status = subparsers.add_parser("status", help="arms, traffic, rewards, errors, latency, guard")
+    status = subparsers.add_parser(
+        "status",
+        help="arms, traffic, rewards, errors, latency, guard",
+        description="Show a model's deployment: its policy, and per version (arm) the traffic share, "
+        "pulls, mean reward with its 95% interval, errors, p50/p99 latency, and the guard's state.",
+    )
     _common(status)
     status.set_defaults(handler=run_status)
 
-    rollback = subparsers.add_parser("rollback", help="send all traffic to the stable version (or --to)")
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="send all traffic to the stable version (or --to)",
+        description="End a rollout at once: every request that names no version goes to the stable "
+        "version, or to --to VERSION. The change is recorded in the audit log with --reason.",
+    )
     _common(rollback)
     rollback.add_argument("--to", metavar="VERSION", help="the version to serve instead of the stable one")
     rollback.add_argument("--reason", default="", help="why (kept in the audit log)")
     rollback.set_defaults(handler=run_rollback)
 
-    promote = subparsers.add_parser("promote", help="make a version stable and route all traffic to it")
+    promote = subparsers.add_parser(
+        "promote",
+        help="make a version stable and route all traffic to it",
+        description="Make VERSION the stable version of NAME: it takes all traffic that names no "
+        "version, and later rollouts and rollbacks measure against it.",
+    )
     _common(promote)
-    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("version", metavar="VERSION", help="the version number to make stable")
     promote.add_argument("--reason", default="", help="why (kept in the audit log)")
     promote.set_defaults(handler=run_promote)
 
-    history = subparsers.add_parser("history", help="the audit log of one model")
+    history = subparsers.add_parser(
+        "history",
+        help="the audit log of one model",
+        description="Every change to what NAME serves, oldest first: who, when, from what, to what, and why.",
+    )
     _common(history)
     history.set_defaults(handler=run_history)
 

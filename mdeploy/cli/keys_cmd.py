@@ -43,11 +43,22 @@ class KeyBackend(Protocol):
     def revoke(self, key_id: str) -> dict[str, Any]: ...
 
 
+DESCRIPTION = """\
+Create, list and revoke API keys.
+
+Without --gateway (and MDEPLOY_GATEWAY) this works on the gateway's data folder directly: that
+is how the first admin key is made. With one, it goes through the gateway's admin API.
+`create` prints the new key alone on its last line:
+
+  KEY=$(mdeploy keys create --scope predict | tail -1)
+"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "keys",
         help="create, list and revoke API keys",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

@@ -117,12 +117,43 @@ def _metadata_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _serving_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServingHints()
-    group = parser.add_argument_group("serving hints")
-    group.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    group.add_argument("--preferred-batch-size", type=int, action="append", default=[])
-    group.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us)
-    group.add_argument("--instances", type=int, default=defaults.instances)
-    group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device)
+    group = parser.add_argument_group(
+        "serving hints", "how the inference server should run the model (its Triton configuration)"
+    )
+    add = group.add_argument
+    add(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help=f"most rows merged into one run (default {defaults.max_batch_size}; 0: no batching)",
+    )
+    add(
+        "--preferred-batch-size",
+        type=int,
+        action="append",
+        default=[],
+        metavar="ROWS",
+        help="a batch size the server should aim for (repeatable; default none)",
+    )
+    add(
+        "--max-queue-delay-us",
+        type=int,
+        default=defaults.max_queue_delay_us,
+        metavar="US",
+        help=f"µs a request may wait for others to batch with (default {defaults.max_queue_delay_us})",
+    )
+    add(
+        "--instances",
+        type=int,
+        default=defaults.instances,
+        help=f"model instances that run batches at once (default {defaults.instances})",
+    )
+    add(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default=defaults.device,
+        help=f"where it runs: auto (the server's device), cpu or gpu (default {defaults.device})",
+    )
 
 
 def _metric(text: str) -> tuple[str, float]:

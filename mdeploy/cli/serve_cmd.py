@@ -6,13 +6,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from core.errors import InvalidInput
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the gateway and a local inference server",
-        description="Run the HTTP gateway and a local mdeploy-server on this machine. Settings not given "
-        "here come from MDEPLOY_* environment variables (see gateway/settings.py).",
+        description="Run the HTTP gateway and a local mdeploy-server on this machine. Every gateway "
+        "setting can also be given as an MDEPLOY_<NAME> environment variable (MDEPLOY_MAX_BODY_BYTES, "
+        "MDEPLOY_RATE_LIMIT_PREDICT...) or in a JSON/TOML file named by MDEPLOY_SETTINGS_FILE; the "
+        "local server reads MDEPLOY_SERVER_<NAME> (MDEPLOY_SERVER_DEVICE=cuda:0). README 'The JSON API' "
+        "lists them.",
     )
     parser.add_argument("--data-dir", type=Path, help="registry, packages and keys (default .mdeploy)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -35,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     wanted = ("data_dir", "host", "port", "backends")
     overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
-    settings = GatewaySettings(**overrides)
+    try:
+        settings = GatewaySettings(**overrides)
+    except (ValidationError, ValueError) as error:
+        raise InvalidInput(f"invalid gateway settings: {error}") from None
     serve(settings, then=demo_step(settings.data_dir) if args.demo else None)
     return 0

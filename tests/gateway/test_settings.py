@@ -1,0 +1,52 @@
+"""Gateway settings: flags over environment over MDEPLOY_SETTINGS_FILE over defaults."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.process import gateway_command
+from gateway.settings import GatewaySettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_settings_file_sits_below_the_environment_and_the_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('port = 9123\nmax_rows_per_request = 5\nrate_limit_admin = "10/minute"\n')
+    monkeypatch.setenv("MDEPLOY_SETTINGS_FILE", str(file))
+    monkeypatch.setenv("MDEPLOY_PORT", "9200")
+    settings = GatewaySettings(rate_limit_admin="20/minute")
+    assert settings.port == 9200  # environment over file
+    assert settings.max_rows_per_request == 5  # file over default
+    assert settings.rate_limit_admin == "20/minute"  # flag over file
+
+
+def test_json_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "gateway.json"
+    file.write_text('{"backends": ["127.0.0.1:9001"], "shutdown_grace_s": 3}')
+    monkeypatch.setenv("MDEPLOY_SETTINGS_FILE", str(file))
+    settings = GatewaySettings()
+    assert settings.backends == ["127.0.0.1:9001"]
+    assert settings.shutdown_grace_s == 3
+
+
+def test_broken_settings_file_stops_serve_with_the_file_named(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text("port = \n")
+    done = subprocess.run(
+        [*gateway_command(), "serve", "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"MDEPLOY_SETTINGS_FILE": str(file), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    assert f"invalid gateway settings: {file}" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing made before the settings were read
