@@ -55,20 +55,39 @@ def load_sklearn_file(path: Path, *, trust_pickle: bool = False, trusted_types: 
     raise InvalidInput(f"{path}: scikit-learn models must be .skops, or .pkl/.joblib with --trust-pickle")
 
 
+# What --trust-sklearn-types trusts: scikit-learn's own classes (its Cython trees and loss
+# functions, which skops leaves out of its default list), not numpy or anything else.
+SKLEARN_TYPES = "sklearn.*"
+
+
+def is_trusted(name: str, trusted: Sequence[str]) -> bool:
+    """``name`` is listed, or falls under a listed ``package.*``."""
+    return any(name == t or (t.endswith(".*") and name.startswith(t[:-1])) for t in trusted)
+
+
+def untrusted_message(path: Path, untrusted: list[str]) -> str:
+    flags = " ".join(f"--trust-type {name}" for name in untrusted)
+    message = (
+        f"{path} uses types skops does not trust by default: {', '.join(untrusted)}; "
+        f"check them, then pass {flags}"
+    )
+    if all(is_trusted(name, [SKLEARN_TYPES]) for name in untrusted):
+        message += " (or --trust-sklearn-types: they are all scikit-learn's own)"
+    return message
+
+
 def _load_skops(path: Path, trusted_types: Sequence[str]) -> Any:
     import skops.io
 
     try:
-        untrusted = [name for name in skops.io.get_untrusted_types(file=path) if name not in trusted_types]
+        found = list(skops.io.get_untrusted_types(file=path))
     except Exception as exc:  # not a skops archive, or a corrupt one
         raise load_failure("a skops model", path, exc) from None
+    untrusted = [name for name in found if not is_trusted(name, trusted_types)]
     if untrusted:
-        raise InvalidInput(
-            f"{path} uses types skops does not trust by default: {', '.join(untrusted)}; "
-            "check them and pass --trust-type NAME for each"
-        )
+        raise InvalidInput(untrusted_message(path, untrusted))
     try:
-        return skops.io.load(path, trusted=list(trusted_types) or None)
+        return skops.io.load(path, trusted=found or None)
     except Exception as exc:  # skops surfaces the failing type's own error
         raise load_failure("a skops model", path, exc) from None
 

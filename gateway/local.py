@@ -13,12 +13,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 import uvloop
 
+from core.errors import InvalidInput
 from core.server_process import ServerProcess, start_server_process
 from gateway.app import create_app
 from gateway.auth.keys import KeyStore
@@ -109,9 +111,26 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a busy port before anything is made (an admin key, a local inference server)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise InvalidInput(
+                f"cannot listen on {host}:{port} ({error.strerror}); stop what uses it or pick "
+                "another with --port (or MDEPLOY_PORT)"
+            ) from None
+
+
 def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
     """Run until interrupted; ``then(base_url, admin_key)`` runs once the gateway listens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_port_free(settings.host, settings.port)
     admin = ensure_admin_key(settings)
     if admin.created:
         print(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -106,7 +106,7 @@ class GatewayClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> GatewayClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

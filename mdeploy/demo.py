@@ -6,6 +6,8 @@ gateway never imports the examples, and the pushes go through the same client as
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import httpx
@@ -46,10 +48,18 @@ def curl_example(base_url: str, data_dir: Path, model: str) -> str:
     )
 
 
+def quiet_libraries() -> None:
+    """The demo's own lines, not every HTTP request of its client or TensorFlow's notes."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow loads: C++ INFO off
+    for name in ("httpx", "httpcore", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def demo_step(data_dir: Path) -> AfterStart:
     """The start-up step that pushes the demo models and prints a curl line for the first one."""
 
     def push_the_demo_models(base_url: str, admin_key: str) -> None:
+        quiet_libraries()
         print("building and pushing the demo models (digits: scikit-learn and Keras)...", flush=True)
         names = push_demo_packages(base_url, admin_key, data_dir)
         print(

@@ -133,7 +133,8 @@ def build(
     kept. ``input_names``/``output_names`` rename the model's tensors in graph order.
     ``labels`` name the classes indexed by the last dimension of ``labels_output`` (guessed
     when there is one such output). ``parent`` is the digest or path of the package this one
-    follows. ``created_at`` defaults to ``SOURCE_DATE_EPOCH``, then now; the code commit is
+    follows. ``created_at`` defaults to ``SOURCE_DATE_EPOCH``, then the newest modification time of
+    the model, samples and data files, then (objects in memory only) now; the code commit is
     read from the git checkout at ``code_dir`` (None: not recorded).
 
     Raises InvalidInput for bad arguments and ConversionError when conversion fails or the
@@ -153,10 +154,12 @@ def build(
         created_at=created_at,
         created_by=created_by,
         code_dir=code_dir,
+        inputs=[Path(p) for p in (model, samples) if isinstance(p, str | Path)],
     )
     arrays = load_samples(samples, sample_rows)
     kind = _framework(model, framework)
-    with steps.step(f"Converting the {kind} model to ONNX"):
+    action = "Reading the ONNX model" if kind == "onnx" else f"Converting the {kind} model to ONNX"
+    with steps.step(action):
         converted = convert(
             model,
             kind,
@@ -195,6 +198,7 @@ def _metadata(
     created_at: datetime | None,
     created_by: str | None,
     code_dir: str | Path | None,
+    inputs: Sequence[Path] = (),
 ) -> Metadata:
     commit, dirty = provenance.git_state(Path(code_dir) if code_dir is not None else None)
     try:
@@ -210,7 +214,7 @@ def _metadata(
                 code_commit=commit,
                 code_dirty=dirty,
                 parent_digest=_parent_digest(parent),
-                created_at=provenance.created_at(created_at),
+                created_at=provenance.created_at(created_at, [*inputs, *map(Path, data_files)]),
                 created_by=created_by or provenance.default_creator(),
             ),
         )

@@ -6,6 +6,7 @@ import getpass
 import hashlib
 import os
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from modelpkg.manifest import DataFile
 _CHUNK = 1 << 20
 
 
-def created_at(explicit: datetime | None = None) -> datetime:
-    """The creation time: ``explicit``, else ``SOURCE_DATE_EPOCH``, else now (UTC, whole seconds).
+def created_at(explicit: datetime | None = None, inputs: Sequence[Path] = ()) -> datetime:
+    """The creation time: ``explicit``, else ``SOURCE_DATE_EPOCH``, else the newest modification
+    time of the input files (folders walked), else now; UTC, whole seconds.
 
-    ``SOURCE_DATE_EPOCH`` is the reproducible-builds convention for pinning timestamps, so
-    that building twice gives the same bytes.
+    A package's sha256 is its identity, so its bytes must not depend on the build clock: the same
+    model files and samples packaged again give the same package, and pushing it is a no-op.
+    ``SOURCE_DATE_EPOCH`` is the reproducible-builds convention for pinning timestamps. Only a
+    build from objects in memory, with no file among its inputs, falls back to the clock.
     """
     if explicit is not None:
         if explicit.tzinfo is None:
@@ -31,7 +35,19 @@ def created_at(explicit: datetime | None = None) -> datetime:
             return datetime.fromtimestamp(int(epoch), UTC)
         except (ValueError, OverflowError, OSError):
             raise InvalidInput(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, got {epoch!r}") from None
-    return datetime.now(UTC).replace(microsecond=0)
+    newest = newest_modification(inputs)
+    return newest if newest is not None else datetime.now(UTC).replace(microsecond=0)
+
+
+def newest_modification(paths: Sequence[Path]) -> datetime | None:
+    """The latest mtime among ``paths`` and the files under the folders among them; None if none exist."""
+    times = [
+        entry.stat().st_mtime
+        for path in paths
+        for entry in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else [])
+        if entry.is_file()
+    ]
+    return datetime.fromtimestamp(int(max(times)), UTC) if times else None
 
 
 def default_creator() -> str:

@@ -26,14 +26,26 @@ def check_compatible(name: str, new: Manifest, live: Manifest, live_version: int
 
 def _difference(new: Manifest, live: Manifest) -> str | None:
     for kind, new_specs, live_specs in (
-        ("inputs", new.signature.inputs, live.signature.inputs),
-        ("outputs", new.signature.outputs, live.signature.outputs),
+        ("input", new.signature.inputs, live.signature.inputs),
+        ("output", new.signature.outputs, live.signature.outputs),
     ):
         if new_specs != live_specs:
-            return f"{kind} are {_describe(new_specs)}, live: {_describe(live_specs)}"
+            found = f"{kind}s are {_describe(new_specs)}, live: {_describe(live_specs)}"
+            return found + _renaming_hint(kind, new_specs, live_specs)
     if new.labels != live.labels:
         return "the labels differ"
     return None
+
+
+def _renaming_hint(kind: str, new: list[TensorSpec], live: list[TensorSpec]) -> str:
+    """When only the names differ, the package flags that give the live names."""
+    same_but_names = len(new) == len(live) and all(
+        (a.datatype, a.shape) == (b.datatype, b.shape) for a, b in zip(new, live, strict=True)
+    )
+    if not same_but_names:
+        return ""
+    flags = " ".join(f"--{kind}-name {spec.name}" for spec in live)
+    return f" (only the names differ: package it again with {flags})"
 
 
 def _describe(specs: list[TensorSpec]) -> str:

@@ -24,9 +24,9 @@ def _infer(name: str, data: Any) -> np.ndarray:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
-        raise InvalidInput(f"'{name}': data is ragged: every row must have the same length") from None
+        raise InvalidInput(f"{name}: data is ragged: every row must have the same length") from None
     if array.ndim > _MAX_RANK:
-        raise InvalidInput(f"'{name}': data is nested {array.ndim} deep; at most {_MAX_RANK} is accepted")
+        raise InvalidInput(f"{name}: data is nested {array.ndim} deep; at most {_MAX_RANK} is accepted")
     return array
 
 
@@ -37,7 +37,7 @@ def _bytes_element(name: str, value: Any) -> bytes:
         try:
             return base64.b64decode(value["b64"], validate=True)
         except ValueError:
-            raise InvalidInput(f"'{name}': invalid base64 in a b64 value") from None
+            raise InvalidInput(f"{name}: invalid base64 in a b64 value") from None
     raise InvalidInput(f'\'{name}\': BYTES elements must be strings or {{"b64": "..."}} objects')
 
 
@@ -47,16 +47,16 @@ def _bytes_array(name: str, data: Any) -> np.ndarray:
             return _bytes_element(name, value)
         # Bounded before recursing: JSON nested ~1000 deep would otherwise hit RecursionError.
         if depth >= _MAX_RANK:
-            raise InvalidInput(f"'{name}': data is nested more than {_MAX_RANK} deep")
+            raise InvalidInput(f"{name}: data is nested more than {_MAX_RANK} deep")
         return [convert(v, depth + 1) for v in value]
 
     converted = convert(data, 0)
     try:
         array = np.array(converted, dtype=np.object_)
     except ValueError:
-        raise InvalidInput(f"'{name}': data is ragged: every row must have the same length") from None
+        raise InvalidInput(f"{name}: data is ragged: every row must have the same length") from None
     if any(isinstance(element, list) for element in array.reshape(-1)):
-        raise InvalidInput(f"'{name}': data is ragged: every row must have the same length")
+        raise InvalidInput(f"{name}: data is ragged: every row must have the same length")
     return array
 
 
@@ -75,11 +75,11 @@ def to_array(name: str, datatype: str, data: Any) -> np.ndarray:
         expected = {"b": "booleans", "i": "integers", "u": "non-negative integers", "f": "numbers"}[
             dtype.kind
         ]
-        raise InvalidInput(f"'{name}': {datatype} data must be {expected}")
+        raise InvalidInput(f"{name}: {datatype} data must be {expected}")
     if dtype.kind in "iu" and array.size:
         info = np.iinfo(dtype)
         if array.min() < info.min or array.max() > info.max:
-            raise InvalidInput(f"'{name}': a value is out of range for {datatype} ({info.min}..{info.max})")
+            raise InvalidInput(f"{name}: a value is out of range for {datatype} ({info.min}..{info.max})")
     return array.astype(dtype)
 
 

@@ -201,6 +201,8 @@ class Router:
 
     async def rollback(self, model: str, to: str | None, actor: str, reason: str) -> Deployment:
         current = self._store.get(model)
+        if current is None:
+            self._catalog.served_versions(model)  # an unknown model is a 404 that says so
         target = to or (current.stable if current is not None else None)
         if target is None:
             raise InvalidInput(f"model '{model}' has no deployment to roll back; name a version with --to")

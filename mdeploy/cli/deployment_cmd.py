@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from core.errors import InvalidInput
+from mdeploy.cli.output import table_console
 from mdeploy.cli.registry_client import add_gateway_arguments, connect
 
 DEPLOYMENTS_PATH = "/v1/admin/deployments"
@@ -149,7 +149,7 @@ def _show(args: argparse.Namespace, status: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        Console(soft_wrap=True, highlight=False).print(status_table(status))
+        table_console().print(status_table(status))
     return 0
 
 
@@ -191,7 +191,7 @@ def run_history(args: argparse.Namespace) -> int:
         table.add_row(
             when, e["actor"], e["action"], e["from"] or "", e["to"] or e["version"] or "", e["reason"]
         )
-    Console(soft_wrap=True, highlight=False).print(table)
+    table_console().print(table)
     return 0
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdeploy.cli.list_cmd import versions_table
+from mdeploy.cli.output import table_console
 from mdeploy.cli.registry_client import Reference, add_gateway_arguments, connect
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     path = reference.version_path if reference.version else reference.model_path
     with connect(args) as client:
         document: dict[str, Any] = client.get_json(path)
-    console = Console(soft_wrap=True, highlight=False)
+    console = table_console()
     if args.json:
         print(json.dumps(document, indent=2, sort_keys=True))
     elif reference.version:

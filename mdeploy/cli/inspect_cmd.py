@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mdeploy.cli.output import table_console
 from modelpkg import Manifest, Package, read_package, verify_samples
 from modelpkg.manifest import TensorSpec
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             document["verified"] = {"max_abs_error": verified.max_abs_error, "passed": verified.passed}
         print(json.dumps(document, indent=2, sort_keys=True))
         return 0
-    console = Console(soft_wrap=True, highlight=False)
+    console = table_console()
     _show(console, package, args.package)
     if verified is not None:
         console.print(f"[green]✓[/] samples reproduce (max abs error {verified.max_abs_error:.3g})")

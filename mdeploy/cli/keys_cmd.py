@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.errors import InvalidInput, NotFound
+from mdeploy.cli.output import table_console
 from mdeploy.client import ClientConfig, GatewayClient
 
 if TYPE_CHECKING:
@@ -235,7 +234,7 @@ def _print_created(created: dict[str, Any]) -> None:
 
 def _print_table(records: list[dict[str, Any]]) -> None:
     # Piped output (grep, less) gets whole rows rather than rows wrapped at 80 columns.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console = table_console()
     if not records:
         console.print("no API keys; create one with 'mdeploy keys create --scope ...'")
         return

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mdeploy.cli.output import table_console
 from mdeploy.cli.registry_client import MODELS_PATH, add_gateway_arguments, connect
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     elif not models:
         print("no models yet; push one with: mdeploy push model.pkg")
     else:
-        Console(soft_wrap=True, highlight=False).print(versions_table(models))
+        table_console().print(versions_table(models))
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from converters.sklearn import SKLEARN_TYPES
 from core.errors import InvalidInput
 from mdeploy.cli.progress import QuietSteps, RichSteps
 from modelpkg import DEFAULT_TOLERANCE, ServingHints, build
@@ -77,7 +78,16 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-name", action="append", help="signature name of each output, in order")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument(
-        "--trust-type", action="append", default=[], metavar="TYPE", help="a type to trust in a .skops file"
+        "--trust-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a type to trust in a .skops file (repeatable; PACKAGE.* trusts a whole package)",
+    )
+    parser.add_argument(
+        "--trust-sklearn-types",
+        action="store_true",
+        help="trust scikit-learn's own types in a .skops file (trees and forests need them)",
     )
     parser.add_argument(
         "--include-source", action="store_true", help="also store the original model under source/"
@@ -217,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         data_files=args.data,
         parent=args.parent,
         trust_pickle=args.trust_pickle,
-        trusted_types=args.trust_type,
+        trusted_types=[*args.trust_type, *([SKLEARN_TYPES] if args.trust_sklearn_types else [])],
         include_source=args.include_source,
         created_by=args.created_by,
         steps=QuietSteps() if args.quiet else RichSteps(progress),

@@ -1,4 +1,5 @@
-"""``mdeploy pull NAME:VERSION``: download a version's package, byte for byte, checked by digest."""
+"""``mdeploy pull NAME[:VERSION]``: download a version's package (the live one by default),
+byte for byte, checked by digest."""
 
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "pull",
         help="download a model version's package",
-        description="Download the package of NAME:VERSION (deleted versions too) and check it against "
-        "its sha256. Needs an admin API key.",
+        description="Download the package of NAME:VERSION (deleted versions too), or of NAME's live "
+        "version, and check it against its sha256. Needs an admin API key.",
     )
-    parser.add_argument("reference", metavar="NAME:VERSION", help="e.g. digits-sklearn:2")
+    parser.add_argument(
+        "reference",
+        metavar="NAME[:VERSION]",
+        help="e.g. digits-sklearn:2; NAME alone: the live version",
+    )
     parser.add_argument("-o", "--output", type=Path, help="the file to write (default NAME-VERSION.pkg)")
     parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     add_gateway_arguments(parser)
@@ -39,21 +44,29 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    reference = Reference.parse(args.reference, version_required=True)
-    target: Path = args.output or Path(f"{reference.name}-{reference.version}.pkg")
-    if target.exists() and not args.force:
-        raise InvalidInput(f"{target} exists; pass --force to overwrite it or -o to write elsewhere")
-    partial = target.with_name(f".{target.name}.part")
-    try:
-        client = connect(args)
-        with client:
+    named = Reference.parse(args.reference, version_required=False)
+    with connect(args) as client:
+        reference = named if named.version else _live(client, named)
+        target: Path = args.output or Path(f"{reference.name}-{reference.version}.pkg")
+        if target.exists() and not args.force:
+            raise InvalidInput(f"{target} exists; pass --force to overwrite it or -o to write elsewhere")
+        partial = target.with_name(f".{target.name}.part")
+        try:
             digest = _download(client, reference, partial)
-        os.replace(partial, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
     print(f"✓ {reference} → {target} (sha256:{digest})")
     return 0
+
+
+def _live(client: RegistryClient, named: Reference) -> Reference:
+    """NAME's version that requests naming no version get."""
+    live = client.get_json(named.model_path).get("default_version")
+    if live is None:
+        raise InvalidInput(f"model '{named.name}' has no live version; name one: {named.name}:VERSION")
+    return Reference(named.name, str(live))
 
 
 def _download(client: RegistryClient, reference: Reference, partial: Path) -> str:

@@ -87,7 +87,10 @@ class Reference:
 
 
 def transfer_progress(console: Console) -> Progress:
-    """A byte progress bar with speed and time left, on ``console`` (stderr)."""
+    """A byte progress bar with speed and time left, on ``console`` (stderr) when it is a terminal.
+
+    Off for a pipe or a file: a log gains nothing from a bar, and rich would end it with a blank line.
+    """
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -97,4 +100,5 @@ def transfer_progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )

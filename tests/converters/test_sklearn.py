@@ -10,12 +10,13 @@ import numpy as np
 import onnx
 import pytest
 import skops.io
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.semi_supervised import LabelSpreading
 
-from converters.sklearn import convert_sklearn
+from converters.sklearn import SKLEARN_TYPES, convert_sklearn, is_trusted
 from core.errors import ConversionError, InvalidInput
 from examples.digits import Digits
 from tests.converters.support import parity
@@ -84,3 +85,35 @@ def test_unsupported_estimator_fails_with_the_converters_reason(digits: Digits, 
 def test_non_estimators_are_refused(samples: np.ndarray) -> None:
     with pytest.raises(InvalidInput, match="expected a fitted scikit-learn estimator"):
         convert_sklearn(object(), samples)
+
+
+@pytest.fixture
+def forest_file(digits: Digits, tmp_path: Path) -> Path:
+    forest = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0).fit(
+        digits.x_train, digits.y_train
+    )
+    path = tmp_path / "forest.skops"
+    skops.io.dump(forest, path)
+    return path
+
+
+def test_a_forest_refusal_lists_the_exact_flags_to_pass(forest_file: Path, samples: np.ndarray) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        convert_sklearn(forest_file, samples)
+    untrusted = skops.io.get_untrusted_types(file=forest_file)
+    assert untrusted  # skops leaves scikit-learn's tree type out of its defaults
+    for name in untrusted:
+        assert f"--trust-type {name}" in refused.value.message
+    assert "or --trust-sklearn-types" in refused.value.message
+
+
+def test_trusting_sklearn_types_loads_a_forest(forest_file: Path, samples: np.ndarray) -> None:
+    converted = convert_sklearn(forest_file, samples, trusted_types=[SKLEARN_TYPES])
+    assert parity(converted, samples).passed
+
+
+def test_a_package_pattern_trusts_only_that_package() -> None:
+    assert is_trusted("sklearn.tree._tree.Tree", ["sklearn.*"])
+    assert not is_trusted("sklearnx.evil.Type", ["sklearn.*"])
+    assert not is_trusted("numpy.dtype", ["sklearn.*"])
+    assert is_trusted("numpy.dtype", ["numpy.dtype"])

@@ -310,6 +310,10 @@ def test_cli_rollout_status_promote_rollback_and_history(stack: Stack) -> None:
     missing = run_cli(stack.gateway, "rollout", MODEL, "--policy", "thompson", "--versions", f"{a},99")
     assert missing.returncode != 0
     assert "no live version 99" in missing.stderr
+    unknown = run_cli(stack.gateway, "rollback", "no-such-model")
+    assert unknown.returncode != 0
+    assert "404" in unknown.stderr
+    assert "no deployment" not in unknown.stderr  # the model is unknown, not undeployed
 
 
 def test_bandit_statistics_are_the_same_after_a_gateway_restart(stack: Stack) -> None:

@@ -26,6 +26,8 @@ def test_serve_demo_pushes_both_models_answers_its_curl_line_and_stops_cleanly(t
         assert answer.json()["labels"] == ["2"]
         assert "pushed digits-sklearn, digits-keras" in child.log
         assert "admin API key (shown once" in child.log
+        assert "INFO httpx" not in child.log
+        assert "INFO tensorflow" not in child.log
     finally:
         child.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

@@ -93,14 +93,15 @@ def test_push_explains_an_authentication_failure(
 def test_push_explains_an_unreachable_gateway(pushed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert main(["push", str(pushed), "--gateway", nowhere, "--api-key", "k"]) == EXIT_FAILURE
-    assert f"cannot reach the gateway at {nowhere}" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith(f"mdeploy: error: cannot reach the gateway at {nowhere}")  # no blank line first
 
 
 def test_push_of_a_missing_file_is_a_usage_error(
     rig: LiveGatewayRig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert mdeploy(rig, "push", "no-such.pkg") == EXIT_USAGE
-    assert "no-such.pkg: no such file" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("mdeploy: error: no-such.pkg: no such file")
 
 
 def test_list_shows_each_version_and_marks_the_default(
@@ -160,6 +161,9 @@ def test_pull_downloads_the_package_byte_for_byte(
     assert [p.name for p in tmp_path.iterdir()] == ["pulled.pkg"]
 
 
-def test_pull_needs_a_version(rig: LiveGatewayRig, capsys: pytest.CaptureFixture[str]) -> None:
-    assert mdeploy(rig, "pull", "cli-read") == EXIT_USAGE
-    assert "write NAME:VERSION" in capsys.readouterr().err
+def test_pull_without_a_version_takes_the_live_one(
+    rig: LiveGatewayRig, pushed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert mdeploy(rig, "pull", "cli-read") == EXIT_OK
+    assert same_bytes(tmp_path / "cli-read-1.pkg", pushed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -50,3 +51,21 @@ def test_broken_settings_file_stops_serve_with_the_file_named(tmp_path: Path) ->
     assert done.returncode == 2
     assert f"invalid gateway settings: {file}" in done.stderr
     assert not (tmp_path / "data").exists()  # nothing made before the settings were read
+
+
+def test_serve_on_a_busy_port_fails_first_and_makes_nothing(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*gateway_command(), "serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
+    assert not (tmp_path / "data").exists()  # no admin key made, no inference server started
+    assert "inference server listening" not in done.stdout

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
+from core.errors import InvalidInput
 from core.signature import Signature, TensorSpec
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceResult
@@ -51,3 +53,10 @@ def test_one_output_rows_and_columns_are_the_whole_tensor() -> None:
     label = {"label": np.array([4, 7], np.int64)}
     assert answer(label, rows=True) == {"model_version": "3", "predictions": [4, 7]}
     assert answer(label, rows=False) == {"model_version": "3", "outputs": [4, 7]}
+
+
+def test_a_string_in_a_numeric_input_names_the_input_once_without_nested_quotes() -> None:
+    body = orjson.dumps({"instances": [["a", 0.0, 0.0, 0.0]]})
+    with pytest.raises(InvalidInput) as caught:
+        v1_codec.parse_request(body, SERVED)
+    assert caught.value.message == "input 'pixels': FP32 data must be numbers"

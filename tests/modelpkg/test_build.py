@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_created_at_comes_from_source_date_epoch(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     built = build(affine(), tmp_path / "a.pkg", name="a", samples=ROWS, code_dir=None)
     assert built.manifest.provenance.created_at.isoformat() == "2023-11-14T22:13:20+00:00"
+
+
+def test_packaging_unchanged_files_again_gives_the_same_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    model, samples = tmp_path / "affine.onnx", tmp_path / "rows.npy"
+    model.write_bytes(affine().SerializeToString())
+    np.save(samples, np.asarray(ROWS, np.float32))
+    os.utime(model, (1_700_000_000, 1_700_000_000))
+    os.utime(samples, (1_700_000_100, 1_700_000_100))  # the newest input
+    first = build(model, tmp_path / "first.pkg", name="a", samples=samples, code_dir=None)
+    second = build(model, tmp_path / "second.pkg", name="a", samples=samples, code_dir=None)
+    assert first.manifest.provenance.created_at.isoformat() == "2023-11-14T22:15:00+00:00"
+    assert first.digest == second.digest
+    assert (tmp_path / "first.pkg").read_bytes() == (tmp_path / "second.pkg").read_bytes()
 
 
 def _git(folder: Path, *args: str) -> None:
