@@ -10,7 +10,13 @@ import pytest
 
 from mdeploy.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from tests.gateway.conftest import free_port
-from tests.gateway.registry_support import LiveGatewayRig, live_gateway_with_server, renamed, same_bytes
+from tests.gateway.registry_support import (
+    LiveGatewayRig,
+    live_gateway_with_server,
+    renamed,
+    same_bytes,
+    variant,
+)
 from tests.modelpkg.zips import entries, zipped
 
 
@@ -167,3 +173,25 @@ def test_pull_without_a_version_takes_the_live_one(
     monkeypatch.chdir(tmp_path)
     assert mdeploy(rig, "pull", "cli-read") == EXIT_OK
     assert same_bytes(tmp_path / "cli-read-1.pkg", pushed)
+
+
+def test_delete_retires_a_version_and_a_whole_model_only_with_force(
+    rig: LiveGatewayRig, demo_packages: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = renamed(demo_packages["digits-sklearn"], tmp_path / "d1.pkg", "cli-delete")
+    second = variant(first, tmp_path / "d2.pkg", lambda manifest: manifest.update(description="v2"))
+    assert mdeploy(rig, "push", str(first)) == EXIT_OK
+    assert mdeploy(rig, "push", str(second)) == EXIT_OK
+    capsys.readouterr()
+
+    assert mdeploy(rig, "delete", "cli-delete") == EXIT_USAGE
+    assert "stops serving it (live versions: 1, 2); pass --force" in capsys.readouterr().err
+    assert mdeploy(rig, "delete", "cli-delete:2") == EXIT_FAILURE  # the default version
+    assert "default version" in " ".join(capsys.readouterr().err.split())
+    assert mdeploy(rig, "delete", "cli-delete:1", "--reason", "old") == EXIT_OK
+    assert "✓ deleted cli-delete:1" in capsys.readouterr().out
+    assert mdeploy(rig, "delete", "cli-delete", "--force") == EXIT_OK
+    assert "✓ deleted cli-delete:2" in capsys.readouterr().out
+    assert mdeploy(rig, "info", "cli-delete") == EXIT_OK
+    states = [line.split()[3] for line in capsys.readouterr().out.splitlines() if "cli-delete" in line]
+    assert states == ["retired", "retired"]
