@@ -5,7 +5,7 @@ wrap these; errors become ``{"error": ...}`` with the status the error carries):
 
 1. ``RequestIdMiddleware``: every response, errors included, carries ``X-Request-Id``.
 2. Authentication, scope and model checks, then the per-key rate limit, run inside each
-   endpoint through ``gateway.auth.guard.requires`` (health and metrics have none), so an
+   endpoint through ``gateway.auth.authorization.requires`` (health and metrics have none), so an
    unauthenticated request never consumes a rate-limit slot and the limit is keyed by API key.
 3. Metrics are recorded by the prediction endpoints themselves (model and version known there).
 
@@ -33,14 +33,14 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from core.errors import MdeployError
-from gateway.auth.guard import Auth
+from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
 from gateway.dataplane import DataPlane
 from gateway.db import open_database
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
-from gateway.rest import admin_keys, admin_packages, deployments, inference, models, openapi
+from gateway.rest import admin_deployments, admin_keys, admin_packages, inference, models, openapi
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
@@ -87,7 +87,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *models.routes(),
         *admin_keys.routes(),
         *admin_packages.routes(),
-        *deployments.routes(),
+        *admin_deployments.routes(),
         *openapi.routes(),
     ]
 

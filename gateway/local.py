@@ -24,7 +24,7 @@ from core.errors import InvalidInput
 from core.server_process import ServerProcess, start_server_process
 from gateway.app import create_app
 from gateway.auth.keys import KeyStore
-from gateway.auth.scopes import Scope
+from gateway.auth.scopes import KeyScope
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
 
@@ -49,7 +49,7 @@ def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     connection = open_database(settings.database_path)
     try:
-        created = KeyStore(connection).create(scopes=list(Scope), name="admin (mdeploy serve)")
+        created = KeyStore(connection).create(scopes=list(KeyScope), name="admin (mdeploy serve)")
     finally:
         connection.close()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

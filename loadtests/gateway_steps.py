@@ -25,7 +25,7 @@ from core import datatypes, validation
 from core.signature import Signature, TensorSpec
 from gateway.auth.keys import KeyStore
 from gateway.auth.ratelimit import RateLimiter
-from gateway.auth.scopes import Scope
+from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceResult
 from gateway.db import open_database
@@ -80,7 +80,7 @@ def key_store() -> Iterator[tuple[KeyStore, str]]:
 
 
 def auth_steps() -> list[Step]:
-    limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in Scope}, False)
+    limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in KeyScope}, False)
     with key_store() as (store, key):
         record = store.verify(key)
         return [
@@ -92,7 +92,7 @@ def auth_steps() -> list[Step]:
             Step(
                 "rate limit hit (memory://)",
                 "auth/ratelimit.py RateLimiter.hit_in_process",
-                per_call_us(lambda: limiter.hit_in_process(record, Scope.PREDICT)),
+                per_call_us(lambda: limiter.hit_in_process(record, KeyScope.PREDICT)),
             ),
         ]
 

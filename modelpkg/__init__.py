@@ -9,7 +9,14 @@ from __future__ import annotations
 from converters.parity import ParityReport
 from modelpkg.archive import Limits
 from modelpkg.builder import DEFAULT_TOLERANCE, BuiltPackage, Steps, build
-from modelpkg.manifest import FORMAT_VERSION, Manifest, Parity, ServingHints, Signature, TensorSpec
+from modelpkg.manifest import (
+    FORMAT_VERSION,
+    Manifest,
+    ManifestSignature,
+    ManifestTensor,
+    Parity,
+    ServingHints,
+)
 from modelpkg.reader import Package, read_package
 from modelpkg.samples import Samples
 from modelpkg.verify import verify_samples
@@ -20,14 +27,14 @@ __all__ = [
     "BuiltPackage",
     "Limits",
     "Manifest",
+    "ManifestSignature",
+    "ManifestTensor",
     "Package",
     "Parity",
     "ParityReport",
     "Samples",
     "ServingHints",
-    "Signature",
     "Steps",
-    "TensorSpec",
     "build",
     "read_package",
     "verify_samples",

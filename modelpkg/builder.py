@@ -42,10 +42,10 @@ from modelpkg.manifest import (
     TENSOR_NAME,
     Labels,
     Manifest,
+    ManifestSignature,
     Metadata,
     Provenance,
     ServingHints,
-    Signature,
     dump_manifest,
     first_error,
 )
@@ -329,7 +329,7 @@ def _labels(names: Sequence[str] | None, output: str | None, checked: _Model) ->
     return chosen, output or _guess_labels_output(signature_of(checked.onnx), len(chosen))
 
 
-def _guess_labels_output(signature: Signature, count: int) -> str:
+def _guess_labels_output(signature: ManifestSignature, count: int) -> str:
     candidates = [spec.name for spec in signature.outputs if spec.shape and spec.shape[-1] in (count, -1)]
     if len(candidates) == 1:
         return candidates[0]

@@ -50,7 +50,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TensorSpec(_Model):
+class ManifestTensor(_Model):
     """One input or output: v2 datatype name and shape, -1 for a variable dimension."""
 
     name: TensorName
@@ -65,21 +65,21 @@ class TensorSpec(_Model):
         return value
 
 
-class Signature(_Model):
+class ManifestSignature(_Model):
     """The tensors the model takes and returns, named as clients will name them."""
 
-    inputs: list[TensorSpec] = Field(min_length=1, max_length=256)
-    outputs: list[TensorSpec] = Field(min_length=1, max_length=256)
+    inputs: list[ManifestTensor] = Field(min_length=1, max_length=256)
+    outputs: list[ManifestTensor] = Field(min_length=1, max_length=256)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Signature:
+    def _unique_names(self) -> ManifestSignature:
         names = [spec.name for spec in [*self.inputs, *self.outputs]]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"tensor names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
-    def output(self, name: str) -> TensorSpec | None:
+    def output(self, name: str) -> ManifestTensor | None:
         return next((spec for spec in self.outputs if spec.name == name), None)
 
 
@@ -180,7 +180,7 @@ class Manifest(Metadata):
 
     format_version: Literal[1]
     framework: Framework
-    signature: Signature
+    signature: ManifestSignature
     labels: Labels | None = None
     parity: Parity
     files: dict[str, Sha256]
@@ -197,7 +197,7 @@ class Manifest(Metadata):
         return self
 
 
-def _check_labels(labels: Labels, signature: Signature) -> None:
+def _check_labels(labels: Labels, signature: ManifestSignature) -> None:
     spec = signature.output(labels.output)
     if spec is None:
         raise ValueError(f"labels index output {labels.output!r}, which is not in the signature")

@@ -10,7 +10,7 @@ import onnx
 from converters.rename import graph_inputs
 from core.datatypes import from_onnx, to_numpy
 from core.errors import ConversionError, InvalidInput, PackageError
-from modelpkg.manifest import Signature, TensorSpec
+from modelpkg.manifest import ManifestSignature, ManifestTensor
 
 
 def _datatype(value: onnx.ValueInfoProto) -> str:
@@ -42,22 +42,22 @@ def fill_output_shapes(model: onnx.ModelProto, outputs: Mapping[str, np.ndarray]
                 shape.dim.add().dim_value = size
 
 
-def signature_of(model: onnx.ModelProto) -> Signature:
+def signature_of(model: onnx.ModelProto) -> ManifestSignature:
     """The signature of a converted model; every input and output must have a known rank."""
-    return Signature(
+    return ManifestSignature(
         inputs=[_spec(value) for value in graph_inputs(model.graph)],
         outputs=[_spec(value) for value in model.graph.output],
     )
 
 
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def _spec(value: onnx.ValueInfoProto) -> ManifestTensor:
     shape = onnx_shape(value)
     if shape is None:
         raise ConversionError(f"the shape of {value.name!r} is unknown; cannot write its signature")
-    return TensorSpec(name=value.name, datatype=_datatype(value), shape=shape)
+    return ManifestTensor(name=value.name, datatype=_datatype(value), shape=shape)
 
 
-def check_signature(model: onnx.ModelProto, signature: Signature) -> None:
+def check_signature(model: onnx.ModelProto, signature: ManifestSignature) -> None:
     """model.onnx must take and return exactly what the manifest says it does."""
     for kind, values, specs in (
         ("input", graph_inputs(model.graph), signature.inputs),
@@ -70,7 +70,7 @@ def check_signature(model: onnx.ModelProto, signature: Signature) -> None:
             _check_value(kind, value, spec)
 
 
-def _check_value(kind: str, value: onnx.ValueInfoProto, spec: TensorSpec) -> None:
+def _check_value(kind: str, value: onnx.ValueInfoProto, spec: ManifestTensor) -> None:
     try:
         datatype = _datatype(value)
     except ConversionError as exc:
@@ -93,7 +93,7 @@ def shapes_compatible(declared: list[int], actual: list[int] | tuple[int, ...]) 
     )
 
 
-def check_array(kind: str, name: str, array: np.ndarray, spec: TensorSpec) -> None:
+def check_array(kind: str, name: str, array: np.ndarray, spec: ManifestTensor) -> None:
     """A sample array must fit its signature entry in shape and type.
 
     Inputs are fed to the model, so their dtype must be the signature's. Outputs hold what

@@ -35,7 +35,7 @@ class ModelState(StrEnum):
 
 
 @dataclass
-class ServedModel:
+class LoadedModel:
     name: str
     config: mc.ModelConfig
     versions: dict[int, ModelVersion]
@@ -62,7 +62,7 @@ class _Status:
 @dataclass
 class ModelRepository:
     settings: ServerSettings
-    _models: dict[str, ServedModel] = field(default_factory=dict)
+    _models: dict[str, LoadedModel] = field(default_factory=dict)
     _status: dict[str, _Status] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
@@ -118,7 +118,7 @@ class ModelRepository:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def model(self, name: str) -> ServedModel:
+    def model(self, name: str) -> LoadedModel:
         served = self._models.get(name)
         if served is None:
             status = self._status.get(name)
@@ -141,7 +141,7 @@ class ModelRepository:
             raise NotFound(f"model '{name}' has no loaded version {version!r} (loaded: {loaded})")
         return served.versions[number]
 
-    def loaded(self) -> list[ServedModel]:
+    def loaded(self) -> list[LoadedModel]:
         return [self._models[name] for name in sorted(self._models)]
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
@@ -197,17 +197,17 @@ class ModelRepository:
                 await self._retire(served)
                 log.info("model %s unloaded", name)
 
-    def _retire_later(self, served: ServedModel) -> None:
+    def _retire_later(self, served: LoadedModel) -> None:
         task = asyncio.create_task(self._retire(served))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, served: ServedModel) -> None:
+    async def _retire(self, served: LoadedModel) -> None:
         await asyncio.gather(*(v.close() for v in served.versions.values()))
         if served.files_dir is not None:
             shutil.rmtree(served.files_dir, ignore_errors=True)
 
-    async def _build(self, name: str, config_json: str | None, files: dict[str, bytes]) -> ServedModel:
+    async def _build(self, name: str, config_json: str | None, files: dict[str, bytes]) -> LoadedModel:
         override = model_config.parse_config_json(config_json) if config_json is not None else None
         files_dir: Path | None = None
         if files:
@@ -225,7 +225,7 @@ class ModelRepository:
             if files_dir is not None:
                 shutil.rmtree(files_dir, ignore_errors=True)
             raise
-        return ServedModel(name, versions[max(versions)].config, versions, files_dir)
+        return LoadedModel(name, versions[max(versions)].config, versions, files_dir)
 
     def _repository_dir(self, name: str) -> Path:
         if self.root is None or not (self.root / name).is_dir():

@@ -11,7 +11,7 @@ from core.signature import TensorSpec
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from servers.model_version import ModelVersion
-from servers.repository import IndexEntry, ServedModel
+from servers.repository import IndexEntry, LoadedModel
 from servers.statistics import Duration, VersionStatistics
 
 # Parameters of a requested output that these servers understand ("binary_data" is an HTTP
@@ -78,7 +78,7 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.shape)
 
 
-def model_metadata(served: ServedModel, version: ModelVersion) -> pb.ModelMetadataResponse:
+def model_metadata(served: LoadedModel, version: ModelVersion) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
         name=served.name,
         versions=[str(v) for v in sorted(served.versions)],

@@ -34,7 +34,7 @@ from typing import Any
 from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
-from gateway.auth.scopes import Scope, parse_scopes
+from gateway.auth.scopes import KeyScope, parse_scopes
 from gateway.db import ensure_schema
 
 PREFIX = "mdk"
@@ -70,14 +70,14 @@ class KeyRecord:
 
     id: str
     name: str
-    scopes: frozenset[Scope]
+    scopes: frozenset[KeyScope]
     models: tuple[str, ...] | None
     rate_limit: str | None
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
 
-    def has_scope(self, scope: Scope) -> bool:
+    def has_scope(self, scope: KeyScope) -> bool:
         return scope in self.scopes
 
     def allows_model(self, model: str) -> bool:
@@ -301,7 +301,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
     return KeyRecord(
         id=row["id"],
         name=row["name"],
-        scopes=frozenset(Scope(s) for s in json.loads(row["scopes"])),
+        scopes=frozenset(KeyScope(s) for s in json.loads(row["scopes"])),
         models=tuple(json.loads(row["models"])) if row["models"] is not None else None,
         rate_limit=row["rate_limit"],
         created_at=_datetime(row["created_at"]),

@@ -33,7 +33,7 @@ from limits.storage import StorageTypes, storage_from_string
 
 from core.errors import InvalidInput, ResourceExhausted, Unavailable
 from gateway.auth.loop_counters import LoopCounters
-from gateway.auth.scopes import Scope
+from gateway.auth.scopes import KeyScope
 
 if TYPE_CHECKING:
     from gateway.auth.keys import KeyRecord
@@ -106,13 +106,13 @@ class RateLimiter:
     def __init__(
         self,
         storage_uri: str,
-        defaults: Mapping[Scope, str],
+        defaults: Mapping[KeyScope, str],
         fail_open: bool,
         *,
         timeout_s: float = 0.5,
         probe_interval_s: float = 1.0,
     ) -> None:
-        self._defaults = {scope: _default_limit(scope, defaults) for scope in Scope}
+        self._defaults = {scope: _default_limit(scope, defaults) for scope in KeyScope}
         self._fail_open = fail_open
         self._probe_interval_s = probe_interval_s
         self._kind = urlsplit(storage_uri).scheme.removeprefix("async+")
@@ -125,7 +125,7 @@ class RateLimiter:
             self._strategy = SlidingWindowCounterRateLimiter(storage)
         # (key id, scope, the key's own limit) → its counter; the own limit is part of the
         # name so that a key whose limit changed is counted under its new limit.
-        self._counters: dict[tuple[str, Scope, str | None], _Counter] = {}
+        self._counters: dict[tuple[str, KeyScope, str | None], _Counter] = {}
         self._errors: tuple[type[Exception], ...] = (StorageError, OSError, redis.RedisError)
         self._down_since: float | None = None
         self._next_probe = 0.0
@@ -135,7 +135,7 @@ class RateLimiter:
         """Counted in this process (memory://): ``hit_in_process`` answers without waiting."""
         return self._in_process is not None
 
-    def hit_in_process(self, key: KeyRecord, scope: Scope) -> RateLimitState:
+    def hit_in_process(self, key: KeyRecord, scope: KeyScope) -> RateLimitState:
         """``hit`` for a limiter that counts in this process."""
         assert self._in_process is not None
         counter = self._counters.get((key.id, scope, key.rate_limit)) or self._counter(key, scope)
@@ -147,7 +147,7 @@ class RateLimiter:
             raise _exhausted(key, scope, counter.item, state, time.time())
         return state
 
-    async def hit(self, key: KeyRecord, scope: Scope) -> RateLimitState:
+    async def hit(self, key: KeyRecord, scope: KeyScope) -> RateLimitState:
         """Count one request of ``key`` in ``scope``; raises ResourceExhausted (429) past the limit."""
         if self._in_process is not None:
             return self.hit_in_process(key, scope)
@@ -167,11 +167,11 @@ class RateLimiter:
             raise _exhausted(key, scope, item, state, now)
         return state
 
-    def _item_for(self, key: KeyRecord, scope: Scope) -> limits.RateLimitItem:
+    def _item_for(self, key: KeyRecord, scope: KeyScope) -> limits.RateLimitItem:
         """The key's own limit, else its scope's default."""
         return parse_rate_limit(key.rate_limit) if key.rate_limit else self._defaults[scope]
 
-    def _counter(self, key: KeyRecord, scope: Scope) -> _Counter:
+    def _counter(self, key: KeyRecord, scope: KeyScope) -> _Counter:
         item = self._item_for(key, scope)
         if len(self._counters) >= 10_000:
             self._counters.clear()
@@ -208,7 +208,7 @@ class RateLimiter:
             self._down_since = None
 
 
-def _default_limit(scope: Scope, defaults: Mapping[Scope, str]) -> limits.RateLimitItem:
+def _default_limit(scope: KeyScope, defaults: Mapping[KeyScope, str]) -> limits.RateLimitItem:
     if scope not in defaults:
         raise InvalidInput(f"no default rate limit for scope {scope.value!r}")
     try:
@@ -239,7 +239,7 @@ def _open_storage(uri: str, timeout_s: float) -> tuple[redis.asyncio.ConnectionP
 
 
 def _exhausted(
-    key: KeyRecord, scope: Scope, item: limits.RateLimitItem, state: RateLimitState, now: float
+    key: KeyRecord, scope: KeyScope, item: limits.RateLimitItem, state: RateLimitState, now: float
 ) -> ResourceExhausted:
     retry_after = state.retry_after(now)
     return ResourceExhausted(

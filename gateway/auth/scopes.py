@@ -8,7 +8,7 @@ from enum import StrEnum
 from core.errors import InvalidInput
 
 
-class Scope(StrEnum):
+class KeyScope(StrEnum):
     PREDICT = "predict"
     """Call the inference routes (v1 predict, v2 infer) and read model metadata."""
     FEEDBACK = "feedback"
@@ -17,12 +17,12 @@ class Scope(StrEnum):
     """Manage packages, versions, deployments, rollbacks and API keys."""
 
 
-def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
+def parse_scopes(values: Iterable[str]) -> frozenset[KeyScope]:
     """Scopes named by ``values``; at least one, each known."""
-    scopes: set[Scope] = set()
+    scopes: set[KeyScope] = set()
     for value in values:
         try:
-            scopes.add(Scope(value.strip().lower()))
+            scopes.add(KeyScope(value.strip().lower()))
         except ValueError:
             raise InvalidInput(f"unknown scope {value!r}; use {_choices()}") from None
     if not scopes:
@@ -31,4 +31,4 @@ def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
 
 
 def _choices() -> str:
-    return ", ".join(scope.value for scope in Scope)
+    return ", ".join(scope.value for scope in KeyScope)

@@ -47,18 +47,16 @@ from gateway.backends import Backend, BackendPool
 from gateway.catalog import ServedVersion
 from gateway.db import ensure_schema
 from gateway.registry import audit, tables
+from gateway.registry.admission import check_compatible, choose_version, verify_upload
 from gateway.registry.audit import AuditEvent
-from gateway.registry.contract import check_compatible
-from gateway.registry.deployer import Deployer
-from gateway.registry.numbering import choose_version
+from gateway.registry.backend_sync import Deployer
+from gateway.registry.durable_state import RegistryStorage
+from gateway.registry.package_store import PackageStore
 from gateway.registry.records import ModelSummary, PushPhase, PushResult, PushStatus, VersionRecord
 from gateway.registry.repository import TritonRepository
 from gateway.registry.served import LiveVersion, Snapshot
 from gateway.registry.sessions import Session
-from gateway.registry.storage import RegistryStorage
-from gateway.registry.store import PackageStore
 from gateway.registry.tables import State, Tables
-from gateway.registry.verification import verify_upload
 from gateway.settings import GatewaySettings
 from modelpkg import Limits, Package
 from modelpkg.manifest import dump_manifest

@@ -2,7 +2,7 @@
 
 Triton configures a *model*, not a version: one config.pbtxt serves every version folder.
 The registry keeps the versions of a model interchangeable (same signature and labels, see
-:mod:`gateway.registry.contract`), so the newest live version's manifest describes them all;
+:mod:`gateway.registry.admission`), so the newest live version's manifest describes them all;
 its serving hints (batching, instances, device) apply to the whole model.
 
 Rules, as Triton's model-config validation wants them:
@@ -21,7 +21,7 @@ from google.protobuf import json_format, text_format
 
 from core import datatypes
 from core.errors import PackageError
-from modelpkg import Manifest, TensorSpec
+from modelpkg import Manifest, ManifestTensor
 from protos.generated import model_config_pb2 as mc
 
 PLATFORM = "onnxruntime_onnx"
@@ -65,7 +65,7 @@ def model_config(name: str, manifest: Manifest, versions: list[int]) -> mc.Model
     return config
 
 
-def _tensor(tensor: mc.ModelInput | mc.ModelOutput, spec: TensorSpec, batched: bool) -> None:
+def _tensor(tensor: mc.ModelInput | mc.ModelOutput, spec: ManifestTensor, batched: bool) -> None:
     tensor.name = spec.name
     tensor.data_type = mc.DataType.Value(datatypes.to_config_enum_name(spec.datatype))
     dims = spec.shape[1:] if batched else spec.shape

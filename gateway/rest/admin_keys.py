@@ -1,4 +1,4 @@
-"""Admin API for API keys: create (the key is shown once), list, get, revoke. Scope ``admin``."""
+"""Admin API for API keys: create (the key is shown once), list, get, revoke. KeyScope ``admin``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.errors import InvalidInput, PayloadTooLarge
-from gateway.auth import Auth, KeyStore, Scope, parse_expiry, requires
+from gateway.auth import Auth, KeyScope, KeyStore, parse_expiry, requires
 from gateway.rest.responses import JSONResponse
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def routes() -> list[Route]:
     ]
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def create_key(request: Request) -> Response:
     body = _parse(await _read_body(request))
     keys = _keys(request)
@@ -58,20 +58,20 @@ async def create_key(request: Request) -> Response:
     return JSONResponse({**created.record.to_json(keys.now()), "key": created.key}, status_code=201)
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def list_keys(request: Request) -> Response:
     keys = _keys(request)
     now = keys.now()
     return JSONResponse({"keys": [record.to_json(now) for record in keys.list()]})
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def get_key(request: Request) -> Response:
     keys = _keys(request)
     return JSONResponse(keys.get(request.path_params["key_id"]).to_json(keys.now()))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def revoke_key(request: Request) -> Response:
     keys = _keys(request)
     record = keys.revoke(request.path_params["key_id"])

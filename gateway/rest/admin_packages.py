@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from core.errors import InvalidInput, NotFound, PayloadTooLarge
-from gateway.auth import Scope, requires
+from gateway.auth import KeyScope, requires
 from gateway.registry.records import PushStatus
 from gateway.registry.service import Registry
 from gateway.rest.responses import JSONResponse
@@ -44,7 +44,7 @@ def routes() -> list[Route]:
     ]
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def push_package(request: Request) -> Response:
     registry = _registry(request)
     limit = gateway_state(request).settings.max_upload_bytes
@@ -60,25 +60,25 @@ async def push_package(request: Request) -> Response:
     return JSONResponse(result.to_json(), status_code=status)
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def list_models(request: Request) -> Response:
     include_retired = _flag(request, "all")
     models = _registry(request).models(include_retired=include_retired)
     return JSONResponse({"models": [model.to_json() for model in models]})
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def get_model(request: Request) -> Response:
     return JSONResponse(_registry(request).model_summary(request.path_params["model"]).to_json())
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def get_version(request: Request) -> Response:
     record = _registry(request).version_record(request.path_params["model"], _version(request))
     return JSONResponse(record.to_json(manifest=True))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def download_package(request: Request) -> Response:
     registry = _registry(request)
     name, version = request.path_params["model"], _version(request)
@@ -91,7 +91,7 @@ async def download_package(request: Request) -> Response:
     )
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def delete_version(request: Request) -> Response:
     reason = request.query_params.get("reason", "")
     if len(reason) > MAX_REASON or not reason.isprintable():
@@ -110,7 +110,7 @@ async def delete_version(request: Request) -> Response:
     return JSONResponse(record.to_json())
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def audit_log(request: Request) -> Response:
     events = _registry(request).audit_events(
         model=request.query_params.get("model") or None,

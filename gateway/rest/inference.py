@@ -24,8 +24,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from core.errors import InvalidInput, MdeployError, PayloadTooLarge
-from gateway.auth.guard import SCOPE_ATTRIBUTE, Auth, authorize_presented, authorize_presented_now
-from gateway.auth.scopes import Scope as KeyScope
+from gateway.auth.authorization import SCOPE_ATTRIBUTE, Auth, authorize_presented, authorize_presented_now
+from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceRequest, InferenceResult
 from gateway.rest import v1_codec, v2_codec

@@ -9,8 +9,8 @@ from starlette.routing import Route
 
 from core import __version__
 from core.signature import TensorSpec
-from gateway.auth.guard import requires
-from gateway.auth.scopes import Scope
+from gateway.auth.authorization import requires
+from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.rest.responses import JSONResponse, error_response
 from gateway.rest.state import gateway_state
@@ -47,12 +47,12 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(gateway_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@requires(Scope.PREDICT)
+@requires(KeyScope.PREDICT)
 async def server_metadata(request: Request) -> Response:
     return JSONResponse({"name": "mdeploy", "version": __version__, "extensions": EXTENSIONS})
 
 
-@requires(Scope.PREDICT, model_param="model")
+@requires(KeyScope.PREDICT, model_param="model")
 async def model_metadata(request: Request) -> Response:
     catalog = gateway_state(request).catalog
     name = request.path_params["model"]
@@ -60,7 +60,7 @@ async def model_metadata(request: Request) -> Response:
     return JSONResponse(_metadata(served, [v.version for v in catalog.served_versions(name)]))
 
 
-@requires(Scope.PREDICT, model_param="model")
+@requires(KeyScope.PREDICT, model_param="model")
 async def model_ready(request: Request) -> Response:
     state = gateway_state(request)
     served = state.catalog.resolve(request.path_params["model"], request.path_params.get("version"))
@@ -69,7 +69,7 @@ async def model_ready(request: Request) -> Response:
     return JSONResponse({"name": served.name, "version": served.version, "ready": True})
 
 
-@requires(Scope.PREDICT)
+@requires(KeyScope.PREDICT)
 async def list_models(request: Request) -> Response:
     catalog = gateway_state(request).catalog
     models = []

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core import __version__
-from gateway.rest import deployments
+from gateway.rest import admin_deployments
 from gateway.rest.responses import JSONResponse
 
 JSON = "application/json"
@@ -391,7 +391,7 @@ def _deployment_paths(schemas: dict[str, Any]) -> dict[str, Any]:
                 "A reward in [0, 1] for a routed request, by its X-Request-Id (counted once)",
                 _responses(_ANY_OBJECT, 400, 404, 409, 413, 503),
                 params=model,
-                body=body(deployments.Feedback),
+                body=body(admin_deployments.Feedback),
             )
         },
         "/v1/admin/deployments/{model}": {
@@ -404,7 +404,7 @@ def _deployment_paths(schemas: dict[str, Any]) -> dict[str, Any]:
                 "Start a rollout (pinned, canary, shadow, epsilon-greedy, ucb1, thompson) with its guard",
                 _responses(status, 400, 404, 409, 413, 503),
                 params=model,
-                body=body(deployments.Rollout),
+                body=body(admin_deployments.Rollout),
             ),
         },
         "/v1/admin/deployments/{model}/rollback": {
@@ -412,7 +412,7 @@ def _deployment_paths(schemas: dict[str, Any]) -> dict[str, Any]:
                 "Send all traffic to the stable version (or the one named), atomically",
                 _responses(status, 400, 404, 409, 413, 503),
                 params=model,
-                body=body(deployments.Rollback),
+                body=body(admin_deployments.Rollback),
             )
         },
         "/v1/admin/deployments/{model}/promote": {
@@ -420,7 +420,7 @@ def _deployment_paths(schemas: dict[str, Any]) -> dict[str, Any]:
                 "Make a version stable and route all traffic to it",
                 _responses(status, 400, 404, 409, 413, 503),
                 params=model,
-                body=body(deployments.Promote),
+                body=body(admin_deployments.Promote),
             )
         },
         "/v1/admin/deployments/{model}/history": {

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mdeploy.cli.output import table_console
 from modelpkg import Manifest, Package, read_package, verify_samples
-from modelpkg.manifest import TensorSpec
+from modelpkg.manifest import ManifestTensor
 
 
 def register(subparsers: Any) -> None:
@@ -101,7 +101,7 @@ def _shorten(names: list[str], limit: int = 12) -> str:
 
 
 def _signature(manifest: Manifest) -> Table:
-    table = Table(title="Signature", title_justify="left")
+    table = Table(title="ManifestSignature", title_justify="left")
     for column in ("", "name", "datatype", "shape"):
         table.add_column(column)
     for kind, specs in (("input", manifest.signature.inputs), ("output", manifest.signature.outputs)):
@@ -110,7 +110,7 @@ def _signature(manifest: Manifest) -> Table:
     return table
 
 
-def _shape(spec: TensorSpec) -> str:
+def _shape(spec: ManifestTensor) -> str:
     return "[" + ", ".join(str(size) for size in spec.shape) + "]"
 
 

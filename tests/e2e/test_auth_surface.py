@@ -13,8 +13,8 @@ import pytest
 from starlette.routing import Route
 
 from gateway.app import all_routes
-from gateway.auth.guard import required_scope
-from gateway.auth.scopes import Scope
+from gateway.auth.authorization import required_scope
+from gateway.auth.scopes import KeyScope
 from gateway.process import GatewayProcess
 from tests.e2e.test_end_to_end import create_key
 from tests.gateway.test_openapi import PUBLIC
@@ -22,7 +22,7 @@ from tests.gateway.test_openapi import PUBLIC
 PARAMS = {"model": "arms", "version": "1", "key_id": "0123456789abcdef"}
 
 
-def guarded_calls() -> list[tuple[str, str, Scope]]:
+def guarded_calls() -> list[tuple[str, str, KeyScope]]:
     calls = []
     for route in all_routes():
         assert isinstance(route, Route)
@@ -44,13 +44,15 @@ def keys(gateway: GatewayProcess) -> dict[str, str]:
         headers={"Authorization": f"Bearer {gateway.admin_key}"},
     )
     assert answer.status_code == 200, answer.text
-    without = {scope: create_key(gateway, *(s.value for s in Scope if s is not scope)) for scope in Scope}
+    without = {
+        scope: create_key(gateway, *(s.value for s in KeyScope if s is not scope)) for scope in KeyScope
+    }
     return {"revoked": revoked, **{f"without-{scope.value}": key for scope, key in without.items()}}
 
 
 def test_the_walk_covers_every_guarded_route() -> None:
     calls = guarded_calls()
-    assert {scope for _, _, scope in calls} == set(Scope)
+    assert {scope for _, _, scope in calls} == set(KeyScope)
     assert len(calls) >= 25
 
 

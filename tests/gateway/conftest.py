@@ -21,13 +21,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from core.errors import NotFound
-from gateway.auth import Auth, KeyStore, RateLimiter, Scope, requires
+from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, requires
 from gateway.db import open_database
 from gateway.rest import admin_keys
 from gateway.rest.responses import EXCEPTION_HANDLERS
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
-DEFAULT_LIMITS = {Scope.PREDICT: "1000/minute", Scope.FEEDBACK: "1000/minute", Scope.ADMIN: "1000/minute"}
+DEFAULT_LIMITS = {
+    KeyScope.PREDICT: "1000/minute",
+    KeyScope.FEEDBACK: "1000/minute",
+    KeyScope.ADMIN: "1000/minute",
+}
 
 
 # ---- time and key stores ----
@@ -112,12 +116,12 @@ class RedisServer:
 # ---- a small app guarded like the gateway's ----
 
 
-@requires(Scope.PREDICT, model_param="model")
+@requires(KeyScope.PREDICT, model_param="model")
 async def predict(request: Request) -> Response:
     return JSONResponse({"model": request.path_params["model"], "key": request.state.api_key.id})
 
 
-@requires(Scope.FEEDBACK, model_param="model")
+@requires(KeyScope.FEEDBACK, model_param="model")
 async def feedback(request: Request) -> Response:
     raise NotFound(f"no prediction {request.query_params.get('id')!r} to give feedback on")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import Scope, route_scopes
+from gateway.auth import KeyScope, route_scopes
 from gateway.rest import admin_packages
 from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import LiveGatewayRig, live_gateway_with_server, renamed, served_versions
@@ -39,7 +39,7 @@ def model_name(package: Path) -> str:
 def test_every_route_needs_the_admin_scope() -> None:
     scopes = route_scopes(admin_packages.routes())
     assert len(scopes) == 7
-    assert set(scopes.values()) == {Scope.ADMIN}
+    assert set(scopes.values()) == {KeyScope.ADMIN}
 
 
 def test_push_then_list_inspect_download_and_predict(rig: LiveGatewayRig, package: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import Conflict
-from gateway.registry.contract import check_compatible
+from gateway.registry.admission import check_compatible
 from modelpkg import Manifest, read_package
 
 

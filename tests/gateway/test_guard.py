@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from core.errors import ResourceExhausted
-from gateway.auth import Auth, KeyStore, RateLimiter, Scope, route_scopes
+from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, route_scopes
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEFAULT_LIMITS, Clock, guarded_app
@@ -131,10 +131,10 @@ async def test_health_answers_without_a_key(http: httpx.AsyncClient) -> None:
 def test_route_table_marks_every_guarded_route_with_its_scope() -> None:
     table = route_scopes(guarded_app().routes)
     assert table["GET,HEAD /v2/health/live"] is None
-    assert table["POST /v1/models/{model}:predict"] is Scope.PREDICT
+    assert table["POST /v1/models/{model}:predict"] is KeyScope.PREDICT
     guarded = {route: scope for route, scope in table.items() if "/health/" not in route}
     assert all(scope is not None for scope in guarded.values()), guarded
-    assert {scope for route, scope in guarded.items() if "/admin/" in route} == {Scope.ADMIN}
+    assert {scope for route, scope in guarded.items() if "/admin/" in route} == {KeyScope.ADMIN}
 
 
 async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(tmp_path: Path) -> None:
@@ -145,10 +145,10 @@ async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(t
     auth = Auth.from_settings(settings, connection, refused)
     key = auth.keys.create(["predict"]).key
     try:
-        await auth.authorize(key, Scope.PREDICT, "iris")
-        assert (await auth.authorize(key, Scope.PREDICT, "iris")).rate.remaining == 0
+        await auth.authorize(key, KeyScope.PREDICT, "iris")
+        assert (await auth.authorize(key, KeyScope.PREDICT, "iris")).rate.remaining == 0
         with pytest.raises(ResourceExhausted):
-            await auth.authorize(key, Scope.PREDICT, "iris")
+            await auth.authorize(key, KeyScope.PREDICT, "iris")
         assert registry.get_sample_value("refused_total", {"scope": "predict"}) == 1
     finally:
         await auth.aclose()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InvalidInput, NotFound, Unauthenticated
-from gateway.auth import KeyStore, Scope, parse_expiry
+from gateway.auth import KeyScope, KeyStore, parse_expiry
 from gateway.auth import keys as keys_module
 from gateway.db import open_database
 from tests.gateway.conftest import Clock
@@ -20,7 +20,7 @@ def test_created_key_has_prefix_public_id_and_secret(key_store: KeyStore) -> Non
     prefix, key_id, secret = created.key.split("_")
     assert (prefix, key_id) == ("mdk", created.record.id)
     assert len(secret) >= 40
-    assert created.record.scopes == {Scope.PREDICT}
+    assert created.record.scopes == {KeyScope.PREDICT}
     assert created.record.name == "web"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from gateway.app import all_routes
-from gateway.auth.guard import required_scope
+from gateway.auth.authorization import required_scope
 from gateway.rest import openapi
 
 PUBLIC = {"/v2/health/live", "/v2/health/ready", "/metrics", "/openapi.json"}

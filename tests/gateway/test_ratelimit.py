@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.errors import InvalidInput, ResourceExhausted, Unavailable
-from gateway.auth import KeyRecord, RateLimiter, RateLimitState, Scope
+from gateway.auth import KeyRecord, KeyScope, RateLimiter, RateLimitState
 from tests.gateway.conftest import DEFAULT_LIMITS, RedisServer
 
 PROBE_S = 0.2
@@ -22,7 +22,7 @@ def key(key_id: str = "0123456789abcdef", rate_limit: str | None = None) -> KeyR
     return KeyRecord(
         id=key_id,
         name="",
-        scopes=frozenset(Scope),
+        scopes=frozenset(KeyScope),
         models=None,
         rate_limit=rate_limit,
         created_at=datetime.now(UTC),
@@ -36,7 +36,7 @@ async def make_limiter() -> AsyncIterator[MakeLimiter]:
     made: list[RateLimiter] = []
 
     def make(storage: str = "memory://", *, fail_open: bool = False, **defaults: str) -> RateLimiter:
-        limits = {**DEFAULT_LIMITS, **{Scope(scope): limit for scope, limit in defaults.items()}}
+        limits = {**DEFAULT_LIMITS, **{KeyScope(scope): limit for scope, limit in defaults.items()}}
         limiter = RateLimiter(storage, limits, fail_open, probe_interval_s=PROBE_S)
         made.append(limiter)
         return limiter
@@ -46,17 +46,17 @@ async def make_limiter() -> AsyncIterator[MakeLimiter]:
         await limiter.aclose()
 
 
-async def hits(limiter: RateLimiter, record: KeyRecord, scope: Scope, count: int) -> list[RateLimitState]:
+async def hits(limiter: RateLimiter, record: KeyRecord, scope: KeyScope, count: int) -> list[RateLimitState]:
     return [await limiter.hit(record, scope) for _ in range(count)]
 
 
 async def test_memory_allows_the_limit_then_answers_429_with_retry_after(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(predict="3/minute")
-    states = await hits(limiter, key(), Scope.PREDICT, 3)
+    states = await hits(limiter, key(), KeyScope.PREDICT, 3)
     assert [state.remaining for state in states] == [2, 1, 0]
     assert states[0].headers()["X-RateLimit-Limit"] == "3"
     with pytest.raises(ResourceExhausted, match="3 per 1 minute") as refused:
-        await limiter.hit(key(), Scope.PREDICT)
+        await limiter.hit(key(), KeyScope.PREDICT)
     headers = refused.value.headers
     assert 1 <= int(headers["Retry-After"]) <= 60
     assert headers["X-RateLimit-Remaining"] == "0"
@@ -66,23 +66,23 @@ async def test_memory_allows_the_limit_then_answers_429_with_retry_after(make_li
 
 async def test_a_keys_own_limit_overrides_the_scope_default(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(predict="100/minute")
-    await hits(limiter, key(rate_limit="2/minute"), Scope.PREDICT, 2)
+    await hits(limiter, key(rate_limit="2/minute"), KeyScope.PREDICT, 2)
     with pytest.raises(ResourceExhausted):
-        await limiter.hit(key(rate_limit="2/minute"), Scope.PREDICT)
+        await limiter.hit(key(rate_limit="2/minute"), KeyScope.PREDICT)
 
 
 async def test_counters_are_kept_per_key_and_per_scope(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(predict="1/minute", feedback="1/minute")
-    await limiter.hit(key("aaaaaaaaaaaaaaaa"), Scope.PREDICT)
-    await limiter.hit(key("aaaaaaaaaaaaaaaa"), Scope.FEEDBACK)
-    await limiter.hit(key("bbbbbbbbbbbbbbbb"), Scope.PREDICT)
+    await limiter.hit(key("aaaaaaaaaaaaaaaa"), KeyScope.PREDICT)
+    await limiter.hit(key("aaaaaaaaaaaaaaaa"), KeyScope.FEEDBACK)
+    await limiter.hit(key("bbbbbbbbbbbbbbbb"), KeyScope.PREDICT)
     with pytest.raises(ResourceExhausted):
-        await limiter.hit(key("aaaaaaaaaaaaaaaa"), Scope.PREDICT)
+        await limiter.hit(key("aaaaaaaaaaaaaaaa"), KeyScope.PREDICT)
 
 
 def test_bad_defaults_and_storages_are_refused_at_start() -> None:
     with pytest.raises(InvalidInput, match="scope predict"):
-        RateLimiter("memory://", {**DEFAULT_LIMITS, Scope.PREDICT: "100/fortnight"}, False)
+        RateLimiter("memory://", {**DEFAULT_LIMITS, KeyScope.PREDICT: "100/fortnight"}, False)
     with pytest.raises(InvalidInput, match="memory:// or redis://"):
         RateLimiter("memcached://127.0.0.1:11211", DEFAULT_LIMITS, False)
 
@@ -93,11 +93,11 @@ async def test_redis_counts_are_shared_by_limiters_of_different_processes(
     # Two limiters on one Redis stand for two gateway processes.
     first, second = make_limiter(redis_server.uri), make_limiter(redis_server.uri)
     record = key(rate_limit="4/minute")
-    await hits(first, record, Scope.PREDICT, 2)
-    assert (await second.hit(record, Scope.PREDICT)).remaining == 1
-    await first.hit(record, Scope.PREDICT)
+    await hits(first, record, KeyScope.PREDICT, 2)
+    assert (await second.hit(record, KeyScope.PREDICT)).remaining == 1
+    await first.hit(record, KeyScope.PREDICT)
     with pytest.raises(ResourceExhausted) as refused:
-        await second.hit(record, Scope.PREDICT)
+        await second.hit(record, KeyScope.PREDICT)
     assert int(refused.value.headers["Retry-After"]) >= 1
 
 
@@ -105,7 +105,7 @@ async def until_allowed(limiter: RateLimiter, record: KeyRecord, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await limiter.hit(record, Scope.PREDICT)
+            return await limiter.hit(record, KeyScope.PREDICT)
         except Unavailable:
             if time.monotonic() > deadline:
                 raise
@@ -115,7 +115,7 @@ async def until_allowed(limiter: RateLimiter, record: KeyRecord, timeout_s: floa
 async def until_counted(limiter: RateLimiter, record: KeyRecord, timeout_s: float = 10) -> RateLimitState:
     """Fail-open hits report the full allowance until Redis counts again."""
     deadline = time.monotonic() + timeout_s
-    while (state := await limiter.hit(record, Scope.PREDICT)).remaining == state.limit:
+    while (state := await limiter.hit(record, KeyScope.PREDICT)).remaining == state.limit:
         assert time.monotonic() < deadline, "the limiter did not recover"
         await asyncio.sleep(PROBE_S / 2)
     return state
@@ -126,15 +126,15 @@ async def test_redis_outage_fails_closed_with_503_then_recovers(
 ) -> None:
     limiter = make_limiter(redis_server.uri, fail_open=False)
     record = key(rate_limit="5/minute")
-    await limiter.hit(record, Scope.PREDICT)
+    await limiter.hit(record, KeyScope.PREDICT)
     redis_server.stop()
     with pytest.raises(Unavailable, match="rate-limit storage") as refused:
-        await limiter.hit(record, Scope.PREDICT)
+        await limiter.hit(record, KeyScope.PREDICT)
     assert refused.value.http_status == 503
     assert "Retry-After" in refused.value.headers
     started = time.monotonic()
     with pytest.raises(Unavailable):
-        await limiter.hit(record, Scope.PREDICT)
+        await limiter.hit(record, KeyScope.PREDICT)
     assert time.monotonic() - started < 0.05, "within the probe interval no call waits for Redis"
     redis_server.start()
     assert (await until_allowed(limiter, record)).remaining == 4  # a restarted Redis starts counting anew
@@ -148,7 +148,7 @@ async def test_redis_outage_fails_open_warning_once_then_recovers(
     redis_server.stop()
     with caplog.at_level(logging.WARNING, logger="gateway.auth.ratelimit"):
         for _ in range(3):  # several probes: the outage is logged once
-            state = await limiter.hit(record, Scope.PREDICT)
+            state = await limiter.hit(record, KeyScope.PREDICT)
             assert state.remaining == 5
             await asyncio.sleep(PROBE_S * 1.2)
         redis_server.start()

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.registry import sessions
+from gateway.registry.package_store import PackageStore
 from gateway.registry.records import VersionRecord
 from gateway.registry.repository import TritonRepository
 from gateway.registry.served import LiveVersion
 from gateway.registry.sessions import Session
-from gateway.registry.store import PackageStore
 from gateway.registry.tables import State, Tables
 from gateway.registry.triton_config import model_config
 from modelpkg import Limits, Manifest, read_package

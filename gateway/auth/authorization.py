@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from core.errors import MdeployError, PermissionDenied, ResourceExhausted, Unauthenticated
 from gateway.auth.keys import KeyRecord, KeyStore
 from gateway.auth.ratelimit import RateLimiter, RateLimitState
-from gateway.auth.scopes import Scope
+from gateway.auth.scopes import KeyScope
 from gateway.settings import GatewaySettings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -51,14 +51,14 @@ class Auth:
         cls, settings: GatewaySettings, connection: sqlite3.Connection, rate_limited: Counter | None = None
     ) -> Auth:
         defaults = {
-            Scope.PREDICT: settings.rate_limit_predict,
-            Scope.FEEDBACK: settings.rate_limit_feedback,
-            Scope.ADMIN: settings.rate_limit_admin,
+            KeyScope.PREDICT: settings.rate_limit_predict,
+            KeyScope.FEEDBACK: settings.rate_limit_feedback,
+            KeyScope.ADMIN: settings.rate_limit_admin,
         }
         limiter = RateLimiter(settings.rate_limit_storage, defaults, settings.rate_limit_fail_open)
         return cls(KeyStore(connection), limiter, rate_limited)
 
-    async def authorize(self, presented: str | None, scope: Scope, model: str | None = None) -> Grant:
+    async def authorize(self, presented: str | None, scope: KeyScope, model: str | None = None) -> Grant:
         """Raises Unauthenticated, PermissionDenied, ResourceExhausted or Unavailable."""
         key = self._checked_key(presented, scope, model)
         try:
@@ -67,7 +67,7 @@ class Auth:
             self._refused(scope)
             raise
 
-    def authorize_in_process(self, presented: str | None, scope: Scope, model: str | None = None) -> Grant:
+    def authorize_in_process(self, presented: str | None, scope: KeyScope, model: str | None = None) -> Grant:
         """``authorize`` without an await, for a limiter that counts in this process
         (``limiter.in_process``): the prediction path saves two coroutines per request."""
         key = self._checked_key(presented, scope, model)
@@ -77,7 +77,7 @@ class Auth:
             self._refused(scope)
             raise
 
-    def _checked_key(self, presented: str | None, scope: Scope, model: str | None) -> KeyRecord:
+    def _checked_key(self, presented: str | None, scope: KeyScope, model: str | None) -> KeyRecord:
         key = self.keys.verify(presented)
         if not key.has_scope(scope):
             held = ", ".join(sorted(key.scopes))
@@ -86,7 +86,7 @@ class Auth:
             raise PermissionDenied(f"API key {key.id} may not use model {model!r}")
         return key
 
-    def _refused(self, scope: Scope) -> None:
+    def _refused(self, scope: KeyScope) -> None:
         if self.rate_limited is not None:
             self.rate_limited.labels(scope.value).inc()
 
@@ -95,7 +95,7 @@ class Auth:
         self.keys.close()
 
 
-def requires(scope: Scope, *, model_param: str | None = None) -> Callable[[Endpoint], Endpoint]:
+def requires(scope: KeyScope, *, model_param: str | None = None) -> Callable[[Endpoint], Endpoint]:
     """Guard a Starlette endpoint; the key's record is at ``request.state.api_key``."""
 
     def decorate(endpoint: Endpoint) -> Endpoint:
@@ -117,15 +117,15 @@ def requires(scope: Scope, *, model_param: str | None = None) -> Callable[[Endpo
     return decorate
 
 
-def required_scope(endpoint: object) -> Scope | None:
+def required_scope(endpoint: object) -> KeyScope | None:
     """The scope a guarded endpoint requires; None for an unguarded one."""
     scope = getattr(endpoint, SCOPE_ATTRIBUTE, None)
-    return scope if isinstance(scope, Scope) else None
+    return scope if isinstance(scope, KeyScope) else None
 
 
-def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Scope | None]:
+def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, KeyScope | None]:
     """``{"GET /path": scope or None}`` for every endpoint route, descending into mounts."""
-    table: dict[str, Scope | None] = {}
+    table: dict[str, KeyScope | None] = {}
     for route in routes:
         if isinstance(route, Mount):
             table.update(route_scopes(route.routes, prefix + route.path))
@@ -135,7 +135,7 @@ def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Sco
     return table
 
 
-async def _authorize(request: Request, scope: Scope, model_param: str | None) -> Grant:
+async def _authorize(request: Request, scope: KeyScope, model_param: str | None) -> Grant:
     model = request.path_params.get(model_param) if model_param else None
     headers = request.headers
     return await authorize_presented(
@@ -144,7 +144,7 @@ async def _authorize(request: Request, scope: Scope, model_param: str | None) ->
 
 
 async def authorize_presented(
-    auth: Auth, authorization: str | None, api_key: str | None, scope: Scope, model: str | None
+    auth: Auth, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None
 ) -> Grant:
     """``Auth.authorize`` for the key in an ``Authorization: Bearer`` or ``X-API-Key`` header."""
     if auth.limiter.in_process:
@@ -157,7 +157,7 @@ async def authorize_presented(
 
 
 def authorize_presented_now(
-    auth: Auth, authorization: str | None, api_key: str | None, scope: Scope, model: str | None
+    auth: Auth, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None
 ) -> Grant:
     """``authorize_presented`` when the limiter counts in this process: no coroutine at all."""
     try:

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.errors import InvalidInput
-from gateway.auth.guard import requires
-from gateway.auth.scopes import Scope
+from gateway.auth.authorization import requires
+from gateway.auth.scopes import KeyScope
 from gateway.rest.inference import read_body
 from gateway.rest.responses import JSONResponse
 from gateway.rest.state import gateway_state
@@ -74,7 +74,7 @@ def _actor(request: Request) -> str:
     return f"key:{request.state.api_key.id}"
 
 
-@requires(Scope.FEEDBACK, model_param="model")
+@requires(KeyScope.FEEDBACK, model_param="model")
 async def feedback(request: Request) -> Response:
     body = await _parse(request, Feedback)
     if not math.isfinite(body.reward):
@@ -85,12 +85,12 @@ async def feedback(request: Request) -> Response:
     return JSONResponse({"request_id": body.request_id, "model": model, "version": version, "counted": True})
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def status(request: Request) -> Response:
     return JSONResponse(await _router(request).status(request.path_params["model"]))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def rollout(request: Request) -> Response:
     body = await _parse(request, Rollout)
     model = request.path_params["model"]
@@ -98,7 +98,7 @@ async def rollout(request: Request) -> Response:
     return JSONResponse(await _router(request).status(model))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def rollback(request: Request) -> Response:
     body = await _parse(request, Rollback)
     model = request.path_params["model"]
@@ -106,7 +106,7 @@ async def rollback(request: Request) -> Response:
     return JSONResponse(await _router(request).status(model))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def promote(request: Request) -> Response:
     body = await _parse(request, Promote)
     model = request.path_params["model"]
@@ -114,7 +114,7 @@ async def promote(request: Request) -> Response:
     return JSONResponse(await _router(request).status(model))
 
 
-@requires(Scope.ADMIN)
+@requires(KeyScope.ADMIN)
 async def history(request: Request) -> Response:
     model = request.path_params["model"]
     events = gateway_state(request).registry.audit_events(model=model, limit=1000)
