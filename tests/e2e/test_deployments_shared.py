@@ -13,7 +13,7 @@ from gateway.process import start_gateway_process
 from tests.e2e.arms import GatewayClient
 from tests.e2e.test_deployments import ENV, push_arms, wait_for
 from tests.e2e.test_end_to_end import create_key
-from tests.gateway.conftest import RedisServer
+from tests.services import RedisServer
 
 
 @pytest.fixture

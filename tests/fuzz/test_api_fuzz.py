@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 import httpx
 import orjson
+import pytest
 import requests
 import schemathesis
 
@@ -43,6 +44,9 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.arms import GOOD, MODEL
 from tests.fuzz.conftest import FuzzStack
+
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
 
 Operation = APIOperation[Any, Any, Any, Any]
 Case = GenericCase[Any]

@@ -13,7 +13,10 @@ from core.server_process import ServerProcess, start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
-from tests.gateway.conftest import RedisServer
+from tests.services import RedisServer
+
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
 
 LIMIT = 10
 

@@ -15,6 +15,9 @@ from gateway.db import open_database
 from mdeploy.cli import main
 from tests.gateway.conftest import LiveGateway
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(autouse=True)
 def no_gateway_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

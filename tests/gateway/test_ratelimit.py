@@ -12,7 +12,11 @@ import pytest
 
 from core.errors import InvalidInput, ResourceExhausted, Unavailable
 from gateway.auth import KeyRecord, KeyScope, RateLimiter, RateLimitState
-from tests.gateway.conftest import DEFAULT_LIMITS, RedisServer
+from tests.gateway.conftest import DEFAULT_LIMITS
+from tests.services import RedisServer
+
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
 
 PROBE_S = 0.2
 MakeLimiter = Callable[..., RateLimiter]

@@ -13,7 +13,6 @@ from core.errors import Conflict, ModelLoadError, NotFound, PackageError, Unavai
 from core.server_process import ServerProcess, start_server_process
 from gateway.registry.records import PushStatus
 from gateway.registry.tables import State
-from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import (
     Rig,
     described,
@@ -26,6 +25,10 @@ from tests.gateway.registry_support import (
     wait_until,
 )
 from tests.modelpkg.zips import entries, make_zip, relisted, zipped
+from tests.services import free_port
+
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
 
 SERVER_ARGS = ["--grpc-address", "127.0.0.1", "--model-control-mode", "explicit"]
 

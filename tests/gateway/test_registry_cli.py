@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from mdeploy.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from tests.gateway.conftest import free_port
 from tests.gateway.registry_support import (
     LiveGatewayRig,
     live_gateway_with_server,
@@ -18,6 +17,10 @@ from tests.gateway.registry_support import (
     variant,
 )
 from tests.modelpkg.zips import entries, zipped
+from tests.services import free_port
+
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

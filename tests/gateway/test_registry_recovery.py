@@ -20,6 +20,9 @@ from gateway.registry.records import PushPhase
 from gateway.registry.tables import State
 from tests.gateway.registry_support import Rig, running_registry, served_versions, wait_until
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -36,6 +36,7 @@ def test_json_settings_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.shutdown_grace_s == 3
 
 
+@pytest.mark.e2e
 def test_broken_settings_file_stops_serve_with_the_file_named(tmp_path: Path) -> None:
     file = tmp_path / "gateway.toml"
     file.write_text("port = \n")
@@ -53,6 +54,7 @@ def test_broken_settings_file_stops_serve_with_the_file_named(tmp_path: Path) ->
     assert not (tmp_path / "data").exists()  # nothing made before the settings were read
 
 
+@pytest.mark.e2e
 def test_serve_on_a_busy_port_fails_first_and_makes_nothing(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

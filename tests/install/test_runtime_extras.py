@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_WHEELS = {"onnxruntime", "onnxruntime-gpu"}
 # What `make setup` installs besides the runtime.

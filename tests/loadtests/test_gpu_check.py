@@ -14,6 +14,9 @@ import pytest
 from loadtests import gpu_bundle, gpu_check
 from servers import runtime
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "loadtests" / "gpu_check.sh"
 

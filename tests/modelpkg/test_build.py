@@ -85,6 +85,7 @@ def _git(folder: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
 
 
+@pytest.mark.e2e
 def test_provenance_records_data_hashes_git_commit_and_dirty_state(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

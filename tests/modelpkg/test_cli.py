@@ -18,6 +18,9 @@ from mdeploy.cli import main
 from modelpkg import read_package
 from tests.converters import support
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -13,6 +13,9 @@ from tritonclient.grpc import service_pb2 as triton_service
 from protos import generate
 from protos.generated import inference_pb2, model_config_pb2
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 def _field_facts(message: Descriptor) -> dict[str, tuple[int, int, bool, str]]:
     facts = {}

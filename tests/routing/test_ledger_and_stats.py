@@ -15,10 +15,11 @@ from gateway.db import open_database
 from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.policies import ArmStats
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats
-from tests.gateway.conftest import Clock, RedisServer
+from tests.gateway.conftest import Clock
+from tests.services import RedisServer
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.e2e)])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
     if request.param == "sqlite":
         local = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)

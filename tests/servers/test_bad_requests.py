@@ -13,6 +13,9 @@ from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 Mutate = Callable[[pb.ModelInferRequest], None]
 
 

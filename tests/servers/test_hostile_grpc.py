@@ -21,6 +21,9 @@ from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 MiB = 1024 * 1024
 MAX_MESSAGE_MB = 4  # the server's receive limit here: near-max messages stay cheap to send
 MAX_MESSAGE = MAX_MESSAGE_MB * MiB

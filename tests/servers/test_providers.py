@@ -108,6 +108,7 @@ def test_tensorrt_goes_before_cuda_with_an_engine_cache(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     "TensorrtExecutionProvider" in runtime.available_providers(), reason="this onnxruntime has TensorRT"
 )
+@pytest.mark.e2e
 def test_tensorrt_flag_without_tensorrt_exits_with_the_fix() -> None:
     done = subprocess.run(
         [*server_command(), "--grpc-port", "0", "--execution-provider", "tensorrt"],
@@ -121,6 +122,7 @@ def test_tensorrt_flag_without_tensorrt_exits_with_the_fix() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e
 def test_importing_the_server_without_a_runtime_names_the_extras() -> None:
     # None in sys.modules makes `import onnxruntime` fail as it does where no wheel is installed.
     code = "import sys; sys.modules['onnxruntime'] = None; import servers.app"

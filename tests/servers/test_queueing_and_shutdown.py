@@ -18,6 +18,9 @@ from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
 from tests.servers.conftest import StartServer
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 def request(model: str, timeout_us: int = 0) -> pb.ModelInferRequest:
     message = pb.ModelInferRequest(model_name=model)

@@ -52,6 +52,7 @@ def test_json_settings_file_is_read(tmp_path: Path) -> None:
         (["--max-receive-message-mb", "0"], "greater than or equal to 1"),
     ],
 )
+@pytest.mark.e2e
 def test_invalid_settings_exit_2_with_a_message(argv: list[str], message: str) -> None:
     result = subprocess.run(
         [*server_command(), *argv], capture_output=True, text=True, timeout=60, check=False

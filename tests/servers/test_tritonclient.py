@@ -17,6 +17,9 @@ from tritonclient.utils import InferenceServerException
 from examples.onnx_models import int64_affine, mlp
 from tests.servers.conftest import StartServer
 
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
+pytestmark = pytest.mark.e2e
+
 
 def infer_input(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
     tensor = triton.InferInput(name, list(array.shape), datatype)
