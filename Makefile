@@ -48,8 +48,8 @@ protos: setup
 	$(BIN)/python -m protos.generate
 
 bench: setup
-	$(BIN)/python -m loadtests.bench_server
-	$(BIN)/python -m loadtests.bench_gateway
+	$(BIN)/python -m loadtests.server.bench_server
+	$(BIN)/python -m loadtests.gateway.bench_gateway
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -69,4 +69,4 @@ EOF
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 fi
 
-exec "$PYTHON" -m loadtests.gpu_check --device "$device" "${quick[@]}" "$out"
+exec "$PYTHON" -m loadtests.server.gpu_check --device "$device" "${quick[@]}" "$out"

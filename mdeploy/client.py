@@ -25,6 +25,9 @@ _HOW_TO_SET_GATEWAY = "--gateway URL, MDEPLOY_GATEWAY or 'gateway = \"URL\"' in 
 _HOW_TO_SET_KEY = "--api-key KEY, MDEPLOY_API_KEY or 'api_key = \"KEY\"' in {config}"
 
 
+PACKAGES_PATH = "/v1/admin/packages"
+
+
 class ClientError(MdeployError):
     """A call to the gateway failed; the message says why and what to do."""
 
@@ -102,6 +105,16 @@ class GatewayClient:
 
     def delete_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs).json()
+
+    def push(self, package: Path) -> dict[str, Any]:
+        """Upload a ``model.pkg`` (admin scope): the gateway's answer (``name``, ``version``, ``status``)."""
+        answer: dict[str, Any] = self.request(
+            "POST",
+            PACKAGES_PATH,
+            content=package.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        ).json()
+        return answer
 
     def close(self) -> None:
         self._http.close()

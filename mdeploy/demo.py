@@ -15,8 +15,6 @@ import httpx
 from gateway.local import ADMIN_KEY_FILE, AfterStart
 from mdeploy.client import ClientConfig, GatewayClient
 
-PACKAGES_PATH = "/v1/admin/packages"
-
 
 def push_demo_packages(base_url: str, admin_key: str, data_dir: Path) -> list[str]:
     """Build the digits demo packages and push them through the gateway; the pushed model names."""
@@ -26,13 +24,7 @@ def push_demo_packages(base_url: str, admin_key: str, data_dir: Path) -> list[st
     names = []
     with GatewayClient(config, timeout=httpx.Timeout(300)) as client:
         for package in build_demo_packages(data_dir / "demo"):
-            answer = client.request(
-                "POST",
-                PACKAGES_PATH,
-                content=package.read_bytes(),
-                headers={"content-type": "application/octet-stream"},
-            )
-            names.append(str(answer.json()["name"]))
+            names.append(str(client.push(package)["name"]))
     return names
 
 

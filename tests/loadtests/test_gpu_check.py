@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loadtests import gpu_bundle, gpu_check
+from loadtests.server import gpu_bundle, gpu_check
 from servers import runtime
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.

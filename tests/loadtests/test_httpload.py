@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtests.httpload import HttpResult, combined
+from loadtests.gateway.httpload import HttpResult, combined
 
 # The grid wrk_post.lua prints: every percent, then tenths up to 99.9, then the maximum.
 GRID = [*range(1, 100), *(round(99.1 + 0.1 * i, 1) for i in range(9)), 100]

@@ -2,11 +2,11 @@
 
 Starts ``mdeploy-server`` and ``mdeploy serve`` on 127.0.0.1 (rate limits raised out of the way),
 pushes both digits demo models through the admin API, makes a predict-scope key, and runs
-``loadtests/locustfile.py`` headless for a bounded time against both models; locust prints its
+``loadtests/locust/locustfile.py`` headless for a bounded time against both models; locust prints its
 summary (requests, failures, latency percentiles per API format). The exit code is locust's:
 1 when any request failed.
 
-Run: ``python -m loadtests.run_locust [--users 16] [--spawn-rate 16] [--run-time 30]``.
+Run: ``python -m loadtests.locust.run_locust [--users 16] [--spawn-rate 16] [--run-time 30]``.
 Locust is one process on one core: on a 2-core machine it, not the gateway, may be the limit,
 so its CPU is printed too (``bench_gateway`` measures throughput with wrk).
 """
@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtests.stack import ALL_MODELS, build_packages, running_stack
-from loadtests.targets import ROOT
+from loadtests.gateway.stack import ALL_MODELS, build_packages, running_stack
 
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # Locust's own start and its summary take seconds; past this margin something hangs.
 MARGIN_S = 60
 
@@ -46,8 +45,14 @@ def locust_command(url: str, users: int, spawn_rate: int, run_time_s: int) -> li
     ]
 
 
-def run_locust(url: str, key: str, args: argparse.Namespace) -> int:
-    env = {**os.environ, "MDEPLOY_API_KEY": key, "MDEPLOY_MODELS": ",".join(ALL_MODELS)}
+def run_locust(url: str, key: str, admin_key: str, args: argparse.Namespace) -> int:
+    # The load runs with a predict key; the admin key only pulls each model's samples first.
+    env = {
+        **os.environ,
+        "MDEPLOY_API_KEY": key,
+        "MDEPLOY_ADMIN_KEY": admin_key,
+        "MDEPLOY_MODELS": ",".join(ALL_MODELS),
+    }
     command = locust_command(url, args.users, args.spawn_rate, args.run_time)
     before = _children_cpu_s()
     started = time.perf_counter()
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         packages = build_packages(Path(folder) / "packages", ALL_MODELS)
         with running_stack(Path(folder), packages) as stack:
             print(f"gateway {stack.url} serving {', '.join(stack.versions)}; running locust...", flush=True)
-            return run_locust(stack.url, stack.key, args)
+            return run_locust(stack.url, stack.key, stack.admin_key, args)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 One run measures, on this machine and in this order:
 
 1. in-process onnxruntime rows/s at batch 1 and 32 for both models (the compute ceiling);
-2. a bare grpc.aio server on the same proto (``loadtests.bare_server``: the gRPC ceiling);
+2. a bare grpc.aio server on the same proto (``loadtests.server.bare_server``: the gRPC ceiling);
 3. mdeploy-server with its default settings serving both models;
 
 and prints its targets (ratios to those ceilings) with PASS/MISS. Every load comes from a
-separate generator process (``loadtests.loadgen``); its CPU and the server's are measured
+separate generator process (``loadtests.server.loadgen``); its CPU and the server's are measured
 over the same window and printed next to each row.
 
-Run: ``python -m loadtests.bench_server [--duration S] [--concurrency N ...] [--quick]``.
+Run: ``python -m loadtests.server.bench_server [--duration S] [--concurrency N ...] [--quick]``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests import ort_baseline, report
-from loadtests.loadgen import GENERATORS, LoadResult
-from loadtests.report import GeneratorRow, Report, ServerRow
-from loadtests.targets import (
+from loadtests.common.paths import ROOT
+from loadtests.server import ort_baseline, report
+from loadtests.server.loadgen import GENERATORS, LoadResult
+from loadtests.server.report import GeneratorRow, Report, ServerRow
+from loadtests.server.targets import (
     BIG,
     BIG_SWEEP,
     CHOSEN,
     ONE_ORT_THREAD,
-    ROOT,
     TINY,
     Batching,
     Endpoint,
@@ -106,7 +106,7 @@ def load_once(
     command = [
         sys.executable,
         "-m",
-        "loadtests.loadgen",
+        "loadtests.server.loadgen",
         f"--address={endpoint.address}",
         f"--server-pid={endpoint.pid}",
         f"--model={model}",

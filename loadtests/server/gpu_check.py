@@ -1,7 +1,7 @@
 """GPU check: mdeploy-server on CUDA, checked and measured against onnxruntime in one run.
 
 Run through ``loadtests/gpu_check.sh`` (which sets up the runtime and the CUDA libraries), or
-``python -m loadtests.gpu_check --device cuda:0|cpu OUT_DIR``. In this order it:
+``python -m loadtests.server.gpu_check --device cuda:0|cpu OUT_DIR``. In this order it:
 
 1. makes its models on the spot: the compute-bound MLP 1024→2048→2048→10 and, where torch and
    torchvision import, a ResNet-50 with random weights exported to ONNX (``resnet_export``);
@@ -41,12 +41,12 @@ import tritonclient.grpc as triton
 
 from core.server_process import ServerProcess, start_server_process
 from examples.onnx_models import mlp, write_version
-from loadtests import resnet_export
-from loadtests.loadgen import LoadResult
+from loadtests.common.paths import ROOT
+from loadtests.server import resnet_export
+from loadtests.server.loadgen import LoadResult
 from protos.generated import model_config_pb2 as mc
 from servers import runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 # Server and in-process outputs may differ by this share of the largest reference output: on a
 # GPU, cuBLAS and cuDNN run FP32 matrix products in TF32 by default (10-bit mantissa).
 TOLERANCE = 1e-2
@@ -110,8 +110,8 @@ def build_models(repository: Path, notes: list[str]) -> list[CheckModel]:
 
 
 def export_resnet50(path: Path, notes: list[str]) -> Path | None:
-    """ResNet-50 as ONNX, made by its own process (``loadtests.resnet_export``); None without torch."""
-    command = [sys.executable, "-m", "loadtests.resnet_export", str(path)]
+    """ResNet-50 as ONNX, made by its own process (``loadtests.server.resnet_export``); None without torch."""
+    command = [sys.executable, "-m", "loadtests.server.resnet_export", str(path)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode == resnet_export.MISSING:
         notes.append(f"ResNet-50 left out: {json.loads(done.stdout)['missing']} (the MLP alone is checked)")
@@ -283,7 +283,7 @@ def load_once(
     server: ServerProcess, model: CheckModel, rows: int, concurrency: int, timing: Timing
 ) -> LoadResult:
     command = [
-        sys.executable, "-m", "loadtests.loadgen", f"--address={server.address}",
+        sys.executable, "-m", "loadtests.server.loadgen", f"--address={server.address}",
         f"--server-pid={server.process.pid}", f"--model={model.name}",
         f"--row-shape={','.join(map(str, model.row_shape))}", f"--rows={rows}",
         f"--concurrency={concurrency}", f"--warmup={timing.warmup_s}", f"--duration={timing.duration_s}",

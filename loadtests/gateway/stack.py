@@ -20,6 +20,7 @@ from core.server_process import start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
+from mdeploy.client import ClientConfig, GatewayClient
 
 MODEL = "digits-sklearn"
 """The model the benchmark calls: StandardScaler + LogisticRegression, ``pixels`` FP32 [-1, 64]."""
@@ -106,14 +107,9 @@ def _tail(log: str, lines: int = 40) -> str:
 
 def push(url: str, admin_key: str, package: Path) -> tuple[str, str]:
     """Push ``package`` as ``mdeploy push`` does; its model name and version."""
-    response = httpx.post(
-        f"{url}/v1/admin/packages",
-        content=package.read_bytes(),
-        headers={"Authorization": f"Bearer {admin_key}", "content-type": "application/octet-stream"},
-        timeout=PUSH_TIMEOUT_S,
-    )
-    response.raise_for_status()
-    pushed = response.json()
+    config = ClientConfig(url, admin_key, Path("/dev/null"))
+    with GatewayClient(config, timeout=httpx.Timeout(PUSH_TIMEOUT_S)) as client:
+        pushed = client.push(package)
     return str(pushed["name"]), str(pushed["version"])
 
 

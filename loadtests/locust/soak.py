@@ -2,13 +2,13 @@
 
 Starts ``mdeploy-server`` and ``mdeploy serve`` on 127.0.0.1, pushes two versions of the digits
 scikit-learn model, rolls out a Thompson-sampling bandit between them, and runs locust headless
-(``loadtests/soak_users.py``: v1 rows, v1 columns and v2 predictions, feedback on half of them).
+(``loadtests/locust/soak_users.py``: v1 rows, v1 columns and v2 predictions, feedback on half of them).
 Every ``--rollback-every`` seconds the deployment changes: a rollback to the stable version,
 then, half a period later, the bandit again. At the end it prints a summary and checks:
 zero failed requests, and gateway and server memory (RSS) growth under ``--max-growth``
 (measured from the end of the warm-up, so one-time allocations do not count).
 
-Run: ``python -m loadtests.soak [--duration 600] [--users 16] [--rollback-every 60]``
+Run: ``python -m loadtests.locust.soak [--duration 600] [--users 16] [--rollback-every 60]``
 (the full soak: 10 minutes). Exit code 0 when every check passes.
 """
 
@@ -31,10 +31,11 @@ from core.server_process import start_server_process
 from gateway.auth.keys import KeyStore
 from gateway.db import open_database
 from gateway.process import GatewayProcess, start_gateway_process
+from mdeploy.client import ClientConfig, GatewayClient
 from modelpkg.builder import build
 
 MODEL = "digits-sklearn"
-ROOT = Path(__file__).resolve().parents[1]
+
 ENV = {
     "MDEPLOY_RATE_LIMIT_PREDICT": "100000000/minute",
     "MDEPLOY_RATE_LIMIT_FEEDBACK": "100000000/minute",
@@ -74,25 +75,17 @@ def build_versions(folder: Path) -> list[Path]:
 class Admin:
     gateway: GatewayProcess
 
+    def client(self) -> GatewayClient:
+        config = ClientConfig(self.gateway.url, self.gateway.admin_key, Path("/dev/null"))
+        return GatewayClient(config, timeout=httpx.Timeout(120))
+
     def call(self, method: str, path: str, body: object | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.gateway.admin_key}"}
-        answer = httpx.request(method, f"{self.gateway.url}{path}", json=body, headers=headers, timeout=60)
-        answer.raise_for_status()
-        return answer
+        with self.client() as client:
+            return client.request(method, path, json=body)
 
     def push(self, package: Path) -> str:
-        headers = {
-            "Authorization": f"Bearer {self.gateway.admin_key}",
-            "Content-Type": "application/octet-stream",
-        }
-        answer = httpx.post(
-            f"{self.gateway.url}/v1/admin/packages",
-            content=package.read_bytes(),
-            headers=headers,
-            timeout=120,
-        )
-        answer.raise_for_status()
-        return str(answer.json()["version"])
+        with self.client() as client:
+            return str(client.push(package)["version"])
 
 
 def change_deployments(
@@ -116,7 +109,7 @@ def run_locust(url: str, key: str, users: int, duration_s: int, csv_prefix: Path
         sys.executable,
         "-m",
         "locust",
-        f"--locustfile={ROOT / 'loadtests' / 'soak_users.py'}",
+        f"--locustfile={Path(__file__).with_name('soak_users.py')}",
         "--headless",
         f"--users={users}",
         f"--spawn-rate={users}",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from loadtests.procstat import process_cpu_s, self_cpu_s
+from loadtests.common.procstat import process_cpu_s, self_cpu_s
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc

@@ -11,7 +11,7 @@ Both send a request serialized once (the callable has no serializer, so the byte
 as they are) and do not parse the replies (no deserializer): the client does the least
 possible work per request. One reply is parsed and checked before the load starts.
 
-Run: ``python -m loadtests.loadgen --address H:P --model M --width W --concurrency N``
+Run: ``python -m loadtests.server.loadgen --address H:P --model M --width W --concurrency N``
 (``--row-shape 3,224,224`` for other inputs, ``--rows R`` for R rows per request).
 """
 
@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 import grpc
 import numpy as np
 
-from loadtests import loop
-from loadtests.procstat import machine_busy_s, process_cpu_s, self_cpu_s
-from loadtests.statistics import Counters, model_counters
+from loadtests.common import loop
+from loadtests.common.procstat import machine_busy_s, process_cpu_s, self_cpu_s
+from loadtests.server.statistics import Counters, model_counters
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 

@@ -12,15 +12,15 @@ import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
-from loadtests import loop
-from loadtests.loadgen import LoadResult
-from loadtests.ort_baseline import OrtResult
-from loadtests.statistics import Counters
-from loadtests.targets import BIG, CHOSEN, TINY, ModelSpec
+from loadtests.common import loop, tables
+from loadtests.common.tables import P99_OVER_P50
+from loadtests.server.loadgen import LoadResult
+from loadtests.server.ort_baseline import OrtResult
+from loadtests.server.statistics import Counters
+from loadtests.server.targets import BIG, CHOSEN, TINY, ModelSpec
 
 TINY_VS_BARE = 0.5
 BIG_VS_ORT = 0.6
-P99_OVER_P50 = 3.0
 ORT_BATCH = 32
 
 
@@ -79,10 +79,6 @@ def render(report: Report) -> None:
         console.print(line)
 
 
-def _verdict(ok: bool) -> str:
-    return "[green]PASS[/]" if ok else "[red]MISS[/]"
-
-
 def _per_request_us(cpu_s: float, result: LoadResult) -> str:
     return f"{1e6 * cpu_s / max(result.requests, 1):.0f}"
 
@@ -95,16 +91,8 @@ def _others(cores: float, report: Report) -> str:
     return f"{cores:.2f}" + (" *" if cores > report.disturbed_cores else "")
 
 
-def _table(title: str, columns: tuple[str, ...], left: int) -> Table:
-    """A table whose first ``left`` columns are text (left-aligned) and the rest numbers."""
-    table = Table(title=title, title_justify="left")
-    for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index < left else "right")
-    return table
-
-
 def _header(report: Report) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "?")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in tables.cpu_info() if ln.startswith("model name")), "?")
     return (
         f"[bold]mdeploy-server benchmark[/] — {os.cpu_count()} CPU cores ({cpu}), Python "
         f"{platform.python_version()}, grpcio {grpc.__version__}, onnxruntime {ort.__version__}, "
@@ -116,16 +104,8 @@ def _header(report: Report) -> str:
     )
 
 
-def _cpuinfo() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as file:
-            return file.readlines()
-    except OSError:
-        return []
-
-
 def _ort_table(report: Report) -> Table:
-    table = _table(
+    table = tables.table(
         "In-process onnxruntime (the server's create_session and default settings)",
         ("model", "batch", "rows/s", "µs/run", "CPU cores", "CPU µs/row", "others"),
         1,
@@ -145,7 +125,7 @@ def _ort_table(report: Report) -> Table:
 
 
 def _generator_table(report: Report) -> Table:
-    table = _table(
+    table = tables.table(
         "Load generators against the bare gRPC server (tiny request); the kept one is the default",
         (
             "generator",
@@ -193,7 +173,7 @@ def _server_table(report: Report) -> Table:
         "others",
         "errors",
     )
-    table = _table("Servers under load (1-row requests, closed loop, one channel)", columns, 3)
+    table = tables.table("Servers under load (1-row requests, closed loop, one channel)", columns, 3)
     for row in [*report.bare, *report.mdeploy]:
         table.add_row(*_server_cells(row, report))
     return table
@@ -203,7 +183,7 @@ def _server_cells(row: ServerRow, report: Report) -> list[str]:
     r = row.result
     tail = f"{row.tail_ratio:.1f}"
     if row.server == "mdeploy":
-        tail = f"{tail} {_verdict(row.tail_ratio <= P99_OVER_P50)}"
+        tail = f"{tail} {tables.verdict(row.tail_ratio <= P99_OVER_P50)}"
     batching = row.batching + (" (chosen)" if row.server == "mdeploy" and row.chosen else "")
     return [
         row.server,
@@ -237,7 +217,7 @@ def _inside_table(report: Report) -> Table:
         "split µs/batch",
         "onnxruntime CPU µs/row in-process b1 / b32",
     )
-    table = _table(
+    table = tables.table(
         "Inside mdeploy-server (its ModelStatistics over the window; in model = validation + queue + batch)",
         columns,
         2,
@@ -262,14 +242,14 @@ def _inside_table(report: Report) -> Table:
 
 
 def _targets_table(report: Report) -> Table:
-    table = _table("Targets of the server benchmark", ("target", "measured", "needed", "result"), 4)
+    table = tables.table("Targets of the server benchmark", ("target", "measured", "needed", "result"), 4)
     tiny, bare = report.chosen_row(TINY, report.top), report.bare_row(TINY, report.top)
     ratio = tiny.result.rps / bare.result.rps
     table.add_row(
         f"tiny req/s at {report.top} in flight vs bare gRPC ceiling",
         f"{tiny.result.rps:,.0f} / {bare.result.rps:,.0f} = {ratio:.0%}",
         f"≥ {TINY_VS_BARE:.0%}",
-        _verdict(ratio >= TINY_VS_BARE),
+        tables.verdict(ratio >= TINY_VS_BARE),
     )
     big, ort_rows = report.chosen_row(BIG, report.top), report.ort_result(BIG, ORT_BATCH).rows_per_s
     ratio = big.result.rps / ort_rows
@@ -277,14 +257,14 @@ def _targets_table(report: Report) -> Table:
         f"compute-bound rows/s at {report.top} in flight vs onnxruntime batch {ORT_BATCH}",
         f"{big.result.rps:,.0f} / {ort_rows:,.0f} = {ratio:.0%}",
         f"≥ {BIG_VS_ORT:.0%}",
-        _verdict(ratio >= BIG_VS_ORT),
+        tables.verdict(ratio >= BIG_VS_ORT),
     )
     for row in (r for r in report.mdeploy if r.chosen):
         table.add_row(
             f"p99 ≤ 3x p50: {row.model.name} at {row.result.concurrency} in flight",
             f"{row.result.p99_ms:.2f} ms / {row.result.p50_ms:.2f} ms = {row.tail_ratio:.1f}x",
             f"≤ {P99_OVER_P50:g}x",
-            _verdict(row.tail_ratio <= P99_OVER_P50),
+            tables.verdict(row.tail_ratio <= P99_OVER_P50),
         )
     return table
 

@@ -6,7 +6,7 @@ orjson (as the gateway's codecs do) and returns a fixed reply of the same shape 
 the gateway's answer to a 1-row digits-sklearn ``:predict``. No middleware, auth, metrics,
 batching or backend: whatever the gateway reaches over this is its own cost.
 
-Run alone: ``python -m loadtests.bare_http --port 0`` (prints uvicorn's "running on" line).
+Run alone: ``python -m loadtests.gateway.bare_http --port 0`` (prints uvicorn's "running on" line).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from core.child_process import spawn
-from loadtests.targets import ROOT
+from loadtests.common.paths import ROOT
 
 RUNNING = re.compile(r"Uvicorn running on (http://[\d.]+:\d+)")
 _PROBABILITIES = [0.0007520925, 2.634052e-06, 0.0013899654, 5.924592e-05, 0.9953745]
@@ -56,7 +56,7 @@ class BareHttp:
 @contextmanager
 def bare_http() -> Iterator[BareHttp]:
     """The bare endpoint in a process of its own (as the gateway is), stopped on exit."""
-    command = [sys.executable, "-m", "loadtests.bare_http", "--port", "0"]
+    command = [sys.executable, "-m", "loadtests.gateway.bare_http", "--port", "0"]
     child, running = spawn(command, RUNNING, cwd=ROOT)
     try:
         yield BareHttp(running.group(1), child.process.pid)

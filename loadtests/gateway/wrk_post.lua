@@ -1,12 +1,12 @@
 -- wrk script: POST $WRK_BODY with the headers in $WRK_HEADERS ("Name: value" lines), and print
--- the run's summary as one JSON line that loadtests/httpload.py parses.
+-- the run's summary as one JSON line that loadtests/gateway/httpload.py parses.
 --
 -- No request()/response() functions: with only wrk.method/body/headers set, wrk builds the
 -- request once and stays on its fast path, so the generator costs as little CPU as it can.
 -- Non-2xx answers are counted by wrk itself (summary.errors.status).
 --
 --   WRK_BODY='{"instances": [[0, 1, ...]]}' WRK_HEADERS='Authorization: Bearer mdk_...' \
---     wrk -t1 -c16 -d10s -s loadtests/wrk_post.lua 'http://127.0.0.1:8000/v1/models/digits-sklearn:predict'
+--     wrk -t1 -c16 -d10s -s loadtests/gateway/wrk_post.lua 'http://127.0.0.1:8000/v1/models/digits-sklearn:predict'
 
 wrk.method = "POST"
 wrk.body = os.getenv("WRK_BODY") or ""

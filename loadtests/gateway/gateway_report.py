@@ -12,12 +12,12 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from loadtests.direct_grpc import DirectResult
-from loadtests.httpload import HttpResult, Quiet
-
 # report.py's helpers (private there, and that file is the server benchmark's): reused so both
 # benchmarks print alike.
-from loadtests.report import P99_OVER_P50, _cpuinfo, _table, _verdict
+from loadtests.common import tables
+from loadtests.common.tables import P99_OVER_P50
+from loadtests.gateway.direct_grpc import DirectResult
+from loadtests.gateway.httpload import HttpResult, Quiet
 
 GATEWAY_VS_BARE = 0.5
 ADDED_P50_MS = 1.0
@@ -71,7 +71,7 @@ def render(report: GatewayReport) -> None:
 
 
 def _header(report: GatewayReport) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "?")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in tables.cpu_info() if ln.startswith("model name")), "?")
     quiet = report.quiet
     state = (
         "quiet"
@@ -115,7 +115,7 @@ def _load_table(report: GatewayReport) -> Table:
         "others",
         "errors",
     )
-    table = _table("HTTP under load (wrk, closed loop: N connections, one request each)", columns, 1)
+    table = tables.table("HTTP under load (wrk, closed loop: N connections, one request each)", columns, 1)
     for result in report.bare:
         table.add_row(*_load_cells(result, report, None))
     for row in report.gateway:
@@ -125,7 +125,7 @@ def _load_table(report: GatewayReport) -> Table:
 
 def _load_cells(r: HttpResult, report: GatewayReport, mean_batch: float | None) -> list[str]:
     gateway = mean_batch is not None
-    tail = f"{r.tail_ratio:.1f}" + (f" {_verdict(r.tail_ratio <= P99_OVER_P50)}" if gateway else "")
+    tail = f"{r.tail_ratio:.1f}" + (f" {tables.verdict(r.tail_ratio <= P99_OVER_P50)}" if gateway else "")
     return [
         r.name,
         str(r.concurrency),
@@ -147,7 +147,7 @@ def _load_cells(r: HttpResult, report: GatewayReport, mean_batch: float | None) 
 
 def _ratio_table(report: GatewayReport) -> Table:
     columns = ("in flight", "gateway / bare req/s", "gateway p50 - bare p50 ms", "gateway / bare CPU per req")
-    table = _table("Gateway next to the bare Starlette endpoint", columns, 1)
+    table = tables.table("Gateway next to the bare Starlette endpoint", columns, 1)
     for row in report.gateway:
         g, b = row.result, report.bare_at(row.result.concurrency)
         cpu = g.us_per_request(g.pid_cpu_s[0]) / b.us_per_request(b.pid_cpu_s[0])
@@ -162,7 +162,9 @@ def _ratio_table(report: GatewayReport) -> Table:
 
 def _direct_table(report: GatewayReport) -> Table:
     columns = ("client", "calls", "p50 ms", "p99 ms", "client µs/call", "server µs/call", "gateway c=1 p50 -")
-    table = _table("Straight to the inference server over gRPC, one call at a time (same row)", columns, 1)
+    table = tables.table(
+        "Straight to the inference server over gRPC, one call at a time (same row)", columns, 1
+    )
     gateway_p50 = report.gateway_at(1).result.p50_ms
     for d in report.direct:
         table.add_row(
@@ -178,14 +180,14 @@ def _direct_table(report: GatewayReport) -> Table:
 
 
 def _targets_table(report: GatewayReport) -> Table:
-    table = _table("Targets of the gateway benchmark", ("target", "measured", "needed", "result"), 4)
+    table = tables.table("Targets of the gateway benchmark", ("target", "measured", "needed", "result"), 4)
     g, b = report.gateway_at(report.top).result, report.bare_at(report.top)
     ratio = g.rps / b.rps
     table.add_row(
         f"gateway req/s at {report.top} in flight vs bare Starlette",
         f"{g.rps:,.0f} / {b.rps:,.0f} = {ratio:.0%}",
         f"≥ {GATEWAY_VS_BARE:.0%}",
-        _verdict(ratio >= GATEWAY_VS_BARE),
+        tables.verdict(ratio >= GATEWAY_VS_BARE),
     )
     for row in report.gateway:
         r = row.result
@@ -193,14 +195,14 @@ def _targets_table(report: GatewayReport) -> Table:
             f"p99 ≤ 3x p50: gateway at {r.concurrency} in flight",
             f"{r.p99_ms:.2f} ms / {r.p50_ms:.2f} ms = {r.tail_ratio:.1f}x",
             f"≤ {P99_OVER_P50:g}x",
-            _verdict(r.tail_ratio <= P99_OVER_P50),
+            tables.verdict(r.tail_ratio <= P99_OVER_P50),
         )
     one, stub = report.gateway_at(1).result, report.stub
     table.add_row(
         "gateway p50 added over direct gRPC at 1 in flight",
         f"{one.p50_ms:.2f} - {stub.p50_ms:.2f} = {report.added_p50_ms:.2f} ms",
         f"≤ {ADDED_P50_MS:g} ms",
-        _verdict(report.added_p50_ms <= ADDED_P50_MS),
+        tables.verdict(report.added_p50_ms <= ADDED_P50_MS),
     )
     return table
 

@@ -2,7 +2,7 @@
 
 One run measures, on this machine:
 
-1. a bare Starlette endpoint (``loadtests.bare_http``: same uvicorn/uvloop/httptools stack, parses
+1. a bare Starlette endpoint (``loadtests.gateway.bare_http``: same uvicorn/uvloop/httptools stack, parses
    the body with orjson, fixed reply): the HTTP ceiling;
 2. the gateway (``mdeploy serve`` in front of one ``mdeploy-server``, the digits-sklearn demo model
    pushed through the admin API) with a 1-row v1 ``:predict``, and its mean backend batch
@@ -15,9 +15,9 @@ so a change of machine speed during the run (this machine's CPU time per request
 20-40% within minutes) touches both sides of a ratio alike. Both get the same request, API
 key header included (the bare endpoint ignores it);
 
-and prints its targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.httpload``).
+and prints its targets with PASS/MISS. The HTTP load is ``wrk`` (``loadtests.gateway.httpload``).
 
-Run: ``python -m loadtests.bench_gateway [--quick] [--duration S] [--concurrency N ...]``.
+Run: ``python -m loadtests.gateway.bench_gateway [--quick] [--duration S] [--concurrency N ...]``.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests import direct_grpc, gateway_report, httpload
-from loadtests.bare_http import BareHttp, bare_http
-from loadtests.bench_server import DISTURBED_CORES
-from loadtests.direct_grpc import Call
-from loadtests.gateway_report import GatewayReport, GatewayRow
-from loadtests.httpload import HttpResult, Target
-from loadtests.stack import MODEL, Stack, build_packages, running_stack
+from loadtests.gateway import direct_grpc, gateway_report, httpload
+from loadtests.gateway.bare_http import BareHttp, bare_http
+from loadtests.gateway.direct_grpc import Call
+from loadtests.gateway.gateway_report import GatewayReport, GatewayRow
+from loadtests.gateway.httpload import HttpResult, Target
+from loadtests.gateway.stack import MODEL, Stack, build_packages, running_stack
+from loadtests.server.bench_server import DISTURBED_CORES
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 from examples.onnx_models import mlp, write_version
-from loadtests.procstat import machine_busy_s
-from loadtests.targets import ModelSpec
+from loadtests.common.procstat import machine_busy_s
+from loadtests.server.targets import ModelSpec
 from protos.generated import model_config_pb2 as mc
 from servers.runtime import create_session
 from servers.settings import ServerSettings

@@ -1,6 +1,6 @@
 """Bring what ``gpu_check.sh`` needs to a GPU host that reaches no package registry.
 
-Run here, where PyPI is reachable: ``python -m loadtests.gpu_bundle [--out .gpu-bundle]``.
+Run here, where PyPI is reachable: ``python -m loadtests.server.gpu_bundle [--out .gpu-bundle]``.
 
 It downloads, for the host's Python 3.12 on x86-64 Linux:
 
@@ -22,7 +22,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from loadtests.common.paths import ROOT
+
 ORT_GPU = "onnxruntime-gpu==1.31.1"
 # Imported by mdeploy-server or tritonclient.grpc and absent from the host (or there at a
 # version the generated stubs cannot use: grpcio and protobuf must be at least what made them).

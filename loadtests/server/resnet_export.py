@@ -1,6 +1,6 @@
 """Export torchvision's ResNet-50 with random weights to ONNX, batch dimension variable.
 
-Run as ``python -m loadtests.resnet_export OUT.onnx``: a process of its own, so that the GPU
+Run as ``python -m loadtests.server.resnet_export OUT.onnx``: a process of its own, so that the GPU
 check's measuring process never imports torch (which loads its own CUDA libraries). Prints one
 JSON line (torch and torchvision versions, seconds); exits 3 when torch or torchvision is absent.
 """
@@ -43,7 +43,7 @@ def export(path: Path) -> dict[str, str | float]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m loadtests.resnet_export OUT.onnx", file=sys.stderr)
+        print("usage: python -m loadtests.server.resnet_export OUT.onnx", file=sys.stderr)
         return 2
     try:
         done = export(Path(args[0]))

@@ -1,7 +1,8 @@
 """Where the gateway process spends its CPU under load, and what a change would give (no py-spy).
 
-The real stack (``loadtests.stack``) with ``mdeploy serve`` run by ``loadtests.gateway_child``,
-profiled over one wrk window after a warm-up (not start-up, not the push):
+The real stack (``loadtests.gateway.stack``) with ``mdeploy serve`` run by
+``loadtests.gateway.gateway_child``, profiled over one wrk window after a warm-up (not start-up,
+not the push):
 
 * default: the event-loop thread's Python stack sampled by CPU time (low overhead), plus ``perf``
   by shared object and the cyclic GC's share when ``perf`` is installed;
@@ -11,7 +12,8 @@ profiled over one wrk window after a warm-up (not start-up, not the push):
 
 Both profiling modes also print the CPU per request of each of the process's threads.
 
-Run: ``python -m loadtests.profile_gateway [--concurrency 64] [--duration 5] [--cprofile | --compare]``.
+Run: ``python -m loadtests.gateway.profile_gateway [--concurrency 64] [--duration 5]
+[--cprofile | --compare]``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests import httpload, perf_record
-from loadtests.bench_gateway import digit_row, gateway_target, v1_body
-from loadtests.gateway_child import Variant, start_child_gateway
-from loadtests.httpload import HttpResult
-from loadtests.profile_server import print_top
-from loadtests.stack import MODEL, Stack, build_packages, running_stack
+from loadtests.gateway import httpload, perf_record
+from loadtests.gateway.bench_gateway import digit_row, gateway_target, v1_body
+from loadtests.gateway.gateway_child import Variant, start_child_gateway
+from loadtests.gateway.httpload import HttpResult
+from loadtests.gateway.stack import MODEL, Stack, build_packages, running_stack
+from loadtests.server.profile_server import print_top
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 # Own time is grouped by these packages; the rest by the folder after site-packages.

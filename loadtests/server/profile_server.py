@@ -6,7 +6,7 @@ measurement window (not start-up), and prints the functions with the most own ti
 request. cProfile sees only the main thread, which is the one that runs every request's
 Python code; work in the executor threads (onnxruntime) shows in the model statistics.
 
-Run: ``python -m loadtests.profile_server [--model tiny|big] [--concurrency 64] [--duration 5]``.
+Run: ``python -m loadtests.server.profile_server [--model tiny|big] [--concurrency 64] [--duration 5]``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from types import FrameType
 
 from core.child_process import spawn
 from core.server_process import LISTENING, ServerProcess
-from loadtests.bench_server import Plan, load
-from loadtests.statistics import model_counters
-from loadtests.targets import BIG, CHOSEN, ROOT, TINY, Endpoint, served_name, write_repository
+from loadtests.common.paths import ROOT
+from loadtests.server.bench_server import Plan, load
+from loadtests.server.statistics import model_counters
+from loadtests.server.targets import BIG, CHOSEN, TINY, Endpoint, served_name, write_repository
 from servers import cli
 
 
@@ -51,7 +52,7 @@ def start_profiled(repository: Path, profile: Path) -> ServerProcess:
     command = [
         sys.executable,
         "-m",
-        "loadtests.profile_server",
+        "loadtests.server.profile_server",
         "--serve-profiled",
         str(profile),
         "--",

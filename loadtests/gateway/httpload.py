@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench_server import DISTURBED_CORES
-from loadtests.procstat import machine_busy_s, process_cpu_s, self_cpu_s
-from loadtests.targets import ROOT
+from loadtests.common.procstat import machine_busy_s, process_cpu_s, self_cpu_s
+from loadtests.server.bench_server import DISTURBED_CORES
 
-SCRIPT = ROOT / "loadtests" / "wrk_post.lua"
+SCRIPT = Path(__file__).with_name("wrk_post.lua")
 _MARK = "WRK_RESULT "
 # Past this a request counts as an error (wrk's default is 2 s; a batching gateway at 64 in
 # flight stays far below it, so a timeout means something broke, not a slow tail).

@@ -15,7 +15,8 @@
 * ``--gc-log PATH``: every collection's end time, generation and pause, written to PATH as JSON
   when the process exits.
 
-Run by :func:`start_child_gateway`; by hand: ``python -m loadtests.gateway_child [--uvloop] -- serve ...``.
+Run by :func:`start_child_gateway`; by hand:
+``python -m loadtests.gateway.gateway_child [--uvloop] -- serve ...``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from types import FrameType
 
 from core.child_process import spawn
 from gateway.process import GatewayProcess
-from loadtests.bare_http import RUNNING
-from loadtests.targets import ROOT
+from loadtests.common.paths import ROOT
+from loadtests.gateway.bare_http import RUNNING
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def start_child_gateway(
     """
     serve = ["serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"]
     serve += [arg for backend in backends for arg in ("--backend", backend)]
-    command = [sys.executable, "-m", "loadtests.gateway_child", *variant.args(), "--", *serve]
+    command = [sys.executable, "-m", "loadtests.gateway.gateway_child", *variant.args(), "--", *serve]
     child, running = spawn(command, RUNNING, env=env, timeout_s=120, cwd=ROOT)
     return GatewayProcess(child.process, child.log_lines, child.log_reader, running.group(1), data_dir)
 

@@ -5,7 +5,7 @@ returns a reply built once at start. It is started like mdeploy-server (same cha
 uvloop when the real server uses it), so the difference to mdeploy-server is the server's own
 work: validation, batching, the executor hop, onnxruntime and building the response.
 
-Run: ``python -m loadtests.bare_server --port 0``; it prints ``bare-server listening on HOST:PORT``.
+Run: ``python -m loadtests.server.bare_server --port 0``; it prints ``bare-server listening on HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import grpc
 import numpy as np
 
-from loadtests import loop
+from loadtests.common import loop
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc

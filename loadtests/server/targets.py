@@ -11,9 +11,8 @@ from pathlib import Path
 
 from core.server_process import start_server_process
 from examples.onnx_models import mlp, write_version
-from loadtests.bare_server import LISTENING
-
-ROOT = Path(__file__).resolve().parents[1]
+from loadtests.common.paths import ROOT
+from loadtests.server.bare_server import LISTENING
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def mdeploy_server(repository: Path, extra_args: tuple[str, ...] = ()) -> Iterat
 @contextmanager
 def bare_server() -> Iterator[Endpoint]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.bare_server", "--port", "0"],
+        [sys.executable, "-m", "loadtests.server.bare_server", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

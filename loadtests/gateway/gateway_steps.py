@@ -6,7 +6,7 @@ them, so the per-request sum can be set against the gateway's measured CPU per r
 Per-batch steps (building the ModelInfer, decoding its answer) are shown for one batch; a
 request pays them divided by the mean batch.
 
-Run: ``python -m loadtests.gateway_steps`` (~10 s, no servers).
+Run: ``python -m loadtests.gateway.gateway_steps`` (~10 s, no servers).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gateway.metrics import Metrics
 from gateway.rest import v1_codec
 from gateway.rest.inference import PredictionRoutes
 from gateway.rest.request_id import assign_request_id
-from loadtests.bench_gateway import digit_row, v1_body
+from loadtests.gateway.bench_gateway import digit_row, v1_body
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 
