@@ -1,7 +1,8 @@
 """The guard in front of every route but health and metrics: key → scope → model → rate limit.
 
-``Auth.authorize`` is protocol-neutral (the coming gRPC front end passes the key from its
-metadata); ``requires`` adapts it to Starlette endpoints. Requests are rate-limited only once
+``Auth.authorize`` is the one entry point, protocol-neutral (the prediction endpoints pass the
+headers they read from the ASGI scope; a gRPC front end would pass its metadata); ``requires``
+adapts it to Starlette endpoints. Requests are rate-limited only once
 they are authorised, so a key's budget is spent on requests it was allowed to make.
 """
 
@@ -58,21 +59,33 @@ class Auth:
         limiter = RateLimiter(settings.rate_limit_storage, defaults, settings.rate_limit_fail_open)
         return cls(KeyStore(connection), limiter, rate_limited)
 
-    async def authorize(self, presented: str | None, scope: KeyScope, model: str | None = None) -> Grant:
-        """Raises Unauthenticated, PermissionDenied, ResourceExhausted or Unavailable."""
-        key = self._checked_key(presented, scope, model)
+    def authorize(
+        self, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None = None
+    ) -> Grant | Awaitable[Grant]:
+        """The one way in, for every front end: the key presented in ``Authorization: Bearer`` or
+        ``X-API-Key``, its scope and model list, then its rate limit.
+
+        Raises Unauthenticated (with ``WWW-Authenticate``), PermissionDenied, ResourceExhausted or
+        Unavailable. With a limiter that counts in this process the answer is the Grant itself: the
+        prediction path then runs no coroutine for it. Otherwise it is an awaitable of the Grant;
+        :func:`granted` takes either.
+        """
         try:
-            return Grant(key, await self.limiter.hit(key, scope))
+            key = self._checked_key(presented_key(authorization, api_key), scope, model)
+        except Unauthenticated as error:
+            error.headers.setdefault("WWW-Authenticate", "Bearer")
+            raise
+        if not self.limiter.in_process:
+            return self._limited(key, scope)
+        try:
+            return Grant(key, self.limiter.hit_in_process(key, scope))
         except ResourceExhausted:
             self._refused(scope)
             raise
 
-    def authorize_in_process(self, presented: str | None, scope: KeyScope, model: str | None = None) -> Grant:
-        """``authorize`` without an await, for a limiter that counts in this process
-        (``limiter.in_process``): the prediction path saves two coroutines per request."""
-        key = self._checked_key(presented, scope, model)
+    async def _limited(self, key: KeyRecord, scope: KeyScope) -> Grant:
         try:
-            return Grant(key, self.limiter.hit_in_process(key, scope))
+            return Grant(key, await self.limiter.hit(key, scope))
         except ResourceExhausted:
             self._refused(scope)
             raise
@@ -135,36 +148,16 @@ def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Key
     return table
 
 
+async def granted(answer: Grant | Awaitable[Grant]) -> Grant:
+    """What :meth:`Auth.authorize` answered, awaited if it had to wait for the limiter."""
+    return answer if isinstance(answer, Grant) else await answer
+
+
 async def _authorize(request: Request, scope: KeyScope, model_param: str | None) -> Grant:
     model = request.path_params.get(model_param) if model_param else None
     headers = request.headers
-    return await authorize_presented(
-        request.app.state.auth, headers.get("authorization"), headers.get("x-api-key"), scope, model
-    )
-
-
-async def authorize_presented(
-    auth: Auth, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None
-) -> Grant:
-    """``Auth.authorize`` for the key in an ``Authorization: Bearer`` or ``X-API-Key`` header."""
-    if auth.limiter.in_process:
-        return authorize_presented_now(auth, authorization, api_key, scope, model)
-    try:
-        return await auth.authorize(presented_key(authorization, api_key), scope, model)
-    except Unauthenticated as error:
-        error.headers.setdefault("WWW-Authenticate", "Bearer")
-        raise
-
-
-def authorize_presented_now(
-    auth: Auth, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None
-) -> Grant:
-    """``authorize_presented`` when the limiter counts in this process: no coroutine at all."""
-    try:
-        return auth.authorize_in_process(presented_key(authorization, api_key), scope, model)
-    except Unauthenticated as error:
-        error.headers.setdefault("WWW-Authenticate", "Bearer")
-        raise
+    auth: Auth = request.app.state.auth
+    return await granted(auth.authorize(headers.get("authorization"), headers.get("x-api-key"), scope, model))
 
 
 def presented_key(authorization: str | None, api_key: str | None) -> str | None:

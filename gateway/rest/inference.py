@@ -12,7 +12,6 @@ before the body is read.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from core.errors import InvalidInput, MdeployError, PayloadTooLarge
-from gateway.auth.authorization import SCOPE_ATTRIBUTE, Auth, authorize_presented, authorize_presented_now
+from gateway.auth.authorization import SCOPE_ATTRIBUTE, Auth, Grant
 from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceRequest, InferenceResult
@@ -124,12 +123,11 @@ class PredictionEndpoint:
         params = scope["path_params"]
         model: str = params["model"]
         version: str | None = params.get("version")
-        authorization, api_key = _text(headers, b"authorization"), _text(headers, b"x-api-key")
-        # authorize_presented would dispatch the same way; deciding here saves its coroutine.
-        if auth.limiter.in_process:
-            grant = authorize_presented_now(auth, authorization, api_key, KeyScope.PREDICT, model)
-        else:
-            grant = await authorize_presented(auth, authorization, api_key, KeyScope.PREDICT, model)
+        grant = auth.authorize(
+            _text(headers, b"authorization"), _text(headers, b"x-api-key"), KeyScope.PREDICT, model
+        )
+        if not isinstance(grant, Grant):  # counted elsewhere (Redis): wait for it
+            grant = await grant
         scope["state"]["api_key"] = grant.key
         started = time.perf_counter()
         try:
@@ -224,21 +222,29 @@ def _observe_error(
     )
 
 
-# The paths of the routes below as one expression per protocol, with Starlette's own
-# placeholder syntax: ``{name}`` is ``[^/]+``.
-_V1_PATH = re.compile(r"^/v1/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?:predict$")
-_V2_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+def route_path(scope: Scope) -> str:
+    """The path the routes match: without the app's root path, by Starlette's own rule."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    return rest if rest.startswith("/") or not rest else path
 
 
 class PredictionRoutes:
-    """The four prediction routes, and the gateway's fast test for a request that is one of them."""
+    """The four prediction routes, and the gateway's fast test for a request that is one of them.
+
+    The fast test matches with the routes' own compiled paths and convertors, so it claims
+    exactly what Starlette's router would send to these endpoints, under any root path.
+    """
 
     _MAX_REMEMBERED = 4096
 
     def __init__(self) -> None:
         self.v1, self.v2 = PredictionEndpoint("v1"), PredictionEndpoint("v2")
         # path → (endpoint, path parameters): a handful of model paths carry all the traffic.
-        self._claimed: dict[str, tuple[PredictionEndpoint, dict[str, str]]] = {}
+        self._claimed: dict[str, tuple[PredictionEndpoint, dict[str, object]]] = {}
         self.routes = [
             Route("/v2/models/{model}/infer", self.v2, methods=["POST"]),
             Route("/v2/models/{model}/versions/{version}/infer", self.v2, methods=["POST"]),
@@ -249,9 +255,9 @@ class PredictionRoutes:
     def claim(self, scope: Scope) -> PredictionEndpoint | None:
         """The endpoint of a POST to a prediction path, its path parameters set in ``scope`` as
         Starlette's router would; None for anything else (Starlette routes it: 404, 405, ...)."""
-        if scope["method"] != "POST" or scope.get("root_path"):
+        if scope["method"] != "POST":
             return None
-        path: str = scope["path"]
+        path = route_path(scope)
         claimed = self._claimed.get(path) or self._match(path)
         if claimed is None:
             return None
@@ -265,19 +271,16 @@ class PredictionRoutes:
         self.v1.bind(auth, state)
         self.v2.bind(auth, state)
 
-    def _match(self, path: str) -> tuple[PredictionEndpoint, dict[str, str]] | None:
-        if path.endswith(":predict"):
-            match, endpoint = _V1_PATH.match(path), self.v1
-        elif path.endswith("/infer"):
-            match, endpoint = _V2_PATH.match(path), self.v2
-        else:
-            return None
-        if match is None:
-            return None
-        params = {"model": match["model"]}
-        if match["version"] is not None:
-            params["version"] = match["version"]
-        if len(self._claimed) >= self._MAX_REMEMBERED:
-            self._claimed.clear()
-        self._claimed[path] = endpoint, params
-        return endpoint, params
+    def _match(self, path: str) -> tuple[PredictionEndpoint, dict[str, object]] | None:
+        for route in self.routes:
+            match = route.path_regex.match(path)
+            if match is None:
+                continue
+            convertors = route.param_convertors
+            params = {name: convertors[name].convert(value) for name, value in match.groupdict().items()}
+            if len(self._claimed) >= self._MAX_REMEMBERED:
+                self._claimed.clear()
+            endpoint: PredictionEndpoint = route.endpoint  # type: ignore[assignment]
+            self._claimed[path] = endpoint, params
+            return endpoint, params
+        return None

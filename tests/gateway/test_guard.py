@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from core.errors import ResourceExhausted
 from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, route_scopes
+from gateway.auth.authorization import granted
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEFAULT_LIMITS, Clock, guarded_app
@@ -145,10 +146,10 @@ async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(t
     auth = Auth.from_settings(settings, connection, refused)
     key = auth.keys.create(["predict"]).key
     try:
-        await auth.authorize(key, KeyScope.PREDICT, "iris")
-        assert (await auth.authorize(key, KeyScope.PREDICT, "iris")).rate.remaining == 0
+        await granted(auth.authorize(f"Bearer {key}", None, KeyScope.PREDICT, "iris"))
+        assert (await granted(auth.authorize(None, key, KeyScope.PREDICT, "iris"))).rate.remaining == 0
         with pytest.raises(ResourceExhausted):
-            await auth.authorize(key, KeyScope.PREDICT, "iris")
+            await granted(auth.authorize(f"Bearer {key}", None, KeyScope.PREDICT, "iris"))
         assert registry.get_sample_value("refused_total", {"scope": "predict"}) == 1
     finally:
         await auth.aclose()
