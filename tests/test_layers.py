@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import grimp
+
 from tests.layers import ROOT, cycles, folder_graph, top_level_folders
 
 
@@ -19,3 +21,16 @@ def test_cycle_finder_sees_a_loop_through_three_folders() -> None:
 def test_every_python_folder_at_the_top_is_in_the_contract() -> None:
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert packages == set(top_level_folders())
+
+
+def test_no_module_imports_the_package_it_belongs_to() -> None:
+    """A package's ``__init__`` may gather its modules; none of them may import it back (a loop
+    that works only in one import order)."""
+    graph = grimp.build_graph(*top_level_folders(), include_external_packages=False)
+    back = [
+        (module, parent)
+        for module in sorted(graph.modules)
+        for parent in (".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1))
+        if graph.direct_import_exists(importer=module, imported=parent)
+    ]
+    assert back == []
