@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from core import tensor_batch, validation
 from core.batching import Batcher, BatchPolicy, Queued
 from core.errors import MdeployError, PayloadTooLarge
 from core.tensor_batch import TensorRequest, Tensors
-from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog, ServedVersion
 from gateway.routing.router import Routed, Router
 from gateway.settings import GatewaySettings
@@ -59,6 +59,15 @@ class InferenceResult:
 
 ShadowListener = Callable[[str, str, str], None]  # model, candidate version, agree|differ|error
 
+
+class InferenceBackends(Protocol):
+    """Where batches go: :class:`gateway.backends.BackendPool` (any v2 gRPC server behind it)."""
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """One batch's ModelInfer; MdeployError (Unavailable, DeadlineExceeded...) on failure."""
+        ...
+
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +83,7 @@ class DataPlane:
     def __init__(
         self,
         catalog: ModelCatalog,
-        pool: BackendPool,
+        pool: InferenceBackends,
         settings: GatewaySettings,
         on_batch: Callable[[ServedVersion, int], None] | None = None,
         router: Router | None = None,

@@ -8,10 +8,8 @@ status, headers and body, with the app at the root and mounted under a root path
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from core.server_process import ServerProcess, start_server_process
 from gateway.app import GatewayApp, create_app
 from gateway.settings import GatewaySettings
+from tests.gateway.asgi import lifespan
 
 pytestmark = pytest.mark.e2e
 
@@ -59,23 +58,6 @@ def through_starlette(app: GatewayApp) -> Any:
         await Starlette.__call__(app, scope, receive, send)
 
     return slow
-
-
-@asynccontextmanager
-async def lifespan(app: GatewayApp) -> AsyncIterator[None]:
-    """The ASGI lifespan, driven in this event loop (as uvicorn would)."""
-    inbox: asyncio.Queue[Message] = asyncio.Queue()
-    outbox: asyncio.Queue[Message] = asyncio.Queue()
-    task = asyncio.create_task(app({"type": "lifespan", "state": {}}, inbox.get, outbox.put))
-    await inbox.put({"type": "lifespan.startup"})
-    started = await outbox.get()
-    assert started["type"] == "lifespan.startup.complete", started
-    try:
-        yield
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await outbox.get()
-        await task
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""The whole gateway app in process (``create_app`` over httpx's ASGI transport), no backend.
+
+What needs no inference server: health, auth on every route, metadata, key administration,
+rate limits, the OpenAPI document, and the errors of predictions for models that are not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import GatewayApp, create_app
+from gateway.settings import GatewaySettings
+from tests.gateway.asgi import lifespan
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[GatewayApp]:
+    gateway = create_app(GatewaySettings(data_dir=tmp_path, rate_limit_predict="3/minute"))
+    async with lifespan(gateway):
+        yield gateway
+
+
+@pytest.fixture
+async def http(app: GatewayApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def test_health_needs_no_key_and_readiness_says_there_is_no_server(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/v2/health/live")).status_code == 200
+    ready = await http.get("/v2/health/ready")
+    assert ready.status_code == 503
+    assert ready.json() == {"error": "no inference server is available"}
+
+
+async def test_every_other_route_wants_a_key_and_says_how_to_send_it(http: httpx.AsyncClient) -> None:
+    for method, path in [("GET", "/v1/models"), ("POST", "/v1/models/m:predict"), ("GET", "/v1/admin/keys")]:
+        answer = await http.request(method, path, json={})
+        assert answer.status_code == 401, path
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer <key>" in answer.json()["error"]
+        assert answer.headers["x-request-id"]
+
+
+async def test_an_admin_key_made_through_the_api_works_and_stops_when_revoked(
+    app: GatewayApp, http: httpx.AsyncClient
+) -> None:
+    admin = app.state.auth.keys.create(["admin"]).key
+    made = await http.post("/v1/admin/keys", json={"scopes": ["predict"]}, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    key, key_id = made.json()["key"], made.json()["id"]
+    assert (await http.get("/v1/models", headers=bearer(key))).json() == {"models": []}
+    assert (await http.delete(f"/v1/admin/keys/{key_id}", headers=bearer(admin))).status_code == 200
+    assert (await http.get("/v1/models", headers=bearer(key))).status_code == 401
+
+
+async def test_predictions_for_a_model_that_is_not_there_are_404_and_count_against_the_limit(
+    app: GatewayApp, http: httpx.AsyncClient
+) -> None:
+    key = app.state.auth.keys.create(["predict"]).key
+    answers = [
+        await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
+        for _ in range(4)
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 404, 429]
+    assert "model 'nope' is not served" in answers[0].json()["error"]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers[:3]] == ["2", "1", "0"]
+    assert answers[3].headers["retry-after"]
+
+
+async def test_the_openapi_document_lists_the_prediction_and_admin_routes(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/models/{model}:predict", "/v2/models/{model}/infer", "/v1/admin/packages"):
+        assert path in paths
