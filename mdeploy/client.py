@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -51,7 +51,7 @@ class ClientConfig:
 
     gateway: str
     api_key: str | None
-    config_file: Path
+    config_file: Path = field(default_factory=config_path)
     """Where the config file is (or would be), for messages that say how to change a setting."""
 
     @classmethod

@@ -20,7 +20,7 @@ def push_demo_packages(base_url: str, admin_key: str, data_dir: Path) -> list[st
     """Build the digits demo packages and push them through the gateway; the pushed model names."""
     from examples.digits import build_demo_packages
 
-    config = ClientConfig(base_url, admin_key, data_dir / ADMIN_KEY_FILE)
+    config = ClientConfig(base_url, admin_key)
     names = []
     with GatewayClient(config, timeout=httpx.Timeout(300)) as client:
         for package in build_demo_packages(data_dir / "demo"):

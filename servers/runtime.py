@@ -119,7 +119,12 @@ def providers_for(
     engine_cache: Path | None = None,
 ) -> list[Provider]:
     """Execution providers in priority order: accelerators, CUDA or CPU, CPU last."""
-    where = placement(device, config)
+    return _providers(placement(device, config), config, execution_provider, engine_cache)
+
+
+def _providers(
+    where: Placement, config: mc.ModelConfig, execution_provider: str, engine_cache: Path | None
+) -> list[Provider]:
     available = set(available_providers())
     configured = config.optimization.execution_accelerators
     wanted = configured.gpu_execution_accelerator if where.on_gpu else configured.cpu_execution_accelerator
@@ -172,14 +177,15 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.log_severity_level = 3
-    providers = providers_for(device, config, execution_provider, engine_cache)
+    where = placement(device, config)
+    providers = _providers(where, config, execution_provider, engine_cache)
     if len(providers) > 1:
         preload_cuda_libraries()
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises several unrelated exception types
         raise ModelLoadError(f"model '{config.name}': onnxruntime cannot load {path.name}: {error}") from None
-    check_providers(config.name, placement(device, config), providers, session.get_providers())
+    check_providers(config.name, where, providers, session.get_providers())
     log.info(
         "model %s version %s runs on %s",
         config.name or path.parent.parent.name,

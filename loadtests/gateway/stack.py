@@ -107,7 +107,7 @@ def _tail(log: str, lines: int = 40) -> str:
 
 def push(url: str, admin_key: str, package: Path) -> tuple[str, str]:
     """Push ``package`` as ``mdeploy push`` does; its model name and version."""
-    config = ClientConfig(url, admin_key, Path("/dev/null"))
+    config = ClientConfig(url, admin_key)
     with GatewayClient(config, timeout=httpx.Timeout(PUSH_TIMEOUT_S)) as client:
         pushed = client.push(package)
     return str(pushed["name"]), str(pushed["version"])

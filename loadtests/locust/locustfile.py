@@ -37,6 +37,7 @@ import numpy as np
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 
+from mdeploy.client import ClientConfig, ClientError, GatewayClient
 from modelpkg import read_package
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # the few set-up requests, not one line each
@@ -100,12 +101,12 @@ def _v2(inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> str:
 
 def workload(host: str, model: str, package: str, rng: random.Random) -> Workload:
     """The model's signature from the gateway, its rows from the package's samples."""
-    key = os.environ.get("MDEPLOY_API_KEY", "")
-    with httpx.Client(base_url=host, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
-        metadata = http.get(f"/v2/models/{quote(model, safe='')}")
-        if metadata.status_code != 200:
-            raise StopUser(f"model {model!r}: GET /v2/models answered {metadata.status_code} {metadata.text}")
-        datatypes = {i["name"]: i["datatype"] for i in metadata.json()["inputs"]}
+    try:
+        with _client(host, os.environ.get("MDEPLOY_API_KEY")) as gateway:
+            metadata = gateway.get_json(f"/v2/models/{quote(model, safe='')}")
+    except ClientError as error:
+        raise StopUser(f"model {model!r}: {error.message}") from None
+    datatypes = {i["name"]: i["datatype"] for i in metadata["inputs"]}
     samples = read_package(Path(package) if package else _pull(host, model)).samples.inputs
     missing = set(datatypes) - set(samples)
     if missing:
@@ -121,18 +122,21 @@ def workload(host: str, model: str, package: str, rng: random.Random) -> Workloa
 
 def _pull(host: str, model: str) -> bytes:
     """The live version's package, downloaded with an admin key."""
-    key = os.environ.get("MDEPLOY_ADMIN_KEY") or os.environ.get("MDEPLOY_API_KEY", "")
+    key = os.environ.get("MDEPLOY_ADMIN_KEY") or os.environ.get("MDEPLOY_API_KEY")
     path = f"/v1/admin/models/{quote(model, safe='')}"
-    with httpx.Client(base_url=host, headers={"Authorization": f"Bearer {key}"}, timeout=300) as http:
-        summary = http.get(path)
-        if summary.status_code != 200:
-            raise StopUser(
-                f"cannot pull model {model!r}'s package ({summary.status_code}): give --package model.pkg "
-                "or an admin key in MDEPLOY_ADMIN_KEY"
-            )
-        package = http.get(f"{path}/versions/{summary.json()['default_version']}/package")
-        package.raise_for_status()
-        return package.content
+    try:
+        with _client(host, key) as gateway:
+            live = gateway.get_json(path)["default_version"]
+            return gateway.request("GET", f"{path}/versions/{live}/package").content
+    except ClientError as error:
+        raise StopUser(
+            f"cannot pull model {model!r}'s package ({error.message}): give --package model.pkg "
+            "or an admin key in MDEPLOY_ADMIN_KEY"
+        ) from None
+
+
+def _client(host: str, key: str | None) -> GatewayClient:
+    return GatewayClient(ClientConfig(host, key), timeout=httpx.Timeout(300))
 
 
 _prepared: dict[str, Workload] = {}

@@ -76,7 +76,7 @@ class Admin:
     gateway: GatewayProcess
 
     def client(self) -> GatewayClient:
-        config = ClientConfig(self.gateway.url, self.gateway.admin_key, Path("/dev/null"))
+        config = ClientConfig(self.gateway.url, self.gateway.admin_key)
         return GatewayClient(config, timeout=httpx.Timeout(120))
 
     def call(self, method: str, path: str, body: object | None = None) -> httpx.Response:
