@@ -4,9 +4,10 @@ Middleware, outermost first (Starlette's own ServerErrorMiddleware and Exception
 wrap these; errors become ``{"error": ...}`` with the status the error carries):
 
 1. ``RequestIdMiddleware``: every response, errors included, carries ``X-Request-Id``.
-2. Authentication, scope and model checks, then the per-key rate limit, run inside each
-   endpoint through ``gateway.auth.authorization.requires`` (health and metrics have none), so an
-   unauthenticated request never consumes a rate-limit slot and the limit is keyed by API key.
+2. Authentication, scope and model checks, then the per-key rate limit (slowapi's Limiter at
+   ``app.state.limiter``), run inside each endpoint through
+   ``gateway.auth.authorization.requires`` (health and metrics have none), so an unauthenticated
+   request never consumes a rate-limit slot and the limit is keyed by API key.
 3. Metrics are recorded by the prediction endpoints themselves (model and version known there).
 
 Predictions take a fast path around that stack (``GatewayApp``): a POST that matches a
@@ -118,6 +119,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         )
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
+        app.state.limiter = app.state.auth.limiter.slowapi  # where slowapi's 429 handler looks
         app.state.gateway = GatewayState(settings, pool, registry, dataplane, metrics, registry, router)
         predictions.bind(app.state.auth, app.state.gateway)
         await pool.start()

@@ -1,9 +1,11 @@
 """The guard in front of every route but health and metrics: key → scope → model → rate limit.
 
-``Auth.authorize`` is the one entry point, protocol-neutral (the prediction endpoints pass the
-headers they read from the ASGI scope; a gRPC front end would pass its metadata); ``requires``
-adapts it to Starlette endpoints. Requests are rate-limited only once
-they are authorised, so a key's budget is spent on requests it was allowed to make.
+``Auth.authenticate`` is the one key check, protocol-neutral (the prediction endpoints pass the
+headers they read from the ASGI scope; a gRPC front end would pass its metadata).
+``Auth.authorize`` adds the prediction path's rate limit to it; ``requires`` adapts it to
+Starlette endpoints, whose rate limit slowapi counts, answers and writes headers for. Requests are
+rate-limited only once they are authorised, so a key's budget is spent on requests it was
+allowed to make.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
+from slowapi.errors import RateLimitExceeded
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -70,16 +73,35 @@ class Auth:
         prediction path then runs no coroutine for it. Otherwise it is an awaitable of the Grant;
         :func:`granted` takes either.
         """
-        try:
-            key = self._checked_key(presented_key(authorization, api_key), scope, model)
-        except Unauthenticated as error:
-            error.headers.setdefault("WWW-Authenticate", "Bearer")
-            raise
+        key = self.authenticate(authorization, api_key, scope, model)
         if not self.limiter.in_process:
             return self._limited(key, scope)
         try:
             return Grant(key, self.limiter.hit_in_process(key, scope))
         except ResourceExhausted:
+            self._refused(scope)
+            raise
+
+    def authenticate(
+        self, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None = None
+    ) -> KeyRecord:
+        """The presented key's record, if it holds ``scope`` (and may use ``model``); else raises
+        Unauthenticated (with ``WWW-Authenticate``) or PermissionDenied. Counts nothing."""
+        try:
+            return self._checked_key(presented_key(authorization, api_key), scope, model)
+        except Unauthenticated as error:
+            error.headers.setdefault("WWW-Authenticate", "Bearer")
+            raise
+
+    async def authorize_route(self, request: Request, scope: KeyScope, model: str | None) -> Grant:
+        """``authorize`` for a Starlette route: the same key check, then slowapi's count, whose
+        refusal (slowapi's RateLimitExceeded) its handler answers."""
+        headers = request.headers
+        key = self.authenticate(headers.get("authorization"), headers.get("x-api-key"), scope, model)
+        request.state.api_key = key  # slowapi's key function reads it
+        try:
+            return Grant(key, await self.limiter.hit_route(request, key, scope))
+        except RateLimitExceeded:
             self._refused(scope)
             raise
 
@@ -114,15 +136,16 @@ def requires(scope: KeyScope, *, model_param: str | None = None) -> Callable[[En
     def decorate(endpoint: Endpoint) -> Endpoint:
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
-            grant = await _authorize(request, scope, model_param)
-            request.state.api_key = grant.key
+            auth: Auth = request.app.state.auth
+            model = request.path_params.get(model_param) if model_param else None
+            grant = await auth.authorize_route(request, scope, model)
             try:
                 response = await endpoint(request)
             except MdeployError as error:
                 error.headers = {**grant.rate.headers(), **error.headers}
                 raise
-            response.headers.update(grant.rate.headers())
-            return response
+            # slowapi's header injection (GatewayLimiter formats it), as on its 429s.
+            return auth.limiter.slowapi._inject_headers(response, request.state.view_rate_limit)
 
         setattr(guarded, SCOPE_ATTRIBUTE, scope)
         return guarded
@@ -151,13 +174,6 @@ def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, Key
 async def granted(answer: Grant | Awaitable[Grant]) -> Grant:
     """What :meth:`Auth.authorize` answered, awaited if it had to wait for the limiter."""
     return answer if isinstance(answer, Grant) else await answer
-
-
-async def _authorize(request: Request, scope: KeyScope, model_param: str | None) -> Grant:
-    model = request.path_params.get(model_param) if model_param else None
-    headers = request.headers
-    auth: Auth = request.app.state.auth
-    return await granted(auth.authorize(headers.get("authorization"), headers.get("x-api-key"), scope, model))
 
 
 def presented_key(authorization: str | None, api_key: str | None) -> str | None:

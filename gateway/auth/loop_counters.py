@@ -3,6 +3,10 @@
 limits' own ``MemoryStorage`` is built for threads: it takes a lock per call and, to expire
 counters, starts a new ``threading.Timer`` thread every 10 ms while requests keep coming; the
 asyncio one creates a task per call instead. Under load either cost more than the counting.
+Measured: limits' ``MemoryStorage`` behind the prediction path served 9,164 req/s at 64 in flight
+where this served 12,004 (112 vs 85 µs CPU per request, ``bench_gateway --quick``); one count and
+read costs 9.3 vs 1.1 µs (``python -m loadtests.gateway.bench_ratelimit``). slowapi builds it
+from the ``mdeploy-loop://`` URI (limits registers storages by ``STORAGE_SCHEME``).
 The gateway counts on its event-loop thread only, so this storage keeps plain dicts and
 sweeps expired counters once per ``sweep_interval_s``. It implements the storage interface
 that limits' strategies use (``incr``/``get``/``decr`` and the sliding-window-counter

@@ -95,6 +95,7 @@ def guarded_app(auth: Auth | None = None, lifespan: Lifespan | None = None) -> S
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     if auth is not None:
         app.state.auth = auth
+        app.state.limiter = auth.limiter.slowapi
     return app
 
 
@@ -127,7 +128,7 @@ def _lifespan_app(database_path: Path) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         connection = open_database(database_path)
         auth = Auth(KeyStore(connection), RateLimiter("memory://", DEFAULT_LIMITS, fail_open=False))
-        app.state.auth = auth
+        app.state.auth, app.state.limiter = auth, auth.limiter.slowapi
         yield
         await auth.aclose()
         connection.close()

@@ -80,3 +80,30 @@ async def test_the_openapi_document_lists_the_prediction_and_admin_routes(http: 
     paths = (await http.get("/openapi.json")).json()["paths"]
     for path in ("/v1/models/{model}:predict", "/v2/models/{model}/infer", "/v1/admin/packages"):
         assert path in paths
+
+
+async def test_predictions_and_metadata_routes_spend_one_budget_in_slowapis_storage(
+    app: GatewayApp, http: httpx.AsyncClient
+) -> None:
+    key = app.state.auth.keys.create(["predict"]).key
+    fast = await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
+    listed = await http.get("/v1/models", headers=bearer(key))  # a Starlette route, counted by slowapi
+    again = await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
+    assert [a.headers["x-ratelimit-remaining"] for a in (fast, listed, again)] == ["2", "1", "0"]
+    refused = await http.get("/v1/models", headers=bearer(key))
+    assert refused.status_code == 429
+    assert refused.json()["error"].startswith("Rate limit exceeded: 3 per 1 minute for API key")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit"] == "3"
+    assert refused.headers["x-request-id"]
+    assert app.state.limiter is app.state.auth.limiter.slowapi
+
+
+async def test_route_answers_carry_integer_rate_headers_and_no_retry_after_when_allowed(
+    app: GatewayApp, http: httpx.AsyncClient
+) -> None:
+    key = app.state.auth.keys.create(["predict"]).key
+    listed = await http.get("/v1/models", headers=bearer(key))
+    assert listed.status_code == 200
+    assert listed.headers["x-ratelimit-reset"].isdigit()
+    assert "retry-after" not in listed.headers

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from limits.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import CollectorRegistry, Counter
 
 from core.errors import ResourceExhausted
 from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, route_scopes
 from gateway.auth.authorization import granted
+from gateway.auth.loop_counters import LoopCounters
+from gateway.auth.ratelimit import api_key_id
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import DEFAULT_LIMITS, Clock, guarded_app
@@ -154,3 +157,11 @@ async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(t
     finally:
         await auth.aclose()
         connection.close()
+
+
+def test_one_slowapi_limiter_is_configured_by_key_storage_strategy_and_headers(auth: Auth) -> None:
+    limiter = auth.limiter.slowapi
+    assert limiter._key_func is api_key_id
+    assert isinstance(limiter.limiter, SlidingWindowCounterRateLimiter)
+    assert isinstance(limiter.limiter.storage, LoopCounters)  # memory://, shared with predictions
+    assert limiter._headers_enabled

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pytest
+from slowapi.errors import RateLimitExceeded
+from starlette.requests import Request
 
 from core.errors import InvalidInput, ResourceExhausted, Unavailable
 from gateway.auth import KeyRecord, KeyScope, RateLimiter, RateLimitState
@@ -189,3 +191,33 @@ async def test_redis_outage_fails_open_warning_once_then_recovers(
     messages = [record.getMessage() for record in caplog.records]
     assert sum("unreachable" in message for message in messages) == 1
     assert sum("reachable again" in message for message in messages) == 1
+
+
+def route_request() -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/v1/models", "headers": []})
+
+
+async def test_slowapi_routes_and_the_prediction_path_share_redis_counters(
+    make_limiter: MakeLimiter, redis_server: RedisServer
+) -> None:
+    limiter = make_limiter(redis_server.uri)
+    record = key(rate_limit="3/minute")
+    assert (await limiter.hit(record, KeyScope.PREDICT)).remaining == 2  # limits' asyncio client
+    assert (await limiter.hit_route(route_request(), record, KeyScope.PREDICT)).remaining == 1  # slowapi's
+    await limiter.hit(record, KeyScope.PREDICT)
+    refused = route_request()
+    with pytest.raises(RateLimitExceeded, match="3 per 1 minute"):
+        await limiter.hit_route(refused, record, KeyScope.PREDICT)
+    assert refused.state.view_rate_limit.state.remaining == 0
+
+
+async def test_slowapi_routes_follow_the_outage_setting(
+    make_limiter: MakeLimiter, redis_server: RedisServer
+) -> None:
+    closed, open_ = make_limiter(redis_server.uri), make_limiter(redis_server.uri, fail_open=True)
+    record = key(rate_limit="5/minute")
+    redis_server.stop()
+    with pytest.raises(Unavailable, match="rate-limit storage"):
+        await closed.hit_route(route_request(), record, KeyScope.ADMIN)
+    assert (await open_.hit_route(route_request(), record, KeyScope.ADMIN)).remaining == 5
+    redis_server.start()
