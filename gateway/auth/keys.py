@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel
 
 from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth.change_marker import ChangeMarker
@@ -61,6 +63,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) STRICT;
 """
 
+KeyStatus = Literal["active", "expired", "revoked"]
+
 _COLUMNS = "id, name, scopes, models, rate_limit, created_at, expires_at, revoked_at"
 
 
@@ -83,25 +87,47 @@ class KeyRecord:
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
 
-    def status(self, now: datetime) -> str:
+    def status(self, now: datetime) -> KeyStatus:
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
 
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "scopes": [scope.value for scope in sorted(self.scopes)],
-            "models": list(self.models) if self.models is not None else None,
-            "rate_limit": self.rate_limit,
-            "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at),
-            "revoked_at": _iso(self.revoked_at),
-            "status": self.status(now),
-        }
+    def info(self, now: datetime) -> KeyInfo:
+        return KeyInfo(
+            id=self.id,
+            name=self.name,
+            scopes=sorted(self.scopes),
+            models=list(self.models) if self.models is not None else None,
+            rate_limit=self.rate_limit,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            revoked_at=self.revoked_at,
+            status=self.status(now),
+        )
+
+
+class KeyInfo(BaseModel):
+    """An API key as the admin API shows it (never its secret)."""
+
+    id: str
+    name: str
+    scopes: list[KeyScope]
+    models: list[str] | None
+    """The models it may use; null: every model."""
+    rate_limit: str | None
+    """Its own limit (e.g. 100/minute); null: its scopes' defaults."""
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None
+    revoked_at: AwareDatetime | None
+    status: KeyStatus
+
+
+class CreatedKeyInfo(KeyInfo):
+    """A new key, with the full key string: shown in this answer only."""
+
+    key: str
 
 
 @dataclass(frozen=True)

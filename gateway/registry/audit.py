@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import AwareDatetime, BaseModel, Field
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,19 +56,35 @@ class AuditEvent:
     """Set when read back; :func:`append` stamps the current time."""
     id: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at.isoformat().replace("+00:00", "Z") if self.at else None,
-            "actor": self.actor,
-            "action": self.action,
-            "model": self.model,
-            "version": self.version,
-            "from": self.from_value,
-            "to": self.to_value,
-            "reason": self.reason,
-            "details": self.details,
-        }
+    def entry(self) -> AuditEntry:
+        return AuditEntry(
+            id=self.id,
+            at=self.at,
+            actor=self.actor,
+            action=self.action,
+            model=self.model,
+            version=self.version,
+            from_value=self.from_value,
+            to_value=self.to_value,
+            reason=self.reason,
+            details=self.details,
+        )
+
+
+class AuditEntry(BaseModel):
+    """One change in the audit log, as the admin API shows it."""
+
+    id: int | None
+    at: AwareDatetime | None
+    actor: str
+    """Who made the change: ``key:<id>`` for an API key."""
+    action: str
+    model: str | None
+    version: str | None
+    from_value: str | None = Field(serialization_alias="from")
+    to_value: str | None = Field(serialization_alias="to")
+    reason: str
+    details: dict[str, Any]
 
 
 def append(connection: sqlite3.Connection, event: AuditEvent) -> None:

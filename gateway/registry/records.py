@@ -5,14 +5,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+
+from pydantic import AwareDatetime, BaseModel
 
 from gateway.registry.tables import State
 from modelpkg import Manifest
 
 
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+class VersionInfo(BaseModel):
+    """One version of a model as the admin API lists it."""
+
+    name: str
+    version: str
+    """The registry's number for it (1, 2, ...), the one requests name."""
+    package_version: str
+    """The version string in the package's manifest."""
+    digest: str
+    """sha256 of the package file."""
+    size: int
+    state: State
+    description: str
+    framework: str
+    pushed_by: str
+    pushed_at: AwareDatetime
+    retired_by: str | None
+    retired_at: AwareDatetime | None
+
+
+class VersionDetail(VersionInfo):
+    """One version with its package's manifest."""
+
+    manifest: Manifest
+
+
+class ModelInfo(BaseModel):
+    """A model and every version it has had."""
+
+    name: str
+    default_version: str | None
+    """The version requests without one get; null when no version is live."""
+    versions: list[VersionInfo]
+
+
+class PushOutcome(BaseModel):
+    """What a push did (``status``) and to which version."""
+
+    status: PushStatus
+    name: str
+    version: str
+    package_version: str
+    digest: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -31,24 +74,24 @@ class VersionRecord:
     retired_by: str | None
     retired_at: datetime | None
 
-    def to_json(self, *, manifest: bool = False) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "name": self.model,
-            "version": str(self.version),
-            "package_version": self.package_version,
-            "digest": self.digest,
-            "size": self.size,
-            "state": self.state.value,
-            "description": self.manifest.description,
-            "framework": self.manifest.framework.name,
-            "pushed_by": self.pushed_by,
-            "pushed_at": iso(self.pushed_at),
-            "retired_by": self.retired_by,
-            "retired_at": iso(self.retired_at),
-        }
-        if manifest:
-            document["manifest"] = self.manifest.model_dump(mode="json")
-        return document
+    def info(self) -> VersionInfo:
+        return VersionInfo(
+            name=self.model,
+            version=str(self.version),
+            package_version=self.package_version,
+            digest=self.digest,
+            size=self.size,
+            state=self.state,
+            description=self.manifest.description,
+            framework=self.manifest.framework.name,
+            pushed_by=self.pushed_by,
+            pushed_at=self.pushed_at,
+            retired_by=self.retired_by,
+            retired_at=self.retired_at,
+        )
+
+    def detail(self) -> VersionDetail:
+        return VersionDetail(**dict(self.info()), manifest=self.manifest)
 
 
 @dataclass(frozen=True)
@@ -58,12 +101,12 @@ class ModelSummary:
     """The version requests without one get; None when no version is live."""
     versions: list[VersionRecord]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "default_version": str(self.default_version) if self.default_version is not None else None,
-            "versions": [record.to_json() for record in self.versions],
-        }
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            default_version=str(self.default_version) if self.default_version is not None else None,
+            versions=[record.info() for record in self.versions],
+        )
 
 
 class PushStatus(StrEnum):
@@ -88,16 +131,16 @@ class PushResult:
         verb = "restored" if self.status is PushStatus.RESTORED else "pushed"
         return f"{verb} {what} (package version {self.record.package_version})"
 
-    def to_json(self) -> dict[str, Any]:
+    def outcome(self) -> PushOutcome:
         record = self.record
-        return {
-            "status": self.status.value,
-            "name": record.model,
-            "version": str(record.version),
-            "package_version": record.package_version,
-            "digest": record.digest,
-            "message": self.message,
-        }
+        return PushOutcome(
+            status=self.status,
+            name=record.model,
+            version=str(record.version),
+            package_version=record.package_version,
+            digest=record.digest,
+            message=self.message,
+        )
 
 
 class PushPhase(StrEnum):

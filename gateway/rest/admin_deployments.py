@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -14,14 +14,18 @@ from starlette.routing import Route
 from core.errors import InvalidInput
 from gateway.auth.authorization import requires
 from gateway.auth.scopes import KeyScope
+from gateway.registry.audit import AuditEntry
+from gateway.rest.api_doc import Operation, documented
 from gateway.rest.inference import read_body
-from gateway.rest.responses import JSONResponse
+from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
+from gateway.routing.deployment_status import DeploymentStatus
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
 from gateway.routing.router import Router
 
 MAX_BODY = 64 * 1024
+_CHANGE_ERRORS = (400, 404, 409, 413, 503)
 
 
 class _Body(BaseModel):
@@ -52,6 +56,22 @@ class Promote(_Body):
 Body = TypeVar("Body", bound=_Body)
 
 
+class FeedbackReceipt(BaseModel):
+    """A reward was counted for the version that answered ``request_id``."""
+
+    request_id: str
+    model: str
+    version: str
+    counted: bool
+
+
+class History(BaseModel):
+    """Every deployment and registry change of one model, newest first."""
+
+    model: str
+    events: list[AuditEntry]
+
+
 async def _parse(request: Request, kind: type[Body]) -> Body:
     body = await read_body(request.receive, request.headers.get("content-length"), MAX_BODY)
     try:
@@ -74,6 +94,14 @@ def _actor(request: Request) -> str:
     return f"key:{request.state.api_key.id}"
 
 
+@documented(
+    Operation(
+        "A reward in [0, 1] for a routed request, by its X-Request-Id (counted once)",
+        answer=FeedbackReceipt,
+        errors=(400, 404, 409, 413, 503),
+        body=Feedback,
+    )
+)
 @requires(KeyScope.FEEDBACK, model_param="model")
 async def feedback(request: Request) -> Response:
     body = await _parse(request, Feedback)
@@ -82,44 +110,77 @@ async def feedback(request: Request) -> Response:
     model = request.path_params["model"]
     version = await _router(request).feedback(model, body.request_id, body.reward)
     gateway_state(request).metrics.rewards.labels(model, version).inc(body.reward)
-    return JSONResponse({"request_id": body.request_id, "model": model, "version": version, "counted": True})
+    return ModelResponse(
+        FeedbackReceipt(request_id=body.request_id, model=model, version=version, counted=True)
+    )
 
 
+@documented(
+    Operation(
+        "Deployment status: arms, traffic, rewards, errors, latency, guard",
+        answer=DeploymentStatus,
+        errors=(404, 503),
+    )
+)
 @requires(KeyScope.ADMIN)
 async def status(request: Request) -> Response:
-    return JSONResponse(await _router(request).status(request.path_params["model"]))
+    return ModelResponse(await _router(request).status(request.path_params["model"]))
 
 
+@documented(
+    Operation(
+        "Start a rollout (pinned, canary, shadow, epsilon-greedy, ucb1, thompson) with its guard",
+        answer=DeploymentStatus,
+        errors=_CHANGE_ERRORS,
+        body=Rollout,
+    )
+)
 @requires(KeyScope.ADMIN)
 async def rollout(request: Request) -> Response:
     body = await _parse(request, Rollout)
     model = request.path_params["model"]
     await _router(request).rollout(model, body.policy, body.guard, _actor(request), body.reason)
-    return JSONResponse(await _router(request).status(model))
+    return ModelResponse(await _router(request).status(model))
 
 
+@documented(
+    Operation(
+        "Send all traffic to the stable version (or the one named), atomically",
+        answer=DeploymentStatus,
+        errors=_CHANGE_ERRORS,
+        body=Rollback,
+    )
+)
 @requires(KeyScope.ADMIN)
 async def rollback(request: Request) -> Response:
     body = await _parse(request, Rollback)
     model = request.path_params["model"]
     await _router(request).rollback(model, body.to, _actor(request), body.reason)
-    return JSONResponse(await _router(request).status(model))
+    return ModelResponse(await _router(request).status(model))
 
 
+@documented(
+    Operation(
+        "Make a version stable and route all traffic to it",
+        answer=DeploymentStatus,
+        errors=_CHANGE_ERRORS,
+        body=Promote,
+    )
+)
 @requires(KeyScope.ADMIN)
 async def promote(request: Request) -> Response:
     body = await _parse(request, Promote)
     model = request.path_params["model"]
     await _router(request).promote(model, body.version, _actor(request), body.reason)
-    return JSONResponse(await _router(request).status(model))
+    return ModelResponse(await _router(request).status(model))
 
 
+@documented(Operation("Every deployment and registry change of a model", answer=History, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def history(request: Request) -> Response:
     model = request.path_params["model"]
     events = gateway_state(request).registry.audit_events(model=model, limit=1000)
-    listing: list[dict[str, Any]] = [e.to_json() for e in events]
-    return JSONResponse({"model": model, "events": listing})
+    return ModelResponse(History(model=model, events=[event.entry() for event in events]))
 
 
 def routes() -> list[Route]:

@@ -14,7 +14,9 @@ from starlette.routing import Route
 
 from core.errors import InvalidInput, PayloadTooLarge
 from gateway.auth import Auth, KeyScope, KeyStore, parse_expiry, requires
-from gateway.rest.responses import JSONResponse
+from gateway.auth.keys import CreatedKeyInfo, KeyInfo
+from gateway.rest.api_doc import Operation, documented
+from gateway.rest.responses import ModelResponse
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,12 @@ class CreateKeyBody(BaseModel):
     name: str = ""
 
 
+class KeyList(BaseModel):
+    """``GET /v1/admin/keys``: every key, revoked and expired ones too."""
+
+    keys: list[KeyInfo]
+
+
 def routes() -> list[Route]:
     return [
         Route("/v1/admin/keys", create_key, methods=["POST"]),
@@ -43,6 +51,15 @@ def routes() -> list[Route]:
     ]
 
 
+@documented(
+    Operation(
+        "Create an API key (shown once)",
+        answer=CreatedKeyInfo,
+        status=201,
+        errors=(400, 413),
+        body=CreateKeyBody,
+    )
+)
 @requires(KeyScope.ADMIN)
 async def create_key(request: Request) -> Response:
     body = _parse(await _read_body(request))
@@ -55,28 +72,32 @@ async def create_key(request: Request) -> Response:
         name=body.name,
     )
     log.info("API key %s created by key %s", created.record.id, _caller(request))
-    return JSONResponse({**created.record.to_json(keys.now()), "key": created.key}, status_code=201)
+    info = created.record.info(keys.now())
+    return ModelResponse(CreatedKeyInfo(**dict(info), key=created.key), status_code=201)
 
 
+@documented(Operation("List API keys", answer=KeyList))
 @requires(KeyScope.ADMIN)
 async def list_keys(request: Request) -> Response:
     keys = _keys(request)
     now = keys.now()
-    return JSONResponse({"keys": [record.to_json(now) for record in keys.list()]})
+    return ModelResponse(KeyList(keys=[record.info(now) for record in keys.list()]))
 
 
+@documented(Operation("One API key", answer=KeyInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_key(request: Request) -> Response:
     keys = _keys(request)
-    return JSONResponse(keys.get(request.path_params["key_id"]).to_json(keys.now()))
+    return ModelResponse(keys.get(request.path_params["key_id"]).info(keys.now()))
 
 
+@documented(Operation("Revoke an API key", answer=KeyInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def revoke_key(request: Request) -> Response:
     keys = _keys(request)
     record = keys.revoke(request.path_params["key_id"])
     log.info("API key %s revoked by key %s", record.id, _caller(request))
-    return JSONResponse(record.to_json(keys.now()))
+    return ModelResponse(record.info(keys.now()))
 
 
 def _keys(request: Request) -> KeyStore:

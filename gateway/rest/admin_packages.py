@@ -13,15 +13,18 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from core.errors import InvalidInput, NotFound, PayloadTooLarge
 from gateway.auth import KeyScope, requires
-from gateway.registry.records import PushStatus
+from gateway.registry.audit import AuditEntry
+from gateway.registry.records import ModelInfo, PushOutcome, PushStatus, VersionDetail, VersionInfo
 from gateway.registry.service import Registry
-from gateway.rest.responses import JSONResponse
+from gateway.rest.api_doc import Operation, Param, documented
+from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,45 @@ MAX_REASON = 1000
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"", "0", "false", "no"}
 _MAX_VERSION = 2**63 - 1
+
+
+class ModelList(BaseModel):
+    """``GET /v1/admin/models``: every model with its versions."""
+
+    models: list[ModelInfo]
+
+
+class AuditPage(BaseModel):
+    """``GET /v1/admin/audit``: changes, newest first; page on with ``before`` = the last id."""
+
+    events: list[AuditEntry]
+
+
+FLAG = {"type": "boolean"}
+PUSH = Operation(
+    "Upload a package (raw body): verify, store, register, deploy (201: created or restored)",
+    answer=PushOutcome,
+    status=201,
+    also={200: PushOutcome},
+    errors=(400, 409, 413, 422, 503),
+    body_media={"application/octet-stream": {"type": "string", "format": "binary"}},
+)
+DELETE_VERSION = Operation(
+    "Retire a version (409 for the default version unless forced)",
+    answer=VersionInfo,
+    errors=(400, 404, 409),
+    params=(Param("force", FLAG), Param("reason", {"type": "string", "maxLength": MAX_REASON})),
+)
+AUDIT = Operation(
+    "The audit log, newest first",
+    answer=AuditPage,
+    errors=(400,),
+    params=(
+        Param("model", {"type": "string"}),
+        Param("limit", {"type": "integer", "minimum": 1}),
+        Param("before", {"type": "integer", "minimum": 0}),
+    ),
+)
 
 
 def routes() -> list[Route]:
@@ -44,6 +86,7 @@ def routes() -> list[Route]:
     ]
 
 
+@documented(PUSH)
 @requires(KeyScope.ADMIN)
 async def push_package(request: Request) -> Response:
     registry = _registry(request)
@@ -57,27 +100,33 @@ async def push_package(request: Request) -> Response:
         raise
     result = await registry.push(path, _actor(request))
     status = 200 if result.status is PushStatus.UNCHANGED else 201
-    return JSONResponse(result.to_json(), status_code=status)
+    return ModelResponse(result.outcome(), status_code=status)
 
 
+@documented(
+    Operation("Models, versions and manifests", answer=ModelList, errors=(400,), params=(Param("all", FLAG),))
+)
 @requires(KeyScope.ADMIN)
 async def list_models(request: Request) -> Response:
     include_retired = _flag(request, "all")
     models = _registry(request).models(include_retired=include_retired)
-    return JSONResponse({"models": [model.to_json() for model in models]})
+    return ModelResponse(ModelList(models=[model.info() for model in models]))
 
 
+@documented(Operation("One model, every version (deleted too)", answer=ModelInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_model(request: Request) -> Response:
-    return JSONResponse(_registry(request).model_summary(request.path_params["model"]).to_json())
+    return ModelResponse(_registry(request).model_summary(request.path_params["model"]).info())
 
 
+@documented(Operation("One version with its manifest", answer=VersionDetail, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_version(request: Request) -> Response:
     record = _registry(request).version_record(request.path_params["model"], _version(request))
-    return JSONResponse(record.to_json(manifest=True))
+    return ModelResponse(record.detail())
 
 
+@documented(Operation("Download the package", answer_media="application/octet-stream", errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def download_package(request: Request) -> Response:
     registry = _registry(request)
@@ -91,6 +140,7 @@ async def download_package(request: Request) -> Response:
     )
 
 
+@documented(DELETE_VERSION)
 @requires(KeyScope.ADMIN)
 async def delete_version(request: Request) -> Response:
     reason = request.query_params.get("reason", "")
@@ -107,9 +157,10 @@ async def delete_version(request: Request) -> Response:
         force=_flag(request, "force"),
         reason=reason,
     )
-    return JSONResponse(record.to_json())
+    return ModelResponse(record.info())
 
 
+@documented(AUDIT)
 @requires(KeyScope.ADMIN)
 async def audit_log(request: Request) -> Response:
     events = _registry(request).audit_events(
@@ -117,7 +168,7 @@ async def audit_log(request: Request) -> Response:
         limit=_integer(request, "limit") or 100,
         before=_integer(request, "before"),
     )
-    return JSONResponse({"events": [event.to_json() for event in events]})
+    return ModelResponse(AuditPage(events=[event.entry() for event in events]))
 
 
 # ---- the upload ----

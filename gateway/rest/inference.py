@@ -28,6 +28,8 @@ from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceRequest, InferenceResult
 from gateway.rest import v1_codec, v2_codec
+from gateway.rest.api_doc import documented
+from gateway.rest.prediction_schemas import V1_OPERATION, V2_OPERATION
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import request_id_of
 from gateway.rest.state import GatewayState
@@ -109,6 +111,7 @@ class PredictionEndpoint:
         self._prepare = _prepare_v1 if protocol == "v1" else _prepare_v2
         self._parts: tuple[Auth, GatewayState] | None = None
         setattr(self, SCOPE_ATTRIBUTE, KeyScope.PREDICT)  # the route table says what it needs
+        documented(V1_OPERATION if protocol == "v1" else V2_OPERATION)(self)
 
     def bind(self, auth: Auth, state: GatewayState) -> None:
         """The app's parts, once its lifespan has made them (else read from the app per request)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,63 +13,132 @@ from core.signature import TensorSpec
 from gateway.auth.authorization import requires
 from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
-from gateway.rest.responses import JSONResponse, error_response
+from gateway.rest.api_doc import Operation, documented
+from gateway.rest.responses import ModelResponse, error_response
 from gateway.rest.state import gateway_state
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
-def _tensor(spec: TensorSpec) -> dict[str, object]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    """KServe v2 datatype: FP32, INT64, BYTES..."""
+    shape: list[int]
+    """-1 for a dimension of any size (the batch dimension first)."""
 
 
-def _metadata(served: ServedVersion, versions: list[str]) -> dict[str, object]:
-    return {
-        "name": served.name,
-        "versions": versions,
-        "platform": served.platform,
-        "inputs": [_tensor(s) for s in served.signature.inputs],
-        "outputs": [_tensor(s) for s in served.signature.outputs],
-    }
+class ModelMetadata(BaseModel):
+    """KServe v2 model metadata."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
 
 
+class ServerMetadata(BaseModel):
+    """KServe v2 server metadata."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+    backends: int
+    """Healthy inference servers."""
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    version: str
+    ready: bool
+
+
+class ServingModel(BaseModel):
+    """A model clients can call, with the versions they can name."""
+
+    name: str
+    versions: list[str]
+    default_version: str
+    """The version a request without one gets."""
+
+
+class ServingModels(BaseModel):
+    """``GET /v1/models``: every model clients can call now."""
+
+    models: list[ServingModel]
+
+
+def _tensor(spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+
+
+def _metadata(served: ServedVersion, versions: list[str]) -> ModelMetadata:
+    return ModelMetadata(
+        name=served.name,
+        versions=versions,
+        platform=served.platform,
+        inputs=[_tensor(s) for s in served.signature.inputs],
+        outputs=[_tensor(s) for s in served.signature.outputs],
+    )
+
+
+@documented(Operation("Liveness", answer=Live))
 async def live(request: Request) -> Response:
-    return JSONResponse({"live": True})
+    return ModelResponse(Live(live=True))
 
 
+@documented(Operation("Readiness: an inference server is available", answer=Ready, errors=(503,)))
 async def ready(request: Request) -> Response:
     healthy = gateway_state(request).pool.healthy()
     if not healthy:
         return error_response(503, "no inference server is available")
-    return JSONResponse({"ready": True, "backends": len(healthy)})
+    return ModelResponse(Ready(ready=True, backends=len(healthy)))
 
 
+@documented(Operation("Prometheus metrics", answer_media="text/plain"))
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(gateway_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@documented(Operation("Server metadata", answer=ServerMetadata))
 @requires(KeyScope.PREDICT)
 async def server_metadata(request: Request) -> Response:
-    return JSONResponse({"name": "mdeploy", "version": __version__, "extensions": EXTENSIONS})
+    return ModelResponse(ServerMetadata(name="mdeploy", version=__version__, extensions=EXTENSIONS))
 
 
+@documented(
+    Operation(
+        "Model metadata (of its default version, or the one named)", answer=ModelMetadata, errors=(404,)
+    )
+)
 @requires(KeyScope.PREDICT, model_param="model")
 async def model_metadata(request: Request) -> Response:
     catalog = gateway_state(request).catalog
     name = request.path_params["model"]
     served = catalog.resolve(name, request.path_params.get("version"))
-    return JSONResponse(_metadata(served, [v.version for v in catalog.served_versions(name)]))
+    return ModelResponse(_metadata(served, [v.version for v in catalog.served_versions(name)]))
 
 
+@documented(Operation("Model readiness", answer=ModelReadiness, errors=(400, 404)))
 @requires(KeyScope.PREDICT, model_param="model")
 async def model_ready(request: Request) -> Response:
     state = gateway_state(request)
     served = state.catalog.resolve(request.path_params["model"], request.path_params.get("version"))
     if not state.pool.healthy():
         return error_response(400, f"model '{served.name}' is not ready: no inference server is available")
-    return JSONResponse({"name": served.name, "version": served.version, "ready": True})
+    return ModelResponse(ModelReadiness(name=served.name, version=served.version, ready=True))
 
 
+@documented(Operation("Models and their live versions", answer=ServingModels))
 @requires(KeyScope.PREDICT)
 async def list_models(request: Request) -> Response:
     catalog = gateway_state(request).catalog
@@ -77,9 +147,9 @@ async def list_models(request: Request) -> Response:
         versions = catalog.served_versions(name)
         default = catalog.resolve(name, None)
         models.append(
-            {"name": name, "versions": [v.version for v in versions], "default_version": default.version}
+            ServingModel(name=name, versions=[v.version for v in versions], default_version=default.version)
         )
-    return JSONResponse({"models": models})
+    return ModelResponse(ServingModels(models=models))
 
 
 def routes() -> list[Route]:

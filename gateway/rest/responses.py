@@ -38,7 +38,9 @@ class ModelResponse(Response):
 
     media_type = "application/json"
 
-    def __init__(self, answer: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, answer: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(answer.model_dump_json(by_alias=True), status_code, headers)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from gateway.catalog import ModelCatalog
+from gateway.routing.deployment_status import ArmStatus, DeploymentStatus, GuardStatus
 from gateway.routing.deployments import Change, Deployment, DeploymentStore
 from gateway.routing.guard import GuardSpec, GuardWindows
 from gateway.routing.ledger import Ledger
@@ -317,12 +318,12 @@ class Router:
             f"watching {', '.join(deployment.candidates)}" if deployment.candidates else "idle (no candidate)"
         )
 
-    async def status(self, model: str) -> dict[str, Any]:
+    async def status(self, model: str) -> DeploymentStatus:
         deployment = self._deployments.get(model)
         live = [v.version for v in self._catalog.served_versions(model)]
         if deployment is None:
             default = self._catalog.resolve(model, None).version
-            return {"model": model, "policy": None, "stable": default, "arms": [], "live_versions": live}
+            return DeploymentStatus(model=model, policy=None, stable=default, arms=[], live_versions=live)
         try:
             stats = await self.stats.snapshot(model)
         except Exception as error:
@@ -338,34 +339,35 @@ class Router:
             low, high = arm.ci95() if arm is not None else (0.0, 0.0)
             outcome = windows.summary(version) if windows is not None else None
             arms.append(
-                {
-                    "version": version,
-                    "stable": version == deployment.stable,
-                    "pulls": arm.pulls if arm else 0,
-                    "traffic_share": shares.get(version, 0) / total
+                ArmStatus(
+                    version=version,
+                    stable=version == deployment.stable,
+                    pulls=arm.pulls if arm else 0,
+                    traffic_share=shares.get(version, 0) / total
                     if total and version in deployment.spec.versions
                     else None,
-                    "weight": (deployment.spec.weights or {}).get(version),
-                    "rewards": arm.rewards if arm else 0,
-                    "mean_reward": arm.mean if arm else None,
-                    "reward_ci95": [low, high] if arm and arm.rewards else None,
-                    "requests": outcome.requests if outcome else 0,
-                    "error_rate": outcome.error_rate if outcome else None,
-                    "p50_ms": outcome.p50_ms if outcome else None,
-                    "p99_ms": outcome.p99_ms if outcome else None,
-                }
+                    weight=(deployment.spec.weights or {}).get(version),
+                    rewards=arm.rewards if arm else 0,
+                    mean_reward=arm.mean if arm else None,
+                    reward_ci95=[low, high] if arm and arm.rewards else None,
+                    requests=outcome.requests if outcome else 0,
+                    error_rate=outcome.error_rate if outcome else None,
+                    p50_ms=outcome.p50_ms if outcome else None,
+                    p99_ms=outcome.p99_ms if outcome else None,
+                )
             )
-        return {
-            "model": model,
-            "policy": deployment.spec.model_dump(mode="json"),
-            "guard": {
-                **deployment.guard.model_dump(mode="json"),
-                "state": self._guard_state(deployment),
-                "last_rollback": self._guard_events.get(model),
-            },
-            "stable": deployment.stable,
-            "generation": deployment.generation,
-            "arms": arms,
-            "live_versions": live,
-            "checked_at": time.time(),
-        }
+        guard = GuardStatus(
+            **dict(deployment.guard),
+            state=self._guard_state(deployment),
+            last_rollback=self._guard_events.get(model),
+        )
+        return DeploymentStatus(
+            model=model,
+            policy=deployment.spec,
+            guard=guard,
+            stable=deployment.stable,
+            generation=deployment.generation,
+            arms=arms,
+            live_versions=live,
+            checked_at=time.time(),
+        )

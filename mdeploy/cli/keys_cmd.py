@@ -207,15 +207,17 @@ class LocalKeys:
             expires_at=datetime.fromisoformat(expires) if expires else None,
             name=request["name"],
         )
-        return {**created.record.to_json(self._store.now()), "key": created.key}
+        from gateway.auth.keys import CreatedKeyInfo
+
+        info = created.record.info(self._store.now())
+        return CreatedKeyInfo(**dict(info), key=created.key).model_dump(mode="json")
 
     def list(self) -> list[dict[str, Any]]:
         now = self._store.now()
-        return [record.to_json(now) for record in self._store.list()]
+        return [record.info(now).model_dump(mode="json") for record in self._store.list()]
 
     def revoke(self, key_id: str) -> dict[str, Any]:
-        record: dict[str, Any] = self._store.revoke(key_id).to_json(self._store.now())
-        return record
+        return self._store.revoke(key_id).info(self._store.now()).model_dump(mode="json")
 
     def close(self) -> None:
         self._connection.close()

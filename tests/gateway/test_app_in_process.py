@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from gateway.app import GatewayApp, create_app
+from gateway.rest.api_doc import operation_of
+from gateway.rest.openapi import endpoints
 from gateway.settings import GatewaySettings
 from tests.gateway.asgi import lifespan
 
@@ -107,3 +110,38 @@ async def test_route_answers_carry_integer_rate_headers_and_no_retry_after_when_
     assert listed.status_code == 200
     assert listed.headers["x-ratelimit-reset"].isdigit()
     assert "retry-after" not in listed.headers
+
+
+def declared_answer(app: GatewayApp, method: str, path: str) -> type[BaseModel]:
+    for route_path, route_method, route in endpoints(app.routes):
+        if (route_path, route_method) == (path, method.lower()):
+            operation = operation_of(route.endpoint)
+            assert operation is not None
+            assert operation.answer is not None
+            return operation.answer
+    raise AssertionError(f"no route {method} {path}")
+
+
+async def test_answers_are_the_models_their_operations_declare(
+    app: GatewayApp, http: httpx.AsyncClient
+) -> None:
+    admin = bearer(app.state.auth.keys.create(["admin", "predict"]).key)
+    created = await http.post("/v1/admin/keys", json={"scopes": ["predict"], "name": "p"}, headers=admin)
+    key_id = created.json()["id"]
+    calls = [
+        ("POST", "/v1/admin/keys", created),
+        ("GET", "/v1/admin/keys", await http.get("/v1/admin/keys", headers=admin)),
+        ("GET", "/v1/admin/keys/{key_id}", await http.get(f"/v1/admin/keys/{key_id}", headers=admin)),
+        ("DELETE", "/v1/admin/keys/{key_id}", await http.delete(f"/v1/admin/keys/{key_id}", headers=admin)),
+        ("GET", "/v1/admin/models", await http.get("/v1/admin/models", headers=admin)),
+        ("GET", "/v1/admin/audit", await http.get("/v1/admin/audit", headers=admin)),
+        ("GET", "/v1/models", await http.get("/v1/models", headers=admin)),
+        ("GET", "/v2", await http.get("/v2", headers=admin)),
+        ("GET", "/v2/health/live", await http.get("/v2/health/live")),
+    ]
+    for method, path, answer in calls:
+        assert answer.status_code in (200, 201), (path, answer.text)
+        model = declared_answer(app, method, path)
+        assert (
+            model.model_validate_json(answer.content).model_dump(mode="json", by_alias=True) == answer.json()
+        )

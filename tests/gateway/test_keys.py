@@ -142,7 +142,7 @@ def test_list_shows_every_key_with_its_status(key_store: KeyStore) -> None:
     gone = key_store.create(["admin"], name="gone")
     key_store.revoke(gone.record.id)
     now = key_store.now()
-    listed = {record.name: record.to_json(now) for record in key_store.list()}
+    listed = {record.name: record.info(now).model_dump(mode="json") for record in key_store.list()}
     assert listed["kept"]["status"] == "active"
     assert listed["gone"]["status"] == "revoked"
     assert listed["kept"]["id"] == kept.record.id
