@@ -27,6 +27,8 @@ LISTENING = re.compile(r"mdeploy-server listening on (\S+):(\d+)")
 class ServerProcess(ChildProcess):
     host: str = ""
     port: int = 0
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Sent with the health checks below (the server token, for a server that wants it there too)."""
 
     @property
     def address(self) -> str:
@@ -36,17 +38,23 @@ class ServerProcess(ChildProcess):
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+                check = health_pb2.HealthCheckRequest(service="")
+                reply = stub.Check(check, timeout=timeout_s, metadata=self.metadata)
             except grpc.RpcError:
                 return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     @classmethod
-    def started(cls, child: ChildProcess, announced: re.Match[str], ready_timeout_s: float) -> ServerProcess:
+    def started(
+        cls,
+        child: ChildProcess,
+        announced: re.Match[str],
+        ready_timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> ServerProcess:
         """The server announced in ``announced`` (host, port), once its health check passes."""
-        server = cls(
-            child.process, child.log_lines, child.log_reader, announced.group(1), int(announced.group(2))
-        )
+        host, port = announced.group(1), int(announced.group(2))
+        server = cls(child.process, child.log_lines, child.log_reader, host, port, metadata)
         try:
             server.wait_ready(ready_timeout_s)
         except BaseException:
@@ -71,10 +79,15 @@ def server_command() -> list[str]:
 
 
 def start_server_process(
-    args: list[str], *, env: dict[str, str] | None = None, ready_timeout_s: float = 60.0
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> ServerProcess:
-    """Start ``mdeploy-server ARGS`` (pass ``--grpc-port 0`` for a free port) and wait until ready."""
+    """Start ``mdeploy-server ARGS`` (pass ``--grpc-port 0`` for a free port) and wait until ready;
+    ``metadata`` goes with its health checks."""
     child, announced = spawn(
         [*server_command(), *args], LISTENING, env=env, timeout_s=ready_timeout_s, log_to_stderr=True
     )
-    return ServerProcess.started(child, announced, ready_timeout_s)
+    return ServerProcess.started(child, announced, ready_timeout_s, metadata)

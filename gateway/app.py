@@ -39,18 +39,19 @@ from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
 from gateway.dataplane import DataPlane
 from gateway.db import open_database
+from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
 from gateway.rest import admin_deployments, admin_keys, admin_packages, inference, models, openapi
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
-from gateway.rest.state import GatewayState
 from gateway.routing.deployments import DeploymentStore
 from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
 from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,9 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         await pool.start()
         await registry.start()
         await router.start()
+        listener = None
+        if settings.grpc_port:
+            listener = await start_grpc_listener(settings, app.state.auth, app.state.gateway)
         # What exists now (modules, app, settings) lives as long as the process: keep it out of
         # the cyclic collector, whose full passes over it paused requests for tens of ms.
         gc.collect()
@@ -133,6 +137,8 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop(settings.shutdown_grace_s)
             await router.close()
             await registry.close()
             await dataplane.close()

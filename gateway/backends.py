@@ -27,6 +27,8 @@ from core.errors import (
     Unavailable,
     Unsupported,
 )
+from gateway.backend_address import parse_backend
+from gateway.backend_statistics import merge_statistics
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
 
@@ -48,6 +50,8 @@ class Backend:
     channel: grpc.aio.Channel
     stub: pb_grpc.GRPCInferenceServiceAsyncStub
     health: health_pb2_grpc.HealthStub
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Sent with every call: the server token, when the server checks one."""
     healthy: bool = False
     in_flight: int = 0
     last_error: str = ""
@@ -82,10 +86,12 @@ class BackendPool:
     _notifications: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
-        for address in self.addresses:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        for named in self.addresses:
+            target = parse_backend(named)
+            channel = grpc.aio.insecure_channel(target.address, options=_CHANNEL_OPTIONS)
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            self.backends.append(Backend(address, channel, stub, health_pb2_grpc.HealthStub(channel)))
+            health = health_pb2_grpc.HealthStub(channel)
+            self.backends.append(Backend(target.address, channel, stub, health, target.metadata()))
         await self.check_health()
         self._health_task = asyncio.create_task(self._health_loop(), name="backend-health")
 
@@ -125,7 +131,9 @@ class BackendPool:
             tried.add(backend)
             backend.in_flight += 1
             try:
-                return await backend.stub.ModelInfer(request, timeout=self.timeout_s)
+                return await backend.stub.ModelInfer(
+                    request, timeout=self.timeout_s, metadata=backend.metadata
+                )
             except grpc.aio.AioRpcError as error:
                 mapped = map_rpc_error(error, backend.address)
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -136,12 +144,29 @@ class BackendPool:
             finally:
                 backend.in_flight -= 1
 
+    async def statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+        """ModelStatistics of every healthy replica, added up per version."""
+        backends = self.healthy()
+        if not backends:
+            raise Unavailable("no inference server is available; retry shortly")
+        calls = [
+            b.stub.ModelStatistics(request, timeout=self.timeout_s, metadata=b.metadata) for b in backends
+        ]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        for backend, answer in zip(backends, answers, strict=True):
+            if isinstance(answer, grpc.aio.AioRpcError):
+                raise map_rpc_error(answer, backend.address)
+            if isinstance(answer, BaseException):
+                raise answer
+        return merge_statistics(a for a in answers if isinstance(a, pb.ModelStatisticsResponse))
+
     async def check_health(self) -> None:
         await asyncio.gather(*(self._check(b) for b in self.backends))
 
     async def _check(self, backend: Backend) -> None:
         try:
-            reply = await backend.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            check = health_pb2.HealthCheckRequest(service="")
+            reply = await backend.health.Check(check, timeout=1.0, metadata=backend.metadata)
             serving = reply.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.aio.AioRpcError as error:
             serving, backend.last_error = False, error.details() or str(error.code())

@@ -47,6 +47,8 @@ class InferenceRequest:
     served: ServedVersion | None = None
     """What the front end resolved for ``model`` and ``version`` (v1 needs the signature to
     read its JSON), reused unless a deployment policy picks the version."""
+    timeout_s: float | None = None
+    """The client's deadline (gRPC): past it a request still queued is dropped (DEADLINE_EXCEEDED)."""
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
@@ -105,7 +107,8 @@ class DataPlane:
         served = request.served
         if served is None:
             served = self.catalog.resolve(request.model, request.version)
-        outputs = await self._batcher(served).submit(self._checked(served, request))
+        work = self._checked(served, request)
+        outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
         return InferenceResult(served.name, served.version, outputs, served)
 
     async def _infer_routed(self, request: InferenceRequest, router: Router) -> InferenceResult:
@@ -115,7 +118,7 @@ class DataPlane:
         work = self._checked(served, request)
         started = time.perf_counter()
         try:
-            outputs = await self._batcher(served).submit(work)
+            outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
         except MdeployError as error:
             if routed is not None:
                 # Only failures of the server side speak against a version, not bad requests.

@@ -16,12 +16,14 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import uvicorn
 import uvloop
 
 from core.errors import InvalidInput
 from core.server_process import ServerProcess, start_server_process
+from core.server_token import ensure_token
 from gateway.app import create_app
 from gateway.auth.keys import KeyStore
 from gateway.auth.scopes import KeyScope
@@ -58,11 +60,22 @@ def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
     return AdminKey(created.key, created=True)
 
 
-def start_local_server(settings: GatewaySettings) -> ServerProcess:
+SERVER_TOKEN_FILE = "server-token"
+
+
+def start_local_server(settings: GatewaySettings) -> tuple[ServerProcess, str]:
+    """The local mdeploy-server, closed by this data folder's server token; and how to name it
+    as a backend (``grpc://host:port?token_file=...``)."""
+    token_file = settings.data_dir / SERVER_TOKEN_FILE
+    ensure_token(token_file)
     work_dir = settings.data_dir / "server"
-    return start_server_process(
-        ["--grpc-port", "0", "--model-control-mode", "explicit", "--work-dir", str(work_dir)]
+    server = start_server_process(
+        [
+            *("--grpc-port", "0", "--model-control-mode", "explicit", "--work-dir", str(work_dir)),
+            *("--auth-token-file", str(token_file)),
+        ]
     )
+    return server, f"grpc://{server.address}?{urlencode({'token_file': str(token_file.resolve())})}"
 
 
 def bound_url(server: uvicorn.Server) -> str:
@@ -111,7 +124,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, flag: str) -> None:
     """Refuse a busy port before anything is made (an admin key, a local inference server)."""
     if port == 0:
         return
@@ -123,14 +136,18 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as error:
             raise InvalidInput(
                 f"cannot listen on {host}:{port} ({error.strerror}); stop what uses it or pick "
-                "another with --port (or MDEPLOY_PORT)"
+                f"another with {flag}"
             ) from None
 
 
 def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
     """Run until interrupted; ``then(base_url, admin_key)`` runs once the gateway listens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    check_port_free(settings.host, settings.port)
+    check_port_free(settings.host, settings.port, "--port (or MDEPLOY_PORT)")
+    if settings.grpc_port:
+        check_port_free(
+            settings.host, settings.grpc_port, "--grpc-port (or MDEPLOY_GRPC_PORT; 0 turns it off)"
+        )
     admin = ensure_admin_key(settings)
     if admin.created:
         print(
@@ -140,10 +157,13 @@ def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
     # uvicorn re-raises SIGTERM after its shutdown; with Python's default disposition the
     # process would die there, before the local inference server is stopped below.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    local = None if settings.backends else start_local_server(settings)
-    if local is not None:
-        settings = settings.model_copy(update={"backends": [local.address]})
-        print(f"inference server listening on {local.address}", flush=True)
+    local = None
+    if not settings.backends:
+        local, backend = start_local_server(settings)
+        settings = settings.model_copy(update={"backends": [backend]})
+        print(f"inference server listening on {local.address} (closed by {SERVER_TOKEN_FILE})", flush=True)
+    if settings.grpc_port:
+        print(f"gRPC API (KServe v2, tritonclient.grpc) on {settings.host}:{settings.grpc_port}", flush=True)
     try:
         # uvicorn's loop="uvloop" applies only when uvicorn makes the loop; this process makes it.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

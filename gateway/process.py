@@ -25,6 +25,8 @@ _RUNNING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+)")
 class GatewayProcess(ChildProcess):
     url: str = ""
     data_dir: Path = Path()
+    grpc_address: str = ""
+    """host:port of its gRPC API; empty when it has none."""
 
     @property
     def admin_key(self) -> str:
@@ -41,18 +43,24 @@ def start_gateway_process(
     backends: list[str],
     *,
     port: int = 0,
+    grpc_port: int = 0,
     env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
     ready_timeout_s: float = 120.0,
 ) -> GatewayProcess:
-    """``mdeploy serve`` on 127.0.0.1 with the given inference servers; returns once it answers."""
+    """``mdeploy serve`` on 127.0.0.1 with the given inference servers; returns once it answers.
+
+    ``grpc_port`` 0 (the default here) leaves the gRPC API off: several gateways may run at once.
+    """
     args = ["serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--grpc-port", str(grpc_port)]
     for backend in backends:
         args += ["--backend", backend]
     command = [*gateway_command(), *args, *(extra_args or [])]
     child, match = spawn(command, _RUNNING, env=env, timeout_s=ready_timeout_s)
     url = f"http://{match.group(1)}:{match.group(2)}"
-    gateway = GatewayProcess(child.process, child.log_lines, child.log_reader, url, data_dir)
+    grpc_address = f"127.0.0.1:{grpc_port}" if grpc_port else ""
+    gateway = GatewayProcess(child.process, child.log_lines, child.log_reader, url, data_dir, grpc_address)
     deadline = time.monotonic() + ready_timeout_s
     while not _live(gateway.url):
         if gateway.process.poll() is not None or time.monotonic() > deadline:

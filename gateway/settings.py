@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -19,7 +19,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from core.errors import InvalidInput
 from core.settings_file import read_settings_file
+from gateway.backend_address import parse_backend
 
 MiB = 1024 * 1024
 SETTINGS_FILE_VARIABLE = "MDEPLOY_SETTINGS_FILE"
@@ -36,11 +38,18 @@ class GatewaySettings(BaseSettings):
     """Address the HTTP API listens on."""
     port: int = Field(default=8000, ge=0, le=65535)
     """Port the HTTP API listens on."""
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """Port of the gRPC API (KServe v2 / Triton ``GRPCInferenceService``), on ``host``; 0 turns it off."""
+    grpc_max_message_bytes: int = Field(default=16 * MiB, ge=1024)
+    """Largest gRPC message, received or sent; larger requests get RESOURCE_EXHAUSTED."""
+    grpc_max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest gRPC metadata (headers) of a request."""
     shutdown_grace_s: int = Field(default=30, ge=1)
     """On SIGTERM: requests in flight get this many seconds to finish; new connections are refused."""
     backends: list[str] = Field(default_factory=list)
-    """gRPC addresses (host:port) of the inference servers; empty with ``mdeploy serve``,
-    which starts one local server and uses it."""
+    """The inference servers: ``host:port``, or ``grpc://host:port?token_file=PATH`` for one that
+    checks a server token (``gateway.backend_address``); empty with ``mdeploy serve``, which
+    starts one local server, closed by a token, and uses it."""
 
     # ---- bounds on requests ----
     max_body_bytes: int = Field(default=16 * MiB, ge=1024)
@@ -94,6 +103,16 @@ class GatewaySettings(BaseSettings):
     """Default limit of keys with the admin scope."""
     rate_limit_fail_open: bool = False
     """When the rate-limit storage is unreachable: True lets requests through, False answers 503."""
+
+    @field_validator("backends")
+    @classmethod
+    def _backends_are_named_right(cls, backends: list[str]) -> list[str]:
+        for backend in backends:
+            try:
+                parse_backend(backend)
+            except InvalidInput as error:
+                raise ValueError(error.message) from None
+        return backends
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,7 @@ from typing import Final
 import numpy as np
 
 from core import datatypes
-from core.errors import InvalidInput
+from core.errors import InvalidInput, Unsupported
 from protos.generated import inference_pb2 as pb
 
 # Which InferTensorContents field carries each datatype. FP16 has none: it travels raw.
@@ -218,3 +218,19 @@ def decode_response_outputs(response: pb.ModelInferResponse) -> dict[str, np.nda
         else:
             result[tensor.name] = decode_contents(tensor.name, tensor.datatype, shape, tensor.contents)
     return result
+
+
+# Parameters of a requested output that mdeploy understands ("binary_data" is an HTTP notion
+# that tritonclient may forward; it changes nothing over gRPC).
+_OUTPUT_PARAMETERS = {"binary_data"}
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+    """The output names a request asks for (none: every output)."""
+    names = []
+    for output in request.outputs:
+        unknown = set(output.parameters) - _OUTPUT_PARAMETERS
+        if "classification" in unknown:
+            raise Unsupported(f"output '{output.name}': the classification extension is not supported")
+        names.append(output.name)
+    return names

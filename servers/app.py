@@ -9,20 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
+from core.errors import InvalidInput
 from core.server_process import ANNOUNCE
-from protos.generated import inference_pb2_grpc as pb_grpc
-from servers import runtime, wire
+from core.server_token import read_token
+from protos.servicing import SERVICE_NAME, add_inference_service
+from servers import runtime
+from servers.caller_token import CallerTokenInterceptor
 from servers.repository import ModelRepository
 from servers.service import InferenceService
 from servers.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = "inference.GRPCInferenceService"
 
 
 def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -32,55 +32,6 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
         # Two servers must not silently share a port.
         ("grpc.so_reuseport", 0),
     ]
-
-
-class _Handlers:
-    """Stands in for the server to collect the method handlers the generated code registers."""
-
-    def __init__(self) -> None:
-        self.service = ""
-        self.handlers: dict[str, Any] = {}
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        pass  # built again below from the same method handlers
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self.service = service
-        self.handlers = dict(handlers)
-
-
-def _tolerant(handler: Any) -> Any:
-    """``handler`` with a deserializer that hands bytes that are not a valid message to the
-    servicer as ``wire.Malformed`` (answered INVALID_ARGUMENT) instead of raising: gRPC would
-    answer UNKNOWN, log a traceback and, inside a stream, leave the stream hanging."""
-    parse = handler.request_deserializer
-    assert parse is not None
-
-    def deserialize(data: bytes) -> object:
-        try:
-            return parse(data)
-        except DecodeError as error:
-            return wire.Malformed(str(error))
-
-    serialize = handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(handler.unary_stream, deserialize, serialize)
-    return grpc.unary_unary_rpc_method_handler(handler.unary_unary, deserialize, serialize)
-
-
-def add_inference_service(service: InferenceService, server: grpc.aio.Server) -> None:
-    """Register ``service`` as the generated code would, with malformed messages tolerated."""
-    collected = _Handlers()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, collected)  # type: ignore[arg-type]
-    if not collected.handlers:
-        raise RuntimeError("the generated stubs registered no method handlers")
-    handlers = {method: _tolerant(handler) for method, handler in collected.handlers.items()}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
-    server.add_registered_method_handlers(collected.service, handlers)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -103,13 +54,29 @@ class InferenceServer:
         await self.repository.close()
 
 
+def _interceptors(settings: ServerSettings) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The token check, or a warning that the server answers anyone who reaches its address."""
+    if settings.auth_token_file is None:
+        log.warning(
+            "mdeploy-server is unauthenticated (no --auth-token-file): anyone who reaches %s may "
+            "load, unload and run models; it listens on a loopback address only",
+            settings.grpc_address,
+        )
+        return []
+    try:
+        token = read_token(settings.auth_token_file)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+    return [CallerTokenInterceptor(token, allow_unauthenticated_health=settings.allow_unauthenticated_health)]
+
+
 async def start_server(settings: ServerSettings) -> InferenceServer:
     """Bind, start serving health at once, load the models, then report ready."""
     runtime.check_device(settings.device, settings.execution_provider)
     repository = ModelRepository(settings)
     service = InferenceService(repository, settings)
     health_servicer = health_aio.HealthServicer()
-    server = grpc.aio.server(options=channel_options(settings))
+    server = grpc.aio.server(options=channel_options(settings), interceptors=_interceptors(settings))
     add_inference_service(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.grpc_address}:{settings.grpc_port}")

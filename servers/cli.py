@@ -30,6 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grpc-address", help="address to listen on (default 127.0.0.1)")
     add("--grpc-port", type=int, help="port to listen on; 0 picks a free one (default 8001)")
     add(
+        "--auth-token-file",
+        type=Path,
+        help="refuse calls without 'authorization: Bearer <token in this file>' (mdeploy serve makes one)",
+    )
+    add(
+        "--allow-unauthenticated-health",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with a token, let grpc.health.v1 checks pass without it (default on)",
+    )
+    add(
         "--model-control-mode", choices=[m.value for m in ModelControlMode], help="none (default) or explicit"
     )
     add(

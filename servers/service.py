@@ -15,6 +15,7 @@ from core.errors import MdeployError, Unsupported
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
+from protos.servicing import Malformed
 from servers import wire
 from servers.repository import ModelRepository
 from servers.settings import ServerSettings
@@ -41,7 +42,7 @@ def errors_to_status(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
-            if isinstance(request, wire.Malformed):
+            if isinstance(request, Malformed):
                 raise request.error()
             return await handler(self, request, context)
         except asyncio.CancelledError:
@@ -111,13 +112,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     # ---- inference ----
 
     async def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
-        if isinstance(request, wire.Malformed):
+        if isinstance(request, Malformed):
             raise request.error()
         version = self.repository.version(request.model_name, request.model_version)
         wire.check_input_sizes(request, self.settings.max_elements_per_input)
         inputs = codecs.decode_request_inputs(request)
         outputs = await version.infer(
-            inputs, wire.requested_outputs(request), wire.timeout_seconds(request, remaining)
+            inputs, codecs.requested_outputs(request), wire.timeout_seconds(request, remaining)
         )
         return wire.infer_response(request, version, outputs)
 
@@ -178,6 +179,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.repository.check_control()
         config, files = wire.load_parameters(request)
         await self.repository.load(request.model_name, config, files)
+        log.info("model %s loaded at the request of %s", request.model_name, self._caller(context))
         return pb.RepositoryModelLoadResponse()
 
     @errors_to_status
@@ -186,7 +188,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         self.repository.check_control()
         await self.repository.unload(request.model_name)
+        log.info("model %s unloaded at the request of %s", request.model_name, self._caller(context))
         return pb.RepositoryModelUnloadResponse()
+
+    def _caller(self, context: Any) -> str:
+        """Who asked: every caller of a server with a token has presented it (the gateway)."""
+        who = "the token holder" if self.settings.auth_token_file is not None else "an unauthenticated caller"
+        return f"{who} at {context.peer()}"
 
     # ---- not supported: shared memory, trace and log settings ----
 

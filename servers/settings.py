@@ -7,11 +7,12 @@ variables prefixed ``MDEPLOY_SERVER_``, and an optional JSON or TOML file named 
 
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -40,6 +41,11 @@ class ServerSettings(BaseSettings):
     """Address to listen on; 0.0.0.0 to accept connections from other machines."""
     grpc_port: int = Field(default=8001, ge=0, le=65535)
     """Port to listen on; 0 picks a free one (the chosen port is logged)."""
+    auth_token_file: Path | None = None
+    """File holding the token every call must carry (``authorization: Bearer <token>``); None:
+    no token, and then the server listens on loopback addresses only."""
+    allow_unauthenticated_health: bool = True
+    """With a token: let grpc.health.v1 checks pass without it (for orchestrators' probes)."""
     model_control_mode: ModelControlMode = ModelControlMode.NONE
     load_models: list[str] = Field(default_factory=list)
     """Models loaded at start in explicit mode; ``*`` loads all."""
@@ -78,6 +84,15 @@ class ServerSettings(BaseSettings):
     """Where models received over the wire are written; None uses a temporary folder."""
     log_level: str = "INFO"
 
+    @model_validator(mode="after")
+    def _unauthenticated_only_on_loopback(self) -> ServerSettings:
+        if self.auth_token_file is None and not _loopback(self.grpc_address):
+            raise ValueError(
+                f"refusing to listen on {self.grpc_address} without --auth-token-file: a server that "
+                "checks no token must stay on a loopback address (127.0.0.1, ::1)"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -105,3 +120,13 @@ class ServerSettings(BaseSettings):
     @property
     def max_send_message_bytes(self) -> int:
         return self.max_send_message_mb * MiB
+
+
+def _loopback(address: str) -> bool:
+    host = address.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

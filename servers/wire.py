@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from core.errors import InvalidInput, Unsupported
+from core.errors import InvalidInput
 from core.signature import TensorSpec
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from servers.model_version import ModelVersion
 from servers.repository import IndexEntry, LoadedModel
 from servers.statistics import Duration, VersionStatistics
-
-# Parameters of a requested output that these servers understand ("binary_data" is an HTTP
-# notion that tritonclient may forward; it changes nothing over gRPC).
-_OUTPUT_PARAMETERS = {"binary_data"}
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """What the servicer gets instead of a request whose bytes are not a valid protobuf message."""
-
-    reason: str
-
-    def error(self) -> InvalidInput:
-        return InvalidInput(f"malformed request: {self.reason}")
 
 
 def check_input_sizes(request: pb.ModelInferRequest, max_elements: int) -> None:
@@ -37,16 +21,6 @@ def check_input_sizes(request: pb.ModelInferRequest, max_elements: int) -> None:
             raise InvalidInput(
                 f"input '{tensor.name}': {count} elements is over the server's limit of {max_elements}"
             )
-
-
-def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
-    names = []
-    for output in request.outputs:
-        unknown = set(output.parameters) - _OUTPUT_PARAMETERS
-        if "classification" in unknown:
-            raise Unsupported(f"output '{output.name}': the classification extension is not supported")
-        names.append(output.name)
-    return names
 
 
 def timeout_seconds(request: pb.ModelInferRequest, grpc_remaining: float | None) -> float | None:

@@ -47,7 +47,7 @@ async def load_on(backend: Backend, desired: Desired) -> None:
     for relative, data in desired.files.items():
         request.parameters[f"file:{relative}"].bytes_param = data
     try:
-        await backend.stub.RepositoryModelLoad(request, timeout=LOAD_TIMEOUT_S)
+        await backend.stub.RepositoryModelLoad(request, timeout=LOAD_TIMEOUT_S, metadata=backend.metadata)
     except grpc.aio.AioRpcError as error:
         raise _load_error(error, backend, desired) from None
 
@@ -55,7 +55,7 @@ async def load_on(backend: Backend, desired: Desired) -> None:
 async def unload_from(backend: Backend, model: str) -> None:
     request = pb.RepositoryModelUnloadRequest(model_name=model)
     try:
-        await backend.stub.RepositoryModelUnload(request, timeout=LOAD_TIMEOUT_S)
+        await backend.stub.RepositoryModelUnload(request, timeout=LOAD_TIMEOUT_S, metadata=backend.metadata)
     except grpc.aio.AioRpcError as error:
         raise map_rpc_error(error, backend.address) from None
 
@@ -64,7 +64,7 @@ async def inventory_of(backend: Backend) -> dict[str, set[int]]:
     """The versions ``backend`` serves now (READY), by model."""
     try:
         reply = await backend.stub.RepositoryIndex(
-            pb.RepositoryIndexRequest(ready=True), timeout=INDEX_TIMEOUT_S
+            pb.RepositoryIndexRequest(ready=True), timeout=INDEX_TIMEOUT_S, metadata=backend.metadata
         )
     except grpc.aio.AioRpcError as error:
         raise map_rpc_error(error, backend.address) from None

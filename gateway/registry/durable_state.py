@@ -28,6 +28,7 @@ from gateway.registry.sessions import Session
 from gateway.registry.tables import State, Tables
 from gateway.registry.triton_config import model_config
 from modelpkg import Limits, Manifest, read_package
+from protos.generated import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ class RegistryStorage:
             self.repository.remove_config(model)
             return
         newest = max(live, key=lambda item: item.version).manifest
-        config = model_config(model, newest, [item.version for item in live])
-        self.repository.write_config(model, config, newest.labels.names if newest.labels else None)
+        self.repository.write_config(
+            model, live_config(model, live), newest.labels.names if newest.labels else None
+        )
 
     # ---- rolling back ----
 
@@ -158,3 +160,9 @@ class RegistryStorage:
 
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def live_config(model: str, live: list[LiveVersion]) -> mc.ModelConfig:
+    """The configuration serving ``live`` (not empty), described by the newest one's manifest."""
+    newest = max(live, key=lambda item: item.version).manifest
+    return model_config(model, newest, [item.version for item in live])

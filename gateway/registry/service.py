@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,7 @@ from gateway.registry import audit, tables
 from gateway.registry.admission import check_compatible, choose_version, verify_upload
 from gateway.registry.audit import AuditEvent
 from gateway.registry.backend_sync import Deployer
-from gateway.registry.durable_state import RegistryStorage
+from gateway.registry.durable_state import RegistryStorage, live_config
 from gateway.registry.package_store import PackageStore
 from gateway.registry.records import ModelSummary, PushPhase, PushResult, PushStatus, VersionRecord
 from gateway.registry.repository import TritonRepository
@@ -60,6 +61,7 @@ from gateway.registry.tables import State, Tables
 from gateway.settings import GatewaySettings
 from modelpkg import Limits, Package
 from modelpkg.manifest import dump_manifest
+from protos.generated import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +288,27 @@ class Registry:
             log.info("model %s version %s deleted by %s", name, version, actor)
             return self.storage.record(self._row(name, version))
 
+    async def unload_model(self, name: str, actor: str) -> list[VersionRecord]:
+        """Retire every live version of ``name`` (the gRPC RepositoryModelUnload), each audited."""
+        live = sorted(self._live_versions(name), reverse=True)
+        if not live:
+            raise self._no_model(name)
+        reason = "RepositoryModelUnload over gRPC"
+        return [await self.delete_version(name, v, actor, force=True, reason=reason) for v in live]
+
+    async def load_model(self, name: str, actor: str) -> PushResult | None:
+        """Serve ``name`` again (the gRPC RepositoryModelLoad): its newest deleted version is
+        restored from the package store as a push of that package; None when it is live already."""
+        if self._live_versions(name):
+            return None
+        retired = [r for r in self.model_summary(name).versions if r.state is State.RETIRED]
+        if not retired:
+            raise self._no_model(name)
+        newest = max(retired, key=lambda record: record.version)
+        upload = self.new_upload_path()
+        await asyncio.to_thread(shutil.copyfile, self.package_path(name, newest.version), upload)
+        return await self.push(upload, actor)
+
     def _check_deletable(self, name: str, version: int, live: list[int], force: bool) -> None:
         if force or version != max(live):
             return
@@ -322,6 +345,13 @@ class Registry:
         if not records:
             raise self._no_model(name)
         return ModelSummary(name, _default(records), records)
+
+    def model_config(self, name: str) -> mc.ModelConfig:
+        """The Triton configuration the backends serve ``name`` with (its live versions)."""
+        live = self.storage.live(name)
+        if not live:
+            raise self._no_model(name)
+        return live_config(name, live)
 
     def version_record(self, name: str, version: int) -> VersionRecord:
         """A live or deleted version, with its manifest."""

@@ -32,7 +32,7 @@ from gateway.rest.api_doc import documented
 from gateway.rest.prediction_schemas import V1_OPERATION, V2_OPERATION
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import request_id_of
-from gateway.rest.state import GatewayState
+from gateway.state import GatewayState
 
 # Requests with the same key get the same version under canary and shadow policies.
 ROUTING_KEY = b"x-routing-key"

@@ -6,33 +6,11 @@ The prediction fast path (``gateway.app.GatewayApp``) uses the same two function
 
 from __future__ import annotations
 
-import os
-import re
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.request_ids import request_id_from
+
 HEADER = b"x-request-id"
-_VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class _RandomIds:
-    """New ids, 128 random bits as 32 hex digits each (like uuid4().hex), drawn from the OS 256
-    at a time: one getrandom call per 256 requests instead of one each."""
-
-    _BATCH = 256
-
-    def __init__(self) -> None:
-        self._pool = ""
-        self._at = 0
-
-    def next(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(16 * self._BATCH).hex(), 0
-        start, self._at = self._at, self._at + 32
-        return self._pool[start : self._at]
-
-
-_new_id = _RandomIds().next
 
 
 def request_id_of(scope: Scope) -> str:
@@ -45,7 +23,7 @@ def assign_request_id(scope: Scope, supplied: bytes | None = None) -> bytes:
     the request's X-Request-Id when the caller has already looked it up."""
     if supplied is None:
         supplied = next((v for k, v in scope["headers"] if k == HEADER), None)
-    request_id = supplied.decode() if supplied and _VALID.match(supplied) else _new_id()
+    request_id = request_id_from(supplied)
     scope.setdefault("state", {})["request_id"] = request_id
     return request_id.encode()
 

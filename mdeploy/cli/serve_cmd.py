@@ -15,15 +15,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the gateway and a local inference server",
-        description="Run the HTTP gateway and a local mdeploy-server on this machine. Every gateway "
-        "setting can also be given as an MDEPLOY_<NAME> environment variable (MDEPLOY_MAX_BODY_BYTES, "
-        "MDEPLOY_RATE_LIMIT_PREDICT...) or in a JSON/TOML file named by MDEPLOY_SETTINGS_FILE; the "
-        "local server reads MDEPLOY_SERVER_<NAME> (MDEPLOY_SERVER_DEVICE=cuda:0). README 'The JSON API' "
-        "lists them.",
+        description="Run the gateway (HTTP and gRPC APIs) and a local mdeploy-server on this "
+        "machine. Every gateway setting can also be given as an MDEPLOY_<NAME> environment variable "
+        "(MDEPLOY_MAX_BODY_BYTES, MDEPLOY_RATE_LIMIT_PREDICT...) or in a JSON/TOML file named by "
+        "MDEPLOY_SETTINGS_FILE; the local server reads MDEPLOY_SERVER_<NAME> "
+        "(MDEPLOY_SERVER_DEVICE=cuda:0). README 'The JSON API' lists them.",
     )
     parser.add_argument("--data-dir", type=Path, help="registry, packages and keys (default .mdeploy)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=int, help="port of the HTTP API (default 8000)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="port of the gRPC API, KServe v2 / Triton (default 8001; 0: none)"
+    )
     parser.add_argument(
         "--backend",
         action="append",
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.settings import GatewaySettings
     from mdeploy.demo import demo_step
 
-    wanted = ("data_dir", "host", "port", "backends")
+    wanted = ("data_dir", "host", "port", "grpc_port", "backends")
     overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
     try:
         settings = GatewaySettings(**overrides)

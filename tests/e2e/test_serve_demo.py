@@ -8,15 +8,21 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
 
 from core.child_process import spawn
 from gateway.process import gateway_command
+from tests.services import free_port
 
 CURL = re.compile(r"curl -s -H \"Authorization: Bearer \$\(cat (\S+)\)\" -d '(.+)' '(http://\S+)'")
 
 
 def test_serve_demo_pushes_both_models_answers_its_curl_line_and_stops_cleanly(tmp_path: Path) -> None:
+    grpc_port = free_port()
     command = [*gateway_command(), "serve", "--demo", "--data-dir", str(tmp_path), "--port", "0"]
+    command += ["--grpc-port", str(grpc_port)]
     child, curl = spawn(command, CURL, timeout_s=300)
     try:
         key_file, body, url = curl.groups()
@@ -26,6 +32,15 @@ def test_serve_demo_pushes_both_models_answers_its_curl_line_and_stops_cleanly(t
         assert answer.json()["labels"] == ["2"]
         assert "pushed digits-sklearn, digits-keras" in child.log
         assert "admin API key (shown once" in child.log
+        assert f"gRPC API (KServe v2, tritonclient.grpc) on 127.0.0.1:{grpc_port}" in child.log
+        local = re.search(r"inference server listening on (\S+) \(closed by server-token\)", child.log)
+        assert local is not None
+        assert (tmp_path / "server-token").stat().st_mode & 0o777 == 0o600
+        with pytest.raises(InferenceServerException, match="server token"):
+            triton.InferenceServerClient(local.group(1)).get_model_repository_index()
+        through_gateway = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        index = through_gateway.get_model_repository_index(headers={"authorization": f"Bearer {key}"})
+        assert {m.name for m in index.models} == {"digits-sklearn", "digits-keras"}
         assert "INFO httpx" not in child.log
         assert "INFO tensorflow" not in child.log
     finally:

@@ -28,7 +28,7 @@ from gateway.settings import GatewaySettings
 from modelpkg import read_package
 from tests.modelpkg.zips import entries, zipped
 
-FAST = {"reconcile_interval_s": 0.2, "health_interval_s": 0.1}
+FAST = {"reconcile_interval_s": 0.2, "health_interval_s": 0.1, "grpc_port": 0}
 """Short intervals: tests wait on conditions, and these make the conditions come true quickly."""
 
 

@@ -22,7 +22,7 @@ from tests.gateway.asgi import lifespan
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[GatewayApp]:
-    gateway = create_app(GatewaySettings(data_dir=tmp_path, rate_limit_predict="3/minute"))
+    gateway = create_app(GatewaySettings(data_dir=tmp_path, grpc_port=0, rate_limit_predict="3/minute"))
     async with lifespan(gateway):
         yield gateway
 

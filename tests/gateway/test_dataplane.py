@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import InvalidInput, PayloadTooLarge, Unavailable
+from core.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, Unavailable
 from gateway.dataplane import DataPlane, InferenceRequest
 from gateway.db import open_database
 from gateway.routing.deployments import DeploymentStore
@@ -164,3 +164,40 @@ async def test_the_guard_rolls_a_failing_candidate_back_to_the_stable_version(
     deployment = router.deployment("m")
     assert deployment is not None
     assert deployment.spec.versions == ["1"]
+
+
+async def test_a_deadline_passed_in_the_queue_fails_that_request_only(
+    tmp_path: Path, catalog: Catalog, backends: FakeBackends
+) -> None:
+    settings = GatewaySettings(data_dir=tmp_path, batch_max_delay_ms=5_000)  # queued ones wait for the batch
+    plane = DataPlane(catalog, backends, settings)
+    backends.hold = asyncio.Event()
+    first = asyncio.create_task(plane.infer(InferenceRequest("m", "1", rows(1))))
+    await backends.called.wait()
+    with pytest.raises(DeadlineExceeded, match=r"timed out after 0\.050s in queue"):
+        await plane.infer(InferenceRequest("m", "1", rows(1), timeout_s=0.05))
+    assert [s.queue_length for s in plane.batcher_stats()] == [0]
+    backends.hold.set()
+    assert (await first).version == "1"
+    await plane.close()
+
+
+async def test_a_caller_that_goes_away_frees_its_place_in_the_queue(
+    tmp_path: Path, catalog: Catalog, backends: FakeBackends
+) -> None:
+    plane = DataPlane(catalog, backends, GatewaySettings(data_dir=tmp_path, batch_max_delay_ms=5_000))
+    backends.hold = asyncio.Event()
+    first = asyncio.create_task(plane.infer(InferenceRequest("m", "1", rows(1))))
+    await backends.called.wait()
+    gone = asyncio.create_task(plane.infer(InferenceRequest("m", "1", rows(1))))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [s.queue_length for s in plane.batcher_stats()] == [1]
+    gone.cancel()  # what grpc.aio does to a call whose client cancelled
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+    assert [s.queue_length for s in plane.batcher_stats()] == [0]
+    backends.hold.set()
+    await first
+    assert len(backends.calls) == 1
+    await plane.close()

@@ -71,7 +71,9 @@ def server() -> Iterator[ServerProcess]:
 async def running(
     tmp_path: Path, server: ServerProcess, demo_packages: dict[str, Path]
 ) -> AsyncIterator[Running]:
-    settings = GatewaySettings(data_dir=tmp_path, backends=[server.address], rate_limit_predict="1000/minute")
+    settings = GatewaySettings(
+        data_dir=tmp_path, backends=[server.address], grpc_port=0, rate_limit_predict="1000/minute"
+    )
     app = create_app(settings)
     async with lifespan(app):
         store = app.state.auth.keys

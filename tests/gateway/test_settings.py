@@ -71,3 +71,19 @@ def test_serve_on_a_busy_port_fails_first_and_makes_nothing(tmp_path: Path) -> N
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
     assert not (tmp_path / "data").exists()  # no admin key made, no inference server started
     assert "inference server listening" not in done.stdout
+
+
+@pytest.mark.e2e
+def test_serve_on_a_busy_grpc_port_fails_first_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [*gateway_command(), "serve", "--data-dir", str(tmp_path / "data"), "--port", "0"]
+        done = subprocess.run(
+            [*command, "--grpc-port", str(port)], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
+    assert "--grpc-port (or MDEPLOY_GRPC_PORT; 0 turns it off)" in done.stderr
+    assert not (tmp_path / "data").exists()

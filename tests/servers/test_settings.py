@@ -6,13 +6,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from core.errors import ModelLoadError
 from core.server_process import server_command
 from protos.generated import model_config_pb2 as mc
 from servers import runtime
 from servers.cli import build_parser, settings_from
-from servers.settings import ModelControlMode
+from servers.settings import ModelControlMode, ServerSettings
 
 
 def test_defaults_serve_one_machine() -> None:
@@ -85,3 +86,10 @@ def test_unavailable_execution_accelerator_is_refused() -> None:
     config.optimization.execution_accelerators.cpu_execution_accelerator.add(name="openvino")
     with pytest.raises(ModelLoadError, match="'openvino' is not available"):
         runtime.providers_for("cpu", config)
+
+
+def test_a_server_without_a_token_stays_on_loopback() -> None:
+    with pytest.raises(ValidationError, match=r"refusing to listen on 0\.0\.0\.0 without --auth-token-file"):
+        ServerSettings(grpc_address="0.0.0.0")
+    assert ServerSettings(grpc_address="::1").grpc_address == "::1"
+    assert ServerSettings(grpc_address="0.0.0.0", auth_token_file=Path("t")).grpc_address == "0.0.0.0"

@@ -1,0 +1,64 @@
+"""The gateway's gRPC listener: the inference service, grpc.health.v1 and server reflection.
+
+It runs on the gateway's event loop, started and stopped by the app's lifespan, so that its
+calls reach the same auth, batchers and registry as the HTTP API's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+
+from gateway.auth.authorization import Auth
+from gateway.grpc_api.servicer import GatewayInferenceService
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
+from protos.servicing import SERVICE_NAME, add_inference_service
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE = "gateway gRPC API listening on %s:%d"
+"""Logged once the listener is bound (``gateway.process`` reads the port from it)."""
+_HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass
+class GrpcListener:
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    address: str
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls; calls in flight get ``grace_s`` to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_metadata_size", settings.grpc_max_metadata_bytes),
+        ("grpc.so_reuseport", 0),  # two gateways must not silently share a port
+    ]
+
+
+async def start_grpc_listener(settings: GatewaySettings, auth: Auth, state: GatewayState) -> GrpcListener:
+    server = grpc.aio.server(options=server_options(settings))
+    add_inference_service(GatewayInferenceService(auth, state), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection((SERVICE_NAME, _HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"the gateway cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(ANNOUNCE, settings.host, port)
+    return GrpcListener(server, health, f"{settings.host}:{port}")

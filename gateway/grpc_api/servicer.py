@@ -1,0 +1,379 @@
+"""The gateway's GRPCInferenceService: the HTTP API's keys, limits, routing and batching over gRPC.
+
+Every RPC reads the caller's metadata (``authorization: Bearer <key>`` or ``x-api-key``,
+``x-request-id``, ``x-routing-key``), passes ``Auth.authorize`` exactly as an HTTP request does
+(one key store, one rate-limit budget per key across both protocols), then works through the
+same parts: ``DataPlane.infer`` for predictions (the same batchers, so gRPC and HTTP requests
+share backend calls), the catalog and registry for metadata. Errors leave as the status code
+each ``MdeployError`` carries, with the HTTP answer's message; a refusal's ``Retry-After`` and
+``X-RateLimit-*`` go in trailing metadata, lower-cased.
+
+``ServerLive`` and ``ServerReady`` need no key, as ``/v2/health/*`` does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from core import __version__
+from core.errors import InvalidInput, MdeployError, NotFound, PayloadTooLarge, PermissionDenied, Unsupported
+from gateway.auth.authorization import Auth, Grant, granted
+from gateway.auth.keys import KeyRecord
+from gateway.auth.scopes import KeyScope
+from gateway.catalog import ServedVersion
+from gateway.dataplane import InferenceRequest
+from gateway.request_ids import request_id_from
+from gateway.state import GatewayState
+from protos import codecs
+from protos.generated import inference_pb2 as pb
+from protos.generated import inference_pb2_grpc as pb_grpc
+from protos.servicing import Malformed
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["model_repository", "model_configuration", "statistics"]
+REQUEST_ID = "x-request-id"
+ROUTING_KEY = "x-routing-key"
+MAX_ROUTING_KEY = 256
+PROTOCOL = "grpc"
+"""The ``route`` label of this front end's requests in the gateway's metrics."""
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What a call's metadata says about who calls and how."""
+
+    authorization: str | None
+    api_key: str | None
+    request_id: str | None
+    routing_key: str | None
+
+    @classmethod
+    def of(cls, context: Context) -> Caller:
+        found: dict[str, str] = {}
+        for key, value in context.invocation_metadata() or ():
+            if isinstance(value, str):
+                found.setdefault(key, value)  # the first of repeated keys, as HTTP's get()
+        routing_key = found.get(ROUTING_KEY)
+        if routing_key is not None and len(routing_key) > MAX_ROUTING_KEY:
+            raise InvalidInput(
+                f"the x-routing-key metadata is {len(routing_key)} characters long; at most {MAX_ROUTING_KEY}"
+            )
+        return cls(found.get("authorization"), found.get("x-api-key"), found.get(REQUEST_ID), routing_key)
+
+
+def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name.lower(), value) for name, value in headers.items())
+
+
+async def _abort(context: Context, error: Exception) -> None:
+    if isinstance(error, MdeployError):
+        await context.abort(error.grpc_code, error.message, _metadata(error.headers))
+    log.exception("unexpected error in a gRPC call", exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
+
+
+def answered(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Every failure leaves as a gRPC status with the HTTP answer's message, never a traceback."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
+        try:
+            if isinstance(request, Malformed):
+                raise request.error()
+            return await handler(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+            raise  # abort raises; this line satisfies the type checker
+
+    return wrapper
+
+
+class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, auth: Auth, state: GatewayState) -> None:
+        self.auth = auth
+        self.state = state
+
+    async def _authorize(self, caller: Caller, scope: KeyScope, model: str | None = None) -> Grant:
+        return await granted(self.auth.authorize(caller.authorization, caller.api_key, scope, model))
+
+    # ---- health and metadata ----
+
+    @answered
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @answered
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=bool(self.state.pool.healthy()))
+
+    @answered
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        await self._authorize(Caller.of(context), KeyScope.PREDICT)
+        return pb.ServerMetadataResponse(name="mdeploy", version=__version__, extensions=EXTENSIONS)
+
+    @answered
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
+        try:
+            self.state.catalog.resolve(request.name, request.version or None)
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)  # as Triton answers for a model it lacks
+        return pb.ModelReadyResponse(ready=bool(self.state.pool.healthy()))
+
+    @answered
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
+        catalog = self.state.catalog
+        served = catalog.resolve(request.name, request.version or None)
+        return model_metadata(served, [v.version for v in catalog.served_versions(request.name)])
+
+    @answered
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
+        await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
+        self.state.catalog.resolve(request.name, request.version or None)  # NotFound for what is not served
+        return pb.ModelConfigResponse(config=self.state.registry.model_config(request.name))
+
+    @answered
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
+        grant = await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name or None)
+        if request.name:
+            self.state.catalog.resolve(request.name, request.version or None)
+        answer = await self.state.pool.statistics(request)
+        allowed = [stats for stats in answer.model_stats if grant.key.allows_model(stats.name)]
+        return pb.ModelStatisticsResponse(model_stats=allowed)
+
+    # ---- inference ----
+
+    async def _infer(
+        self, request: pb.ModelInferRequest | Malformed, caller: Caller, remaining_s: float | None
+    ) -> tuple[pb.ModelInferResponse, Grant, str]:
+        if isinstance(request, Malformed):
+            raise request.error()
+        grant = await self._authorize(caller, KeyScope.PREDICT, request.model_name)
+        request_id = request_id_from(caller.request_id or request.id)
+        started = time.perf_counter()
+        version = request.model_version or None
+        try:
+            inference = InferenceRequest(
+                request.model_name,
+                version,
+                self._inputs(request),
+                tuple(codecs.requested_outputs(request)),
+                request_id,
+                caller.routing_key,
+                timeout_s=remaining_s,
+            )
+            result = await self.state.dataplane.infer(inference)
+        except MdeployError as error:
+            self._observe(request.model_name, version, error.http_status, started)
+            raise
+        self._observe(result.model, result.version, 200, started)
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
+        for name, array in result.outputs.items():
+            codecs.encode_output(response, name, array)
+        response.parameters[REQUEST_ID].string_param = request_id
+        return response, grant, request_id
+
+    def _inputs(self, request: pb.ModelInferRequest) -> dict[str, Any]:
+        """The request's tensors, refused before decoding when one is over the gateway's bound."""
+        limit = self.state.settings.max_elements_per_tensor
+        for tensor in request.inputs:
+            count = codecs.element_count(tensor.name, list(tensor.shape))
+            if count > limit:
+                raise PayloadTooLarge(f"input '{tensor.name}' has {count} elements; the limit is {limit}")
+        return codecs.decode_request_inputs(request)
+
+    def _observe(self, model: str, version: str | None, code: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.state.metrics.observe_request(model, version or "", PROTOCOL, code, elapsed)
+
+    @answered
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        response, grant, request_id = await self._infer(request, Caller.of(context), context.time_remaining())
+        await context.send_initial_metadata(((REQUEST_ID, request_id), *_metadata(grant.rate.headers())))
+        return response
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each message is authorised and counted on its own; answers (or their errors, in
+        ``error_message`` as Triton sends them) go out as they complete."""
+        try:
+            caller = Caller.of(context)
+        except MdeployError as error:
+            await _abort(context, error)
+            return
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest | Malformed) -> None:
+            try:
+                response, _, _ = await self._infer(request, caller, None)
+                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            except Exception as error:
+                await answers.put(_stream_error(request, error))
+
+        async def read() -> None:
+            async for request in request_iterator:
+                task = asyncio.create_task(answer(request))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+    # ---- repository ----
+
+    @answered
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        key = await self._index_key(Caller.of(context))
+        index = pb.RepositoryIndexResponse()
+        for summary in self.state.registry.models(include_retired=not request.ready):
+            if not key.allows_model(summary.name):
+                continue
+            for record in summary.versions:
+                live = record.state.value == "live"
+                index.models.add(
+                    name=record.model,
+                    version=str(record.version),
+                    state="READY" if live else "UNAVAILABLE",
+                    reason="" if live else "deleted",
+                )
+        return index
+
+    async def _index_key(self, caller: Caller) -> KeyRecord:
+        """Admin keys see every model, other keys need the predict scope and see their models."""
+        try:
+            self.auth.authenticate(caller.authorization, caller.api_key, KeyScope.ADMIN)
+            scope = KeyScope.ADMIN
+        except PermissionDenied:
+            scope = KeyScope.PREDICT
+        return (await self._authorize(caller, scope)).key
+
+    @answered
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        grant = await self._authorize(Caller.of(context), KeyScope.ADMIN)
+        if request.parameters:
+            raise Unsupported(
+                "RepositoryModelLoad takes no config or file parameters on the gateway: push a package "
+                "(mdeploy push) to serve a new model or version"
+            )
+        await self.state.registry.load_model(request.model_name, f"key:{grant.key.id}")
+        return pb.RepositoryModelLoadResponse()
+
+    @answered
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        grant = await self._authorize(Caller.of(context), KeyScope.ADMIN)
+        router = self.state.router
+        name = request.model_name
+        if router is not None:
+            for served in self.state.catalog.served_versions(name):
+                router.check_unused(name, served.version)
+        await self.state.registry.unload_model(name, f"key:{grant.key.id}")
+        return pb.RepositoryModelUnloadResponse()
+
+    # ---- not offered by the gateway: shared memory, trace and log settings ----
+
+    async def _unsupported(self, what: str, context: Context) -> Any:
+        await self._authorize(Caller.of(context), KeyScope.ADMIN)
+        raise Unsupported(f"{what} is not supported by the mdeploy gateway")
+
+    @answered
+    async def SystemSharedMemoryStatus(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("SystemSharedMemoryStatus", context)
+
+    @answered
+    async def SystemSharedMemoryRegister(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("SystemSharedMemoryRegister", context)
+
+    @answered
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("SystemSharedMemoryUnregister", context)
+
+    @answered
+    async def CudaSharedMemoryStatus(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("CudaSharedMemoryStatus", context)
+
+    @answered
+    async def CudaSharedMemoryRegister(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("CudaSharedMemoryRegister", context)
+
+    @answered
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("CudaSharedMemoryUnregister", context)
+
+    @answered
+    async def TraceSetting(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("TraceSetting", context)
+
+    @answered
+    async def LogSettings(self, request: Any, context: Context) -> Any:
+        return await self._unsupported("LogSettings", context)
+
+
+def _stream_error(request: pb.ModelInferRequest | Malformed, error: Exception) -> pb.ModelStreamInferResponse:
+    if isinstance(error, MdeployError):
+        message = error.message
+    else:
+        log.exception("unexpected error in a gRPC stream", exc_info=error)
+        message = "internal error; see the gateway log"
+    failed = pb.ModelInferResponse()
+    if isinstance(request, pb.ModelInferRequest):
+        failed = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        )
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+
+
+def model_metadata(served: ServedVersion, versions: Sequence[str]) -> pb.ModelMetadataResponse:
+    def tensor(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
+        return pb.ModelMetadataResponse.TensorMetadata(
+            name=spec.name, datatype=spec.datatype, shape=spec.shape
+        )
+
+    return pb.ModelMetadataResponse(
+        name=served.name,
+        versions=list(versions),
+        platform=served.platform,
+        inputs=[tensor(spec) for spec in served.signature.inputs],
+        outputs=[tensor(spec) for spec in served.signature.outputs],
+    )

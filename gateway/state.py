@@ -1,0 +1,27 @@
+"""The parts of one gateway process that every front end (HTTP, gRPC) works with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.backends import BackendPool
+from gateway.catalog import ModelCatalog
+from gateway.dataplane import DataPlane
+from gateway.metrics import Metrics
+from gateway.routing.router import Router
+from gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from gateway.registry.service import Registry
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    pool: BackendPool
+    catalog: ModelCatalog
+    dataplane: DataPlane
+    metrics: Metrics
+    registry: Registry
+    router: Router | None = None
