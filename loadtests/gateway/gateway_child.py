@@ -65,13 +65,14 @@ class Variant:
 
 
 def start_child_gateway(
-    variant: Variant, data_dir: Path, backends: list[str], env: dict[str, str]
+    variant: Variant, data_dir: Path, backends: list[str], env: dict[str, str], grpc_port: int = 0
 ) -> GatewayProcess:
     """``mdeploy serve`` with the arguments ``gateway.process`` gives it, run by this module.
 
     uvicorn logs "running on" once the app has started, so the gateway answers from then on.
     """
-    serve = ["serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0"]
+    serve = ["serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"]
+    serve += ["--grpc-port", str(grpc_port)]
     serve += [arg for backend in backends for arg in ("--backend", backend)]
     command = [sys.executable, "-m", "loadtests.gateway.gateway_child", *variant.args(), "--", *serve]
     child, running = spawn(command, RUNNING, env=env, timeout_s=120, cwd=ROOT)

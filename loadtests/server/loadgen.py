@@ -141,9 +141,13 @@ def build_payload(model: str, row_shape: tuple[int, ...], rows: int = 1, seed: i
     return request.SerializeToString()
 
 
-def check_reply(channel: grpc.Channel, payload: bytes) -> None:
+Metadata = tuple[tuple[str, str], ...]
+
+
+def check_reply(channel: grpc.Channel, payload: bytes, metadata: Metadata = ()) -> None:
     """One call with parsing: the server must answer this request with outputs."""
-    reply = pb.ModelInferResponse.FromString(channel.unary_unary(METHOD, None, None)(payload, timeout=30))
+    call = channel.unary_unary(METHOD, None, None)
+    reply = pb.ModelInferResponse.FromString(call(payload, timeout=30, metadata=metadata))
     outputs = codecs.decode_response_outputs(reply)
     if not outputs:
         raise RuntimeError(f"reply without outputs: {reply}")
@@ -152,9 +156,12 @@ def check_reply(channel: grpc.Channel, payload: bytes) -> None:
 class FutureLoop:
     """Keeps ``concurrency`` sync-stub futures in flight until the window ends."""
 
-    def __init__(self, channel: grpc.Channel, payload: bytes, concurrency: int, window: Window) -> None:
+    def __init__(
+        self, channel: grpc.Channel, payload: bytes, concurrency: int, window: Window, metadata: Metadata = ()
+    ) -> None:
         self._call = channel.unary_unary(METHOD, None, None)  # bytes in, bytes out
         self._payload = payload
+        self._metadata = metadata
         self._window = window
         self._samples = Samples()
         self._in_flight = concurrency
@@ -172,7 +179,7 @@ class FutureLoop:
         return self._samples
 
     def _issue(self) -> None:
-        future = self._call.future(self._payload)
+        future = self._call.future(self._payload, metadata=self._metadata)
         future.add_done_callback(functools.partial(self._done, time.perf_counter()))
 
     def _done(self, started: float, future: grpc.Future[bytes]) -> None:
@@ -192,7 +199,7 @@ class FutureLoop:
 
 
 async def aio_load(
-    address: str, payload: bytes, concurrency: int, window: Window, meter: CpuMeter
+    address: str, payload: bytes, concurrency: int, window: Window, meter: CpuMeter, metadata: Metadata = ()
 ) -> Samples:
     """``concurrency`` coroutines, each awaiting one call after another until the window ends."""
     samples = Samples()
@@ -204,7 +211,7 @@ async def aio_load(
                 started = time.perf_counter()
                 ok = True
                 try:
-                    await call(payload)
+                    await call(payload, metadata=metadata)
                 except grpc.aio.AioRpcError as error:
                     samples.fail(error)
                     ok = False
@@ -254,19 +261,25 @@ def summarize(
 def run(args: argparse.Namespace) -> LoadResult:
     row_shape = tuple(int(d) for d in args.row_shape.split(",")) if args.row_shape else (args.width,)
     payload = build_payload(args.model, row_shape, args.rows)
+    metadata: Metadata = tuple(_pair(item) for item in args.metadata)
     with grpc.insecure_channel(args.address) as channel:
-        check_reply(channel, payload)
+        check_reply(channel, payload, metadata)
     meter = CpuMeter(args.server_pid, args.address, args.model if args.statistics else None)
     if args.generator == "future":
         with grpc.insecure_channel(args.address) as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             window = Window.after(args.warmup, args.duration)
-            samples = FutureLoop(channel, payload, args.concurrency, window).run(meter)
+            samples = FutureLoop(channel, payload, args.concurrency, window, metadata).run(meter)
     else:
         window = Window.after(args.warmup, args.duration)
-        coroutine = aio_load(args.address, payload, args.concurrency, window, meter)
+        coroutine = aio_load(args.address, payload, args.concurrency, window, meter, metadata)
         samples = loop.run(coroutine)
     return summarize(args.generator, args.concurrency, window, samples, meter)
+
+
+def _pair(item: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--generator", choices=GENERATORS, default="future")
     add("--warmup", type=float, default=1.0, help="seconds of load before the window")
     add("--duration", type=float, default=5.0, help="seconds measured")
+    add(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sent with every call (repeatable), e.g. authorization=Bearer <key>",
+    )
     add("--statistics", action="store_true", help="read the model's ModelStatistics at the window's edges")
     return parser
 

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
+from core.ports import free_port
 from core.server_process import ServerProcess, start_server_process
 from core.server_token import ensure_token, token_metadata
 from gateway.auth.keys import KeyStore
@@ -37,7 +38,6 @@ from protos.generated import inference_pb2_grpc as pb_grpc
 from tests.e2e.arms import GOOD, MODEL, arm_model
 from tests.e2e.test_deployments import push_arms
 from tests.e2e.test_end_to_end import create_key
-from tests.services import free_port
 
 SPARE = "spare"
 SLOW = "slow"

@@ -13,8 +13,8 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from core.child_process import spawn
+from core.ports import free_port
 from gateway.process import gateway_command
-from tests.services import free_port
 
 CURL = re.compile(r"curl -s -H \"Authorization: Bearer \$\(cat (\S+)\)\" -d '(.+)' '(http://\S+)'")
 

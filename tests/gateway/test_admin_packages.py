@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from core.ports import free_port
 from gateway.auth import KeyScope, route_scopes
 from gateway.rest import admin_packages
 from tests.gateway.registry_support import LiveGatewayRig, live_gateway_with_server, renamed, served_versions
 from tests.modelpkg.zips import entries, zipped
-from tests.services import free_port
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
 pytestmark = pytest.mark.e2e

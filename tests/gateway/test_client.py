@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from core.ports import free_port
 from gateway.auth import KeyStore
 from gateway.db import open_database
 from mdeploy.client import DEFAULT_GATEWAY, ClientConfig, ClientError, GatewayClient
 from tests.gateway.conftest import LiveGateway
-from tests.services import free_port
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.errors import Conflict, ModelLoadError, NotFound, PackageError, Unavailable
+from core.ports import free_port
 from core.server_process import ServerProcess, start_server_process
 from gateway.registry.records import PushStatus
 from gateway.registry.tables import State
@@ -25,7 +26,6 @@ from tests.gateway.registry_support import (
     wait_until,
 )
 from tests.modelpkg.zips import entries, make_zip, relisted, zipped
-from tests.services import free_port
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
 pytestmark = pytest.mark.e2e

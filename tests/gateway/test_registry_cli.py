@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.ports import free_port
 from mdeploy.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from tests.gateway.registry_support import (
     LiveGatewayRig,
@@ -17,7 +18,6 @@ from tests.gateway.registry_support import (
     variant,
 )
 from tests.modelpkg.zips import entries, zipped
-from tests.services import free_port
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
 pytestmark = pytest.mark.e2e
