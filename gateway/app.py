@@ -42,7 +42,15 @@ from gateway.db import open_database
 from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
-from gateway.rest import admin_deployments, admin_keys, admin_packages, inference, models, openapi
+from gateway.rest import (
+    admin_deployments,
+    admin_keys,
+    admin_packages,
+    inference,
+    models,
+    openapi,
+    triton_extensions,
+)
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
@@ -86,6 +94,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
     # Starlette tries routes in order: predictions first, they are most of the traffic.
     return [
         *(predictions or inference.PredictionRoutes()).routes,
+        *triton_extensions.routes(),
         *models.routes(),
         *admin_keys.routes(),
         *admin_packages.routes(),

@@ -200,7 +200,7 @@ class DataPlane:
                 max_batch_size=min(s.batch_max_rows, served.max_batch_size) if batched else 1,
                 max_queue_delay_s=s.batch_max_delay_ms / 1000,
                 max_queue_size=s.batch_max_queue,
-                concurrency=s.batch_concurrency,
+                concurrency=s.batch_concurrency or max(1, len(s.backends)),
                 merge=batched,
                 adaptive=True,
             )

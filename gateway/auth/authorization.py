@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -31,6 +31,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 SCOPE_ATTRIBUTE = "__mdeploy_scope__"
 """Set on guarded endpoints to the scope they require, so tests can check the route table."""
+SCOPES_ATTRIBUTE = "__mdeploy_scopes__"
+"""Every scope a guarded endpoint accepts (its required scope first)."""
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
@@ -93,6 +95,24 @@ class Auth:
             error.headers.setdefault("WWW-Authenticate", "Bearer")
             raise
 
+    def held_scope(
+        self, authorization: str | None, api_key: str | None, scopes: Sequence[KeyScope]
+    ) -> KeyScope:
+        """The first of ``scopes`` the presented key holds: the scope its request counts in."""
+        if len(scopes) == 1:
+            return scopes[0]
+        try:
+            key = self.keys.verify(presented_key(authorization, api_key))
+        except Unauthenticated as error:
+            error.headers.setdefault("WWW-Authenticate", "Bearer")
+            raise
+        for scope in scopes:
+            if key.has_scope(scope):
+                return scope
+        wanted = " or ".join(repr(scope.value) for scope in scopes)
+        held = ", ".join(sorted(key.scopes))
+        raise PermissionDenied(f"API key {key.id} has neither scope {wanted} (it has: {held})")
+
     async def authorize_route(self, request: Request, scope: KeyScope, model: str | None) -> Grant:
         """``authorize`` for a Starlette route: the same key check, then slowapi's count, whose
         refusal (slowapi's RateLimitExceeded) its handler answers."""
@@ -130,15 +150,21 @@ class Auth:
         self.keys.close()
 
 
-def requires(scope: KeyScope, *, model_param: str | None = None) -> Callable[[Endpoint], Endpoint]:
-    """Guard a Starlette endpoint; the key's record is at ``request.state.api_key``."""
+def requires(
+    scope: KeyScope, *alternatives: KeyScope, model_param: str | None = None
+) -> Callable[[Endpoint], Endpoint]:
+    """Guard a Starlette endpoint with ``scope`` (or one of ``alternatives``, tried in order);
+    the key's record is at ``request.state.api_key``."""
+    scopes = (scope, *alternatives)
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         @functools.wraps(endpoint)
         async def guarded(request: Request) -> Response:
             auth: Auth = request.app.state.auth
             model = request.path_params.get(model_param) if model_param else None
-            grant = await auth.authorize_route(request, scope, model)
+            headers = request.headers
+            held = auth.held_scope(headers.get("authorization"), headers.get("x-api-key"), scopes)
+            grant = await auth.authorize_route(request, held, model)
             try:
                 response = await endpoint(request)
             except MdeployError as error:
@@ -148,6 +174,7 @@ def requires(scope: KeyScope, *, model_param: str | None = None) -> Callable[[En
             return auth.limiter.slowapi._inject_headers(response, request.state.view_rate_limit)
 
         setattr(guarded, SCOPE_ATTRIBUTE, scope)
+        setattr(guarded, SCOPES_ATTRIBUTE, scopes)
         return guarded
 
     return decorate
@@ -157,6 +184,15 @@ def required_scope(endpoint: object) -> KeyScope | None:
     """The scope a guarded endpoint requires; None for an unguarded one."""
     scope = getattr(endpoint, SCOPE_ATTRIBUTE, None)
     return scope if isinstance(scope, KeyScope) else None
+
+
+def accepted_scopes(endpoint: object) -> tuple[KeyScope, ...]:
+    """Every scope that lets a key through ``endpoint`` (the required one first); () if unguarded."""
+    scopes = getattr(endpoint, SCOPES_ATTRIBUTE, None)
+    if isinstance(scopes, tuple):
+        return scopes
+    scope = required_scope(endpoint)
+    return (scope,) if scope is not None else ()
 
 
 def route_scopes(routes: Iterable[BaseRoute], prefix: str = "") -> dict[str, KeyScope | None]:

@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import grpc
 
 from core import __version__
-from core.errors import InvalidInput, MdeployError, NotFound, PayloadTooLarge, PermissionDenied, Unsupported
+from core.errors import InvalidInput, MdeployError, NotFound, PayloadTooLarge, Unsupported
+from gateway import model_repository
 from gateway.auth.authorization import Auth, Grant, granted
-from gateway.auth.keys import KeyRecord
 from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
 from gateway.dataplane import InferenceRequest
@@ -160,11 +160,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> pb.ModelStatisticsResponse:
         grant = await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name or None)
-        if request.name:
-            self.state.catalog.resolve(request.name, request.version or None)
-        answer = await self.state.pool.statistics(request)
-        allowed = [stats for stats in answer.model_stats if grant.key.allows_model(stats.name)]
-        return pb.ModelStatisticsResponse(model_stats=allowed)
+        return await model_repository.statistics(self.state, grant.key, request.name, request.version)
 
     # ---- inference ----
 
@@ -263,29 +259,13 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
-        key = await self._index_key(Caller.of(context))
-        index = pb.RepositoryIndexResponse()
-        for summary in self.state.registry.models(include_retired=not request.ready):
-            if not key.allows_model(summary.name):
-                continue
-            for record in summary.versions:
-                live = record.state.value == "live"
-                index.models.add(
-                    name=record.model,
-                    version=str(record.version),
-                    state="READY" if live else "UNAVAILABLE",
-                    reason="" if live else "deleted",
-                )
-        return index
-
-    async def _index_key(self, caller: Caller) -> KeyRecord:
-        """Admin keys see every model, other keys need the predict scope and see their models."""
-        try:
-            self.auth.authenticate(caller.authorization, caller.api_key, KeyScope.ADMIN)
-            scope = KeyScope.ADMIN
-        except PermissionDenied:
-            scope = KeyScope.PREDICT
-        return (await self._authorize(caller, scope)).key
+        caller = Caller.of(context)
+        scope = self.auth.held_scope(caller.authorization, caller.api_key, model_repository.INDEX_SCOPES)
+        grant = await self._authorize(caller, scope)
+        entries = model_repository.index(self.state.registry, grant.key, request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**entry.model_dump()) for entry in entries]
+        )
 
     @answered
     async def RepositoryModelLoad(
@@ -297,7 +277,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 "RepositoryModelLoad takes no config or file parameters on the gateway: push a package "
                 "(mdeploy push) to serve a new model or version"
             )
-        await self.state.registry.load_model(request.model_name, f"key:{grant.key.id}")
+        await model_repository.load(self.state.registry, request.model_name, f"key:{grant.key.id}")
         return pb.RepositoryModelLoadResponse()
 
     @answered
@@ -305,12 +285,10 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
         grant = await self._authorize(Caller.of(context), KeyScope.ADMIN)
-        router = self.state.router
-        name = request.model_name
-        if router is not None:
-            for served in self.state.catalog.served_versions(name):
-                router.check_unused(name, served.version)
-        await self.state.registry.unload_model(name, f"key:{grant.key.id}")
+        state, actor = self.state, f"key:{grant.key.id}"
+        await model_repository.unload(
+            state.registry, state.catalog, state.router, request.model_name, actor, "gRPC"
+        )
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not offered by the gateway: shared memory, trace and log settings ----

@@ -288,16 +288,15 @@ class Registry:
             log.info("model %s version %s deleted by %s", name, version, actor)
             return self.storage.record(self._row(name, version))
 
-    async def unload_model(self, name: str, actor: str) -> list[VersionRecord]:
-        """Retire every live version of ``name`` (the gRPC RepositoryModelUnload), each audited."""
+    async def unload_model(self, name: str, actor: str, *, reason: str) -> list[VersionRecord]:
+        """Retire every live version of ``name`` (Triton's RepositoryModelUnload), each audited."""
         live = sorted(self._live_versions(name), reverse=True)
         if not live:
             raise self._no_model(name)
-        reason = "RepositoryModelUnload over gRPC"
         return [await self.delete_version(name, v, actor, force=True, reason=reason) for v in live]
 
     async def load_model(self, name: str, actor: str) -> PushResult | None:
-        """Serve ``name`` again (the gRPC RepositoryModelLoad): its newest deleted version is
+        """Serve ``name`` again (Triton's RepositoryModelLoad): its newest deleted version is
         restored from the package store as a push of that package; None when it is live already."""
         if self._live_versions(name):
             return None

@@ -77,10 +77,12 @@ def _strategy(operation: Operation, mode: GenerationMode, stack: FuzzStack) -> s
 
 def _protected(case: Case, stack: FuzzStack) -> bool:
     """Requests that would cut off the rest of the run: revoking the fuzzing or the admin key,
-    retiring a version of the served model (with ``force`` the last one goes too)."""
+    retiring a version of the served model (with ``force`` the last one goes too), unloading it."""
+    parameters = {name: unquote(str(value)) for name, value in (case.path_parameters or {}).items()}
+    if case.path.endswith("/unload"):
+        return parameters.get("model") == MODEL
     if case.method.upper() != "DELETE":
         return False
-    parameters = {name: unquote(str(value)) for name, value in (case.path_parameters or {}).items()}
     return (
         parameters.get("key_id") in (stack.key_id, stack.admin_key_id()) or parameters.get("model") == MODEL
     )

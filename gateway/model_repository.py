@@ -1,0 +1,76 @@
+"""Triton's model-repository and statistics extensions, for both front ends (HTTP and gRPC).
+
+What a key sees: admin keys every model, other keys the models they may use. Load and unload
+act on the registry, audited, never around it: unload deletes the model's live versions, load
+restores its newest deleted version from the package store.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from gateway.auth.keys import KeyRecord
+from gateway.auth.scopes import KeyScope
+from gateway.catalog import ModelCatalog
+from gateway.registry.service import Registry
+from gateway.registry.tables import State
+from gateway.routing.router import Router
+from gateway.state import GatewayState
+from protos.generated import inference_pb2 as pb
+
+INDEX_SCOPES = (KeyScope.ADMIN, KeyScope.PREDICT)
+"""The repository index counts in the admin scope for admin keys, else in predict."""
+UNLOAD_REASON = "RepositoryModelUnload"
+
+
+class IndexEntry(BaseModel):
+    """One version in the repository index (Triton's ``RepositoryIndexResponse.ModelIndex``)."""
+
+    name: str
+    version: str
+    state: str
+    """READY (live) or UNAVAILABLE (deleted)."""
+    reason: str
+
+
+def index(registry: Registry, key: KeyRecord, ready_only: bool) -> list[IndexEntry]:
+    entries = []
+    for summary in registry.models(include_retired=not ready_only):
+        if not (key.has_scope(KeyScope.ADMIN) or key.allows_model(summary.name)):
+            continue
+        for record in summary.versions:
+            live = record.state is State.LIVE
+            entries.append(
+                IndexEntry(
+                    name=record.model,
+                    version=str(record.version),
+                    state="READY" if live else "UNAVAILABLE",
+                    reason="" if live else "deleted",
+                )
+            )
+    return entries
+
+
+async def statistics(
+    state: GatewayState, key: KeyRecord, name: str = "", version: str = ""
+) -> pb.ModelStatisticsResponse:
+    """The backends' statistics, summed, of the models ``key`` may use (or of ``name``)."""
+    if name:
+        state.catalog.resolve(name, version or None)  # NotFound for what is not served
+    answer = await state.pool.statistics(pb.ModelStatisticsRequest(name=name, version=version))
+    allowed = [stats for stats in answer.model_stats if key.allows_model(stats.name)]
+    return pb.ModelStatisticsResponse(model_stats=allowed)
+
+
+async def load(registry: Registry, name: str, actor: str) -> None:
+    await registry.load_model(name, actor)
+
+
+async def unload(
+    registry: Registry, catalog: ModelCatalog, router: Router | None, name: str, actor: str, via: str
+) -> None:
+    """Delete every live version of ``name``; refused while a rollout routes to one of them."""
+    if router is not None:
+        for served in catalog.served_versions(name):
+            router.check_unused(name, served.version)
+    await registry.unload_model(name, actor, reason=f"{UNLOAD_REASON} over {via}")
