@@ -104,6 +104,10 @@ class GatewaySettings(BaseSettings):
     """Default limit of keys with the feedback scope."""
     rate_limit_admin: str = "600/minute"
     """Default limit of keys with the admin scope."""
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    """Failed authentications one client address may make per minute (both protocols); past
+    that its requests get 429 at once, without a key-store lookup, except with a key this
+    process has verified before."""
     rate_limit_fail_open: bool = False
     """When the rate-limit storage is unreachable: True lets requests through, False answers 503."""
 

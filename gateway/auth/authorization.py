@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 from slowapi.errors import RateLimitExceeded
@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from core.errors import MdeployError, PermissionDenied, ResourceExhausted, Unauthenticated
+from gateway.auth.failed_auth import FailedAuthentications
 from gateway.auth.keys import KeyRecord, KeyStore
 from gateway.auth.ratelimit import RateLimiter, RateLimitState
 from gateway.auth.scopes import KeyScope
@@ -51,6 +52,8 @@ class Auth:
     limiter: RateLimiter
     rate_limited: Counter | None = None
     """Counts requests refused with 429, labelled by scope (the gateway's metrics)."""
+    failures: FailedAuthentications = field(default_factory=lambda: FailedAuthentications(30))
+    """Failed authentications per client address: floods of bad keys are refused at once."""
 
     @classmethod
     def from_settings(
@@ -62,20 +65,27 @@ class Auth:
             KeyScope.ADMIN: settings.rate_limit_admin,
         }
         limiter = RateLimiter(settings.rate_limit_storage, defaults, settings.rate_limit_fail_open)
-        return cls(KeyStore(connection), limiter, rate_limited)
+        failures = FailedAuthentications(settings.auth_failures_per_minute)
+        return cls(KeyStore(connection), limiter, rate_limited, failures)
 
     def authorize(
-        self, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None = None
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        scope: KeyScope,
+        model: str | None = None,
+        client: str | None = None,
     ) -> Grant | Awaitable[Grant]:
         """The one way in, for every front end: the key presented in ``Authorization: Bearer`` or
         ``X-API-Key``, its scope and model list, then its rate limit.
 
+        ``client`` is the caller's address, whose failed authentications are counted.
         Raises Unauthenticated (with ``WWW-Authenticate``), PermissionDenied, ResourceExhausted or
         Unavailable. With a limiter that counts in this process the answer is the Grant itself: the
         prediction path then runs no coroutine for it. Otherwise it is an awaitable of the Grant;
         :func:`granted` takes either.
         """
-        key = self.authenticate(authorization, api_key, scope, model)
+        key = self.authenticate(authorization, api_key, scope, model, client)
         if not self.limiter.in_process:
             return self._limited(key, scope)
         try:
@@ -85,24 +95,51 @@ class Auth:
             raise
 
     def authenticate(
-        self, authorization: str | None, api_key: str | None, scope: KeyScope, model: str | None = None
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        scope: KeyScope,
+        model: str | None = None,
+        client: str | None = None,
     ) -> KeyRecord:
         """The presented key's record, if it holds ``scope`` (and may use ``model``); else raises
-        Unauthenticated (with ``WWW-Authenticate``) or PermissionDenied. Counts nothing."""
+        Unauthenticated (with ``WWW-Authenticate``) or PermissionDenied. Counts no rate limit;
+        a failure counts against ``client``'s address, and an address past its allowance of
+        failures gets ResourceExhausted at once unless the key is one this process remembers."""
         try:
-            return self._checked_key(presented_key(authorization, api_key), scope, model)
+            key = self._verified(authorization, api_key, client)
         except Unauthenticated as error:
             error.headers.setdefault("WWW-Authenticate", "Bearer")
             raise
+        return self._allowed(key, scope, model)
+
+    def _verified(self, authorization: str | None, api_key: str | None, client: str | None) -> KeyRecord:
+        """The key's record; a failure counts against ``client``, which may be refused at once."""
+        wait = self.failures.blocked_for(client)
+        try:
+            presented = presented_key(authorization, api_key)
+            if wait is not None and not self.keys.remembers(presented):
+                raise ResourceExhausted(
+                    f"too many failed authentications from {client}; retry in {wait} s with a valid key",
+                    headers={"Retry-After": str(wait)},
+                )
+            return self.keys.verify(presented)
+        except Unauthenticated:
+            self.failures.failed(client)
+            raise
 
     def held_scope(
-        self, authorization: str | None, api_key: str | None, scopes: Sequence[KeyScope]
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        scopes: Sequence[KeyScope],
+        client: str | None = None,
     ) -> KeyScope:
         """The first of ``scopes`` the presented key holds: the scope its request counts in."""
         if len(scopes) == 1:
             return scopes[0]
         try:
-            key = self.keys.verify(presented_key(authorization, api_key))
+            key = self._verified(authorization, api_key, client)
         except Unauthenticated as error:
             error.headers.setdefault("WWW-Authenticate", "Bearer")
             raise
@@ -117,7 +154,8 @@ class Auth:
         """``authorize`` for a Starlette route: the same key check, then slowapi's count, whose
         refusal (slowapi's RateLimitExceeded) its handler answers."""
         headers = request.headers
-        key = self.authenticate(headers.get("authorization"), headers.get("x-api-key"), scope, model)
+        client = request.client.host if request.client else None
+        key = self.authenticate(headers.get("authorization"), headers.get("x-api-key"), scope, model, client)
         request.state.api_key = key  # slowapi's key function reads it
         try:
             return Grant(key, await self.limiter.hit_route(request, key, scope))
@@ -132,8 +170,7 @@ class Auth:
             self._refused(scope)
             raise
 
-    def _checked_key(self, presented: str | None, scope: KeyScope, model: str | None) -> KeyRecord:
-        key = self.keys.verify(presented)
+    def _allowed(self, key: KeyRecord, scope: KeyScope, model: str | None) -> KeyRecord:
         if not key.has_scope(scope):
             held = ", ".join(sorted(key.scopes))
             raise PermissionDenied(f"API key {key.id} lacks the {scope.value!r} scope (it has: {held})")
@@ -163,7 +200,9 @@ def requires(
             auth: Auth = request.app.state.auth
             model = request.path_params.get(model_param) if model_param else None
             headers = request.headers
-            held = auth.held_scope(headers.get("authorization"), headers.get("x-api-key"), scopes)
+            client = request.client.host if request.client else None
+            presented = headers.get("authorization"), headers.get("x-api-key")
+            held = auth.held_scope(*presented, scopes, client)
             grant = await auth.authorize_route(request, held, model)
             try:
                 response = await endpoint(request)

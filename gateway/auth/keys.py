@@ -221,6 +221,18 @@ class KeyStore:
             raise Unauthenticated(f"API key {record.id} expired at {_iso(record.expires_at)}")
         return record
 
+    def remembers(self, presented: str | None) -> bool:
+        """Whether ``presented`` is a valid key this process has verified and still remembers:
+        answered from memory, never from the database (the check for floods of bad keys)."""
+        try:
+            key_id, secret = _split(presented)
+        except Unauthenticated:
+            return False
+        remembered = self._verified.get(key_id)
+        if remembered is None or remembered[1] is None:
+            return False
+        return hmac.compare_digest(remembered[1], _digest(secret))
+
     def close(self) -> None:
         if self._marker is not None:
             self._marker.close()

@@ -60,6 +60,8 @@ class Caller:
     api_key: str | None
     request_id: str | None
     routing_key: str | None
+    address: str | None
+    """The client's address (its failed authentications are counted)."""
 
     @classmethod
     def of(cls, context: Context) -> Caller:
@@ -72,7 +74,24 @@ class Caller:
             raise InvalidInput(
                 f"the x-routing-key metadata is {len(routing_key)} characters long; at most {MAX_ROUTING_KEY}"
             )
-        return cls(found.get("authorization"), found.get("x-api-key"), found.get(REQUEST_ID), routing_key)
+        return cls(
+            found.get("authorization"),
+            found.get("x-api-key"),
+            found.get(REQUEST_ID),
+            routing_key,
+            peer_address(context.peer()),
+        )
+
+
+def peer_address(peer: str | None) -> str | None:
+    """The host of a gRPC peer such as ``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000``."""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer  # unix sockets and the like: the whole name is the address
+    host = rest.rpartition(":")[0]
+    return host.strip("[]") or None
 
 
 def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -112,7 +131,8 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.state = state
 
     async def _authorize(self, caller: Caller, scope: KeyScope, model: str | None = None) -> Grant:
-        return await granted(self.auth.authorize(caller.authorization, caller.api_key, scope, model))
+        authorize = self.auth.authorize
+        return await granted(authorize(caller.authorization, caller.api_key, scope, model, caller.address))
 
     # ---- health and metadata ----
 
@@ -260,7 +280,8 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         caller = Caller.of(context)
-        scope = self.auth.held_scope(caller.authorization, caller.api_key, model_repository.INDEX_SCOPES)
+        scopes = model_repository.INDEX_SCOPES
+        scope = self.auth.held_scope(caller.authorization, caller.api_key, scopes, caller.address)
         grant = await self._authorize(caller, scope)
         entries = model_repository.index(self.state.registry, grant.key, request.ready)
         return pb.RepositoryIndexResponse(

@@ -126,8 +126,13 @@ class PredictionEndpoint:
         params = scope["path_params"]
         model: str = params["model"]
         version: str | None = params.get("version")
+        client = scope.get("client")
         grant = auth.authorize(
-            _text(headers, b"authorization"), _text(headers, b"x-api-key"), KeyScope.PREDICT, model
+            _text(headers, b"authorization"),
+            _text(headers, b"x-api-key"),
+            KeyScope.PREDICT,
+            model,
+            client[0] if client else None,
         )
         if not isinstance(grant, Grant):  # counted elsewhere (Redis): wait for it
             grant = await grant

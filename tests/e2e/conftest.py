@@ -44,7 +44,13 @@ def servers() -> Iterator[list[ServerProcess]]:
         server.stop(timeout_s=10)
 
 
-GATEWAY_ENV = {"MDEPLOY_MAX_ROWS_PER_REQUEST": "256", "MDEPLOY_MAX_BODY_BYTES": str(1024 * 1024)}
+GATEWAY_ENV = {
+    "MDEPLOY_MAX_ROWS_PER_REQUEST": "256",
+    "MDEPLOY_MAX_BODY_BYTES": str(1024 * 1024),
+    # These modules send hundreds of bad keys from 127.0.0.1 on purpose (tests/e2e/test_auth_floods.py
+    # checks the flood guard itself).
+    "MDEPLOY_AUTH_FAILURES_PER_MINUTE": "100000",
+}
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ FUZZ_ENV = {
     "MDEPLOY_RATE_LIMIT_PREDICT": "1000000/minute",
     "MDEPLOY_RATE_LIMIT_FEEDBACK": "1000000/minute",
     "MDEPLOY_RATE_LIMIT_ADMIN": "1000000/minute",
+    "MDEPLOY_AUTH_FAILURES_PER_MINUTE": "1000000",  # negative cases may carry bad keys
 }
 
 
