@@ -29,13 +29,20 @@ class ServerProcess(ChildProcess):
     port: int = 0
     metadata: tuple[tuple[str, str], ...] = ()
     """Sent with the health checks below (the server token, for a server that wants it there too)."""
+    credentials: grpc.ChannelCredentials | None = None
+    """TLS credentials, for a server that serves TLS."""
+
+    def channel(self) -> grpc.Channel:
+        if self.credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.credentials)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def is_serving(self, timeout_s: float = 1.0) -> bool:
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             try:
                 check = health_pb2.HealthCheckRequest(service="")
@@ -51,10 +58,11 @@ class ServerProcess(ChildProcess):
         announced: re.Match[str],
         ready_timeout_s: float,
         metadata: tuple[tuple[str, str], ...] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> ServerProcess:
         """The server announced in ``announced`` (host, port), once its health check passes."""
         host, port = announced.group(1), int(announced.group(2))
-        server = cls(child.process, child.log_lines, child.log_reader, host, port, metadata)
+        server = cls(child.process, child.log_lines, child.log_reader, host, port, metadata, credentials)
         try:
             server.wait_ready(ready_timeout_s)
         except BaseException:
@@ -84,10 +92,11 @@ def start_server_process(
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 60.0,
     metadata: tuple[tuple[str, str], ...] = (),
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> ServerProcess:
     """Start ``mdeploy-server ARGS`` (pass ``--grpc-port 0`` for a free port) and wait until ready;
-    ``metadata`` goes with its health checks."""
+    ``metadata`` goes with its health checks, over TLS with ``credentials``."""
     child, announced = spawn(
         [*server_command(), *args], LISTENING, env=env, timeout_s=ready_timeout_s, log_to_stderr=True
     )
-    return ServerProcess.started(child, announced, ready_timeout_s, metadata)
+    return ServerProcess.started(child, announced, ready_timeout_s, metadata, credentials)

@@ -112,7 +112,12 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         connection = open_database(settings.database_path)
         metrics = Metrics()
-        pool = BackendPool(settings.backends, settings.backend_timeout_s, settings.health_interval_s)
+        pool = BackendPool(
+            settings.backends,
+            settings.backend_timeout_s,
+            settings.health_interval_s,
+            tls=settings.backend_tls,
+        )
         registry = Registry.open(settings, connection, pool)
 
         def on_batch(served: ServedVersion, rows: int) -> None:

@@ -27,7 +27,7 @@ from core.errors import (
     Unavailable,
     Unsupported,
 )
-from gateway.backend_address import parse_backend
+from gateway.backend_address import BackendTls, parse_backend
 from gateway.backend_statistics import merge_statistics
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
@@ -80,6 +80,8 @@ class BackendPool:
     addresses: list[str]
     timeout_s: float = 30.0
     health_interval_s: float = 2.0
+    tls: BackendTls | None = None
+    """TLS files for ``grpcs://`` backends that name none of their own."""
     backends: list[Backend] = field(default_factory=list)
     _listeners: list[UpListener] = field(default_factory=list)
     _health_task: asyncio.Task[None] | None = None
@@ -87,8 +89,8 @@ class BackendPool:
 
     async def start(self) -> None:
         for named in self.addresses:
-            target = parse_backend(named)
-            channel = grpc.aio.insecure_channel(target.address, options=_CHANNEL_OPTIONS)
+            target = parse_backend(named, self.tls)
+            channel = target.channel(_CHANNEL_OPTIONS)
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             self.backends.append(Backend(target.address, channel, stub, health, target.metadata()))

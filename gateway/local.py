@@ -81,7 +81,8 @@ def start_local_server(settings: GatewaySettings) -> tuple[ServerProcess, str]:
 def bound_url(server: uvicorn.Server) -> str:
     """The URL uvicorn actually listens on (the port may have been 0)."""
     host, port = server.servers[0].sockets[0].getsockname()[:2]
-    return f"http://{host}:{port}"
+    scheme = "https" if server.config.ssl_certfile else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 async def _when_started(server: uvicorn.Server, then: AfterStart, admin_key: str) -> None:
@@ -112,6 +113,8 @@ async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | N
         proxy_headers=False,
         server_header=False,  # no "server: uvicorn" on every answer: it tells clients nothing useful
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     server = uvicorn.Server(config)
     tasks = [asyncio.create_task(server.serve())]

@@ -8,6 +8,7 @@ The port comes from uvicorn's own log line (pass port 0 for a free one); readine
 from __future__ import annotations
 
 import re
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import httpx
 from core.child_process import ChildProcess, spawn
 from gateway.local import ADMIN_KEY_FILE
 
-_RUNNING = re.compile(r"Uvicorn running on http://([\d.]+):(\d+)")
+_RUNNING = re.compile(r"Uvicorn running on (https?)://([\d.]+):(\d+)")
 
 
 @dataclass
@@ -44,6 +45,7 @@ def start_gateway_process(
     *,
     port: int = 0,
     grpc_port: int = 0,
+    tls_ca: Path | None = None,
     env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
     ready_timeout_s: float = 120.0,
@@ -51,6 +53,7 @@ def start_gateway_process(
     """``mdeploy serve`` on 127.0.0.1 with the given inference servers; returns once it answers.
 
     ``grpc_port`` 0 (the default here) leaves the gRPC API off: several gateways may run at once.
+    ``tls_ca`` verifies a gateway that serves TLS (started with ``--tls-cert`` in ``extra_args``).
     """
     args = ["serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
     args += ["--grpc-port", str(grpc_port)]
@@ -58,11 +61,12 @@ def start_gateway_process(
         args += ["--backend", backend]
     command = [*gateway_command(), *args, *(extra_args or [])]
     child, match = spawn(command, _RUNNING, env=env, timeout_s=ready_timeout_s)
-    url = f"http://{match.group(1)}:{match.group(2)}"
+    url = f"{match.group(1)}://{match.group(2)}:{match.group(3)}"
     grpc_address = f"127.0.0.1:{grpc_port}" if grpc_port else ""
     gateway = GatewayProcess(child.process, child.log_lines, child.log_reader, url, data_dir, grpc_address)
     deadline = time.monotonic() + ready_timeout_s
-    while not _live(gateway.url):
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=tls_ca) if tls_ca is not None else True
+    while not _live(gateway.url, verify):
         if gateway.process.poll() is not None or time.monotonic() > deadline:
             gateway.stop(timeout_s=5)
             raise RuntimeError(f"mdeploy serve is not answering:\n{gateway.log}")
@@ -70,8 +74,8 @@ def start_gateway_process(
     return gateway
 
 
-def _live(url: str) -> bool:
+def _live(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     try:
-        return httpx.get(f"{url}/v2/health/live", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/v2/health/live", timeout=1.0, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False

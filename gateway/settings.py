@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -21,7 +21,7 @@ from pydantic_settings import (
 
 from core.errors import InvalidInput
 from core.settings_file import read_settings_file
-from gateway.backend_address import parse_backend
+from gateway.backend_address import BackendTls, parse_backend
 
 MiB = 1024 * 1024
 SETTINGS_FILE_VARIABLE = "MDEPLOY_SETTINGS_FILE"
@@ -40,6 +40,10 @@ class GatewaySettings(BaseSettings):
     """Port the HTTP API listens on."""
     grpc_port: int = Field(default=8001, ge=0, le=65535)
     """Port of the gRPC API (KServe v2 / Triton ``GRPCInferenceService``), on ``host``; 0 turns it off."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain): the HTTP and gRPC APIs then speak TLS only; None: plaintext."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
     grpc_max_message_bytes: int = Field(default=16 * MiB, ge=1024)
     """Largest gRPC message, received or sent; larger requests get RESOURCE_EXHAUSTED."""
     grpc_max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
@@ -75,6 +79,12 @@ class GatewaySettings(BaseSettings):
     12,937 instead of 12,585 (``bench_grpc --quick``, one local server; 4 calls before)."""
 
     # ---- backends ----
+    backend_tls_ca_file: Path | None = None
+    """CA that ``grpcs://`` inference servers' certificates must chain to (None: the system's)."""
+    backend_tls_cert_file: Path | None = None
+    """Client certificate the gateway presents to ``grpcs://`` servers that want one (mutual TLS)."""
+    backend_tls_key_file: Path | None = None
+    """Private key of ``backend_tls_cert_file``."""
     backend_timeout_s: float = Field(default=30.0, gt=0)
     """Deadline of one backend call; past it the client gets 504 and the backend is marked down."""
     health_interval_s: float = Field(default=2.0, gt=0)
@@ -110,6 +120,20 @@ class GatewaySettings(BaseSettings):
     process has verified before."""
     rate_limit_fail_open: bool = False
     """When the rate-limit storage is unreachable: True lets requests through, False answers 503."""
+
+    @model_validator(mode="after")
+    def _tls_pairs_are_whole(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS for the gateway's APIs needs both --tls-cert and --tls-key")
+        if (self.backend_tls_cert_file is None) != (self.backend_tls_key_file is None):
+            raise ValueError(
+                "a client certificate for the backends needs both --backend-tls-cert and --backend-tls-key"
+            )
+        return self
+
+    @property
+    def backend_tls(self) -> BackendTls:
+        return BackendTls(self.backend_tls_ca_file, self.backend_tls_cert_file, self.backend_tls_key_file)
 
     @field_validator("backends")
     @classmethod

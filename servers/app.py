@@ -70,6 +70,20 @@ def _interceptors(settings: ServerSettings) -> list[grpc.aio.ServerInterceptor[A
     return [CallerTokenInterceptor(token, allow_unauthenticated_health=settings.allow_unauthenticated_health)]
 
 
+def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files; None for plaintext."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    try:
+        pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+        client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    except OSError as error:
+        raise InvalidInput(f"cannot read a TLS file: {error}") from None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def start_server(settings: ServerSettings) -> InferenceServer:
     """Bind, start serving health at once, load the models, then report ready."""
     runtime.check_device(settings.device, settings.execution_provider)
@@ -79,7 +93,9 @@ async def start_server(settings: ServerSettings) -> InferenceServer:
     server = grpc.aio.server(options=channel_options(settings), interceptors=_interceptors(settings))
     add_inference_service(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(f"{settings.grpc_address}:{settings.grpc_port}")
+    address = f"{settings.grpc_address}:{settings.grpc_port}"
+    credentials = _server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc_address}:{settings.grpc_port}")
     await server.start()

@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="refuse calls without 'authorization: Bearer <token in this file>' (mdeploy serve makes one)",
     )
+    add("--tls-cert", dest="tls_cert_file", type=Path, help="PEM certificate to serve TLS with")
+    add("--tls-key", dest="tls_key_file", type=Path, help="PEM private key of --tls-cert")
+    add(
+        "--tls-client-ca",
+        dest="tls_client_ca_file",
+        type=Path,
+        help="accept only clients with a certificate from this CA (mutual TLS)",
+    )
     add(
         "--allow-unauthenticated-health",
         action=argparse.BooleanOptionalAction,

@@ -44,6 +44,12 @@ class ServerSettings(BaseSettings):
     auth_token_file: Path | None = None
     """File holding the token every call must carry (``authorization: Bearer <token>``); None:
     no token, and then the server listens on loopback addresses only."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) to serve TLS with, for clients on other hosts; None: plaintext."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: Path | None = None
+    """With TLS: accept only clients with a certificate signed by this CA (mutual TLS)."""
     allow_unauthenticated_health: bool = True
     """With a token: let grpc.health.v1 checks pass without it (for orchestrators' probes)."""
     model_control_mode: ModelControlMode = ModelControlMode.NONE
@@ -83,6 +89,14 @@ class ServerSettings(BaseSettings):
     work_dir: Path | None = None
     """Where models received over the wire are written; None uses a temporary folder."""
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        return self
 
     @model_validator(mode="after")
     def _unauthenticated_only_on_loopback(self) -> ServerSettings:

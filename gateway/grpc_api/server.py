@@ -54,7 +54,12 @@ async def start_grpc_listener(settings: GatewaySettings, auth: Auth, state: Gate
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((SERVICE_NAME, _HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"the gateway cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
     await server.start()

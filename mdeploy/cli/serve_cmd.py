@@ -34,6 +34,22 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="use these inference servers instead of starting one (repeatable)",
     )
+    parser.add_argument(
+        "--tls-cert", dest="tls_cert_file", type=Path, help="PEM certificate: serve HTTPS and gRPC over TLS"
+    )
+    parser.add_argument("--tls-key", dest="tls_key_file", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--backend-tls-ca", dest="backend_tls_ca_file", type=Path, help="CA of grpcs:// inference servers"
+    )
+    parser.add_argument(
+        "--backend-tls-cert",
+        dest="backend_tls_cert_file",
+        type=Path,
+        help="client certificate for grpcs:// servers that want one (mutual TLS)",
+    )
+    parser.add_argument(
+        "--backend-tls-key", dest="backend_tls_key_file", type=Path, help="key of --backend-tls-cert"
+    )
     parser.add_argument("--demo", action="store_true", help="build and push the digits demo models")
     parser.set_defaults(handler=run)
 
@@ -43,7 +59,18 @@ def run(args: argparse.Namespace) -> int:
     from gateway.settings import GatewaySettings
     from mdeploy.demo import demo_step
 
-    wanted = ("data_dir", "host", "port", "grpc_port", "backends")
+    wanted = (
+        "data_dir",
+        "host",
+        "port",
+        "grpc_port",
+        "backends",
+        "tls_cert_file",
+        "tls_key_file",
+        "backend_tls_ca_file",
+        "backend_tls_cert_file",
+        "backend_tls_key_file",
+    )
     overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
     try:
         settings = GatewaySettings(**overrides)

@@ -65,7 +65,9 @@ async def running_registry(data_dir: Path, backends: list[str], **overrides: Any
     """Registry.open, pool.start, registry.start, and the reverse: the gateway's lifespan, minus HTTP."""
     settings = settings_for(data_dir, backends, **overrides)
     connection = open_database(settings.database_path)
-    pool = BackendPool(settings.backends, settings.backend_timeout_s, settings.health_interval_s)
+    pool = BackendPool(
+        settings.backends, settings.backend_timeout_s, settings.health_interval_s, tls=settings.backend_tls
+    )
     registry = Registry.open(settings, connection, pool)
     await pool.start()
     await registry.start()

@@ -93,3 +93,10 @@ def test_a_server_without_a_token_stays_on_loopback() -> None:
         ServerSettings(grpc_address="0.0.0.0")
     assert ServerSettings(grpc_address="::1").grpc_address == "::1"
     assert ServerSettings(grpc_address="0.0.0.0", auth_token_file=Path("t")).grpc_address == "0.0.0.0"
+
+
+def test_tls_needs_a_certificate_and_its_key_and_mutual_tls_needs_both() -> None:
+    with pytest.raises(ValidationError, match="needs both --tls-cert and --tls-key"):
+        ServerSettings(tls_cert_file=Path("cert.pem"))
+    with pytest.raises(ValidationError, match="mutual TLS"):
+        ServerSettings(tls_client_ca_file=Path("ca.pem"))
