@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -15,44 +13,26 @@ from core.errors import MdeployError, Unsupported
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
-from protos.servicing import Malformed
+from protos.servicing import Malformed, StreamRequest, answer_stream, answering_errors
 from servers import wire
 from servers.repository import ModelRepository
 from servers.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "parameters"]
 
 
-def _status(error: Exception) -> tuple[grpc.StatusCode, str]:
+def _status(error: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     if isinstance(error, MdeployError):
-        return error.grpc_code, error.message
+        return error.grpc_code, error.message, ()
     log.exception("unexpected error", exc_info=error)
-    return grpc.StatusCode.INTERNAL, "internal error; see the server log"
+    return grpc.StatusCode.INTERNAL, "internal error; see the server log", ()
 
 
-def errors_to_status(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Every failure leaves as a gRPC status with a message; never as a traceback."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        try:
-            if isinstance(request, Malformed):
-                raise request.error()
-            return await handler(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            code, message = _status(error)
-            await context.abort(code, message)
-            raise  # abort raises; this line satisfies the type checker
-
-    return wrapper
+errors_to_status = answering_errors(_status)
+"""Every failure leaves as a gRPC status with a message; never as a traceback."""
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -111,7 +91,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     # ---- inference ----
 
-    async def _infer(self, request: pb.ModelInferRequest, remaining: float | None) -> pb.ModelInferResponse:
+    async def _infer(self, request: StreamRequest, remaining: float | None) -> pb.ModelInferResponse:
         if isinstance(request, Malformed):
             raise request.error()
         version = self.repository.version(request.model_name, request.model_version)
@@ -127,42 +107,15 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, context.time_remaining())
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+        self, request_iterator: AsyncIterator[StreamRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests run concurrently; each answer (or its error) is sent as it completes."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        pending: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                response = await self._infer(request, None)
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-            except Exception as error:
-                _, message = _status(error)
-                failed = pb.ModelInferResponse()
-                if isinstance(request, pb.ModelInferRequest):
-                    failed = pb.ModelInferResponse(
-                        model_name=request.model_name, model_version=request.model_version, id=request.id
-                    )
-                await answers.put(pb.ModelStreamInferResponse(error_message=message, infer_response=failed))
+        async def infer(request: StreamRequest) -> pb.ModelInferResponse:
+            return await self._infer(request, None)
 
-        async def read() -> None:
-            async for request in request_iterator:
-                task = asyncio.create_task(answer(request))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
-            await answers.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-        finally:
-            reader.cancel()
-            for task in list(pending):
-                task.cancel()
+        async for answer in answer_stream(request_iterator, infer, lambda error: _status(error)[1]):
+            yield answer
 
     # ---- repository ----
 

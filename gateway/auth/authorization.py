@@ -106,15 +106,11 @@ class Auth:
         Unauthenticated (with ``WWW-Authenticate``) or PermissionDenied. Counts no rate limit;
         a failure counts against ``client``'s address, and an address past its allowance of
         failures gets ResourceExhausted at once unless the key is one this process remembers."""
-        try:
-            key = self._verified(authorization, api_key, client)
-        except Unauthenticated as error:
-            error.headers.setdefault("WWW-Authenticate", "Bearer")
-            raise
-        return self._allowed(key, scope, model)
+        return self._allowed(self._verified(authorization, api_key, client), scope, model)
 
     def _verified(self, authorization: str | None, api_key: str | None, client: str | None) -> KeyRecord:
-        """The key's record; a failure counts against ``client``, which may be refused at once."""
+        """The key's record; a failure (Unauthenticated, with ``WWW-Authenticate``) counts against
+        ``client``, which may be refused at once."""
         wait = self.failures.blocked_for(client)
         try:
             presented = presented_key(authorization, api_key)
@@ -124,8 +120,9 @@ class Auth:
                     headers={"Retry-After": str(wait)},
                 )
             return self.keys.verify(presented)
-        except Unauthenticated:
+        except Unauthenticated as error:
             self.failures.failed(client)
+            error.headers.setdefault("WWW-Authenticate", "Bearer")
             raise
 
     def held_scope(
@@ -138,11 +135,7 @@ class Auth:
         """The first of ``scopes`` the presented key holds: the scope its request counts in."""
         if len(scopes) == 1:
             return scopes[0]
-        try:
-            key = self._verified(authorization, api_key, client)
-        except Unauthenticated as error:
-            error.headers.setdefault("WWW-Authenticate", "Bearer")
-            raise
+        key = self._verified(authorization, api_key, client)
         for scope in scopes:
             if key.has_scope(scope):
                 return scope

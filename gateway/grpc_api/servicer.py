@@ -13,13 +13,11 @@ each ``MdeployError`` carries, with the HTTP answer's message; a refusal's ``Ret
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -35,7 +33,7 @@ from gateway.state import GatewayState
 from protos import codecs
 from protos.generated import inference_pb2 as pb
 from protos.generated import inference_pb2_grpc as pb_grpc
-from protos.servicing import Malformed
+from protos.servicing import Malformed, StreamRequest, answer_stream, answering_errors
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +44,7 @@ MAX_ROUTING_KEY = 256
 PROTOCOL = "grpc"
 """The ``route`` label of this front end's requests in the gateway's metrics."""
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext[Any, Any]
-Handler = Callable[[Any, Req, Context], Awaitable[Resp]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,31 +93,21 @@ def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((name.lower(), value) for name, value in headers.items())
 
 
-async def _abort(context: Context, error: Exception) -> None:
+def _status(error: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """The error's code and the HTTP answer's message; its headers (Retry-After...) as metadata."""
     if isinstance(error, MdeployError):
-        await context.abort(error.grpc_code, error.message, _metadata(error.headers))
+        return error.grpc_code, error.message, _metadata(error.headers)
     log.exception("unexpected error in a gRPC call", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
+    return grpc.StatusCode.INTERNAL, "internal error; see the gateway log", ()
 
 
-def answered(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Every failure leaves as a gRPC status with the HTTP answer's message, never a traceback."""
+async def _abort(context: Context, error: Exception) -> None:
+    code, message, trailing = _status(error)
+    await context.abort(code, message, trailing)
 
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
-        try:
-            if isinstance(request, Malformed):
-                raise request.error()
-            return await handler(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await _abort(context, error)
-            raise  # abort raises; this line satisfies the type checker
 
-    return wrapper
+answered = answering_errors(_status)
+"""Every failure leaves as a gRPC status with the HTTP answer's message, never a traceback."""
 
 
 class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -236,7 +221,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: Context
+        self, request_iterator: AsyncIterator[StreamRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Each message is authorised and counted on its own; answers (or their errors, in
         ``error_message`` as Triton sends them) go out as they complete."""
@@ -245,33 +230,12 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except MdeployError as error:
             await _abort(context, error)
             return
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        pending: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.ModelInferRequest | Malformed) -> None:
-            try:
-                response, _, _ = await self._infer(request, caller, None)
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-            except Exception as error:
-                await answers.put(_stream_error(request, error))
+        async def infer(request: StreamRequest) -> pb.ModelInferResponse:
+            return (await self._infer(request, caller, None))[0]
 
-        async def read() -> None:
-            async for request in request_iterator:
-                task = asyncio.create_task(answer(request))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
-            await answers.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-        finally:
-            reader.cancel()
-            for task in list(pending):
-                task.cancel()
+        async for answer in answer_stream(request_iterator, infer, _message_of):
+            yield answer
 
     # ---- repository ----
 
@@ -351,18 +315,8 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self._unsupported("LogSettings", context)
 
 
-def _stream_error(request: pb.ModelInferRequest | Malformed, error: Exception) -> pb.ModelStreamInferResponse:
-    if isinstance(error, MdeployError):
-        message = error.message
-    else:
-        log.exception("unexpected error in a gRPC stream", exc_info=error)
-        message = "internal error; see the gateway log"
-    failed = pb.ModelInferResponse()
-    if isinstance(request, pb.ModelInferRequest):
-        failed = pb.ModelInferResponse(
-            model_name=request.model_name, model_version=request.model_version, id=request.id
-        )
-    return pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+def _message_of(error: Exception) -> str:
+    return _status(error)[1]
 
 
 def model_metadata(served: ServedVersion, versions: Sequence[str]) -> pb.ModelMetadataResponse:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from loadtests.common.paths import ROOT
 from loadtests.common.tables import P99_OVER_P50, table, verdict
 from loadtests.gateway import httpload
 from loadtests.gateway.stack import LOAD_TEST_ENV, create_key, push
+from loadtests.server import loadgen
 from loadtests.server.loadgen import LoadResult
 from loadtests.server.targets import TINY, bare_server
 from modelpkg.builder import build
@@ -84,19 +84,16 @@ def tiny_package(folder: Path) -> Path:
 
 
 def grpc_load(target: GrpcTarget, concurrency: int, plan: Plan) -> Row:
-    command = [
-        sys.executable,
-        "-m",
-        "loadtests.server.loadgen",
-        f"--address={target.address}",
-        f"--server-pid={target.pid}",
-        f"--model={MODEL}",
-        f"--width={WIDTH}",
-        f"--concurrency={concurrency}",
-        f"--warmup={plan.warmup_s}",
-        f"--duration={plan.duration_s}",
-        *(f"--metadata={key}={value}" for key, value in target.metadata),
-    ]
+    command = loadgen.command(
+        target.address,
+        target.pid,
+        MODEL,
+        WIDTH,
+        concurrency,
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        metadata=target.metadata,
+    )
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed against {target.name}:\n{done.stderr}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.common.paths import ROOT
-from loadtests.server import ort_baseline, report
+from loadtests.server import loadgen, ort_baseline, report
 from loadtests.server.loadgen import GENERATORS, LoadResult
 from loadtests.server.report import GeneratorRow, Report, ServerRow
 from loadtests.server.targets import (
@@ -103,20 +103,17 @@ def load_once(
     statistics: bool,
 ) -> LoadResult:
     """One measurement by a fresh generator process (its own CPU, its own warm-up)."""
-    command = [
-        sys.executable,
-        "-m",
-        "loadtests.server.loadgen",
-        f"--address={endpoint.address}",
-        f"--server-pid={endpoint.pid}",
-        f"--model={model}",
-        f"--width={width}",
-        f"--concurrency={concurrency}",
-        f"--generator={generator or plan.generator}",
-        f"--warmup={plan.warmup_s}",
-        f"--duration={plan.duration_s}",
-        *(["--statistics"] if statistics else []),
-    ]
+    command = loadgen.command(
+        endpoint.address,
+        endpoint.pid,
+        model,
+        width,
+        concurrency,
+        generator=generator or plan.generator,
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        statistics=statistics,
+    )
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr}")

@@ -277,6 +277,37 @@ def run(args: argparse.Namespace) -> LoadResult:
     return summarize(args.generator, args.concurrency, window, samples, meter)
 
 
+def command(
+    address: str,
+    measured_pid: int,
+    model: str,
+    width: int,
+    concurrency: int,
+    *,
+    generator: str = "future",
+    warmup_s: float = 1.0,
+    duration_s: float = 5.0,
+    statistics: bool = False,
+    metadata: Metadata = (),
+) -> list[str]:
+    """The command line of one generator process (run from the repository root)."""
+    return [
+        sys.executable,
+        "-m",
+        "loadtests.server.loadgen",
+        f"--address={address}",
+        f"--server-pid={measured_pid}",
+        f"--model={model}",
+        f"--width={width}",
+        f"--concurrency={concurrency}",
+        f"--generator={generator}",
+        f"--warmup={warmup_s}",
+        f"--duration={duration_s}",
+        *(["--statistics"] if statistics else []),
+        *(f"--metadata={key}={value}" for key, value in metadata),
+    ]
+
+
 def _pair(item: str) -> tuple[str, str]:
     key, _, value = item.partition("=")
     return key, value
