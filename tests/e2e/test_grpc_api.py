@@ -6,8 +6,10 @@ versions pushed. Keys are made in the gateway's database; every call goes over l
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.grpc.aio as triton_aio
 import tritonclient.http as triton_http
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -48,6 +51,7 @@ ENV = {
     # With one backend call per version at a time (the default for one server), arrivals
     # meanwhile wait up to this long to go together.
     "MDEPLOY_BATCH_MAX_DELAY_MS": "100",
+    "MDEPLOY_GRPC_MAX_MESSAGE_BYTES": str(1024 * 1024),
 }
 PER_PROTOCOL = 16
 
@@ -202,7 +206,7 @@ def test_the_stream_authorises_each_message_and_reports_errors_in_the_stream(doo
     assert "nosuchmodel" in errors[0].message()
 
 
-def slow_model(size: int = 512, rounds: int = 16) -> onnx.ModelProto:
+def slow_model(size: int = 512, rounds: int = 64) -> onnx.ModelProto:
     """y = x, after ``rounds`` products of a size x size matrix scaled by max(x): a backend call
     takes tens of milliseconds whatever its batch, so requests that arrive meanwhile queue."""
     matrix = np.random.default_rng(3).uniform(0, 1 / size, (size, size)).astype(np.float32)
@@ -249,11 +253,16 @@ def batch_sizes(door: Door, model: str) -> Counter[int]:
     return Counter({b.batch_size: b.compute_infer.count for s in stats.model_stats for b in s.batch_stats})
 
 
-def test_http_and_grpc_requests_go_to_the_backend_in_the_same_calls(door: Door, tmp_path: Path) -> None:
-    package = tmp_path / "slow.pkg"
+@pytest.fixture(scope="module")
+def slow(door: Door, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The slow model, pushed: its backend calls take tens of milliseconds."""
+    package = tmp_path_factory.mktemp("slow") / "slow.pkg"
     samples = {"x": np.array([[1.0, 2.0]], np.float32)}
     build(slow_model(), package, name=SLOW, samples=samples, description="slow", code_dir=None)
-    push(door, package)
+    return push(door, package)
+
+
+def test_http_and_grpc_requests_go_to_the_backend_in_the_same_calls(door: Door, slow: str) -> None:
     before = batch_sizes(door, SLOW)
     start = threading.Barrier(2 * PER_PROTOCOL)
 
@@ -308,6 +317,54 @@ def test_a_bandit_learns_from_feedback_on_grpc_served_requests(door: Door) -> No
     http.close()
 
 
+def test_the_asyncio_client_works_unchanged(door: Door) -> None:
+    async def call() -> list[list[float]]:
+        async with triton_aio.InferenceServerClient(door.address) as client:
+            result = await client.infer(MODEL, arms_input(), headers=bearer(door.key))
+            return result.as_numpy("y").tolist()  # type: ignore[no-any-return]
+
+    assert asyncio.run(call()) == [GOOD]
+
+
+def test_a_routing_key_in_metadata_keeps_a_caller_on_one_version(door: Door) -> None:
+    a, b = door.versions["a"], door.versions["b"]
+    admin = bearer(door.gateway.admin_key)
+    http = httpx.Client(base_url=door.gateway.url, timeout=30)
+    canary = {"policy": {"kind": "canary", "versions": [a, b], "weights": {a: 50, b: 50}}}
+    assert http.put(f"/v1/admin/deployments/{MODEL}", json=canary, headers=admin).status_code == 200
+    client = door.client()
+    for key in ("user-1", "user-2", "user-3"):
+        headers = {**bearer(door.key), "x-routing-key": key}
+        seen = {
+            client.infer(MODEL, arms_input(), headers=headers).get_response().model_version for _ in range(10)
+        }
+        assert len(seen) == 1, (key, seen)
+    too_long = refused(
+        lambda: client.infer(MODEL, arms_input(), headers={**bearer(door.key), "x-routing-key": "k" * 300})
+    )
+    assert too_long.status() == "StatusCode.INVALID_ARGUMENT"
+    pinned = {"policy": {"kind": "pinned", "versions": [door.versions["faulty"]]}}
+    assert http.put(f"/v1/admin/deployments/{MODEL}", json=pinned, headers=admin).status_code == 200
+    http.close()
+
+
+def test_grpc_requests_are_counted_with_their_protocol(door: Door) -> None:
+    door.client().infer(MODEL, arms_input(), headers=bearer(door.key))
+    text = httpx.get(f"{door.gateway.url}/metrics", timeout=10).text
+    assert any(
+        'route="grpc"' in line and line.startswith("mdeploy_requests_total") for line in text.splitlines()
+    )
+
+
+def test_messages_over_the_bound_are_refused_and_the_door_keeps_serving(door: Door) -> None:
+    big = np.zeros((200_000, 2), np.float32)  # 1.6 MB, over the 1 MiB bound set above
+    tensor = triton.InferInput("x", list(big.shape), "FP32")
+    tensor.set_data_from_numpy(big)
+    over = refused(lambda: door.client().infer(MODEL, [tensor], headers=bearer(door.key)))
+    assert over.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert door.client().infer(MODEL, arms_input(), headers=bearer(door.key)).as_numpy("y") is not None
+
+
 def limited_key(door: Door, rate_limit: str) -> str:
     connection = open_database(door.gateway.data_dir / "registry.sqlite3")
     try:
@@ -344,6 +401,33 @@ def test_one_rate_limit_budget_across_http_and_grpc(door: Door) -> None:
         f"{door.gateway.url}/v1/models/{MODEL}:predict", json={"instances": [GOOD]}, headers=bearer(limited)
     )
     assert again.status_code == 429
+
+
+def test_a_deadline_passed_while_queued_drops_the_request_before_any_backend_call(
+    door: Door, slow: str
+) -> None:
+    before = batch_sizes(door, SLOW)
+    client = door.client()
+    first = threading.Thread(target=lambda: client.infer(SLOW, arms_input(), headers=bearer(door.key)))
+    first.start()
+    deadline = time.monotonic() + 30
+    while door_in_flight(door) == 0:  # the first call holds the backend (one call at a time)
+        assert first.is_alive(), "the first call ended before it was seen in flight"
+        assert time.monotonic() < deadline
+    late = refused(
+        lambda: door.client().infer(SLOW, arms_input(), headers=bearer(door.key), client_timeout=0.01)
+    )
+    assert late.status() == "StatusCode.DEADLINE_EXCEEDED"
+    first.join()
+    assert batch_sizes(door, SLOW) - before == Counter({1: 1})  # the late one never reached the server
+
+
+def door_in_flight(door: Door) -> float:
+    """Backend calls in flight, from the gateway's /metrics."""
+    text = httpx.get(f"{door.gateway.url}/metrics", timeout=10).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("mdeploy_backend_in_flight")
+    )
 
 
 def test_the_clients_deadline_is_honoured(door: Door) -> None:
