@@ -45,6 +45,8 @@ from tests.e2e.test_end_to_end import create_key
 
 SPARE = "spare"
 SLOW = "slow"
+QUEUE = 40
+"""Requests that may wait per model version: more than the mixed-load test sends at once."""
 ENV = {
     "MDEPLOY_RATE_LIMIT_PREDICT": "100000/minute",
     "MDEPLOY_RATE_LIMIT_ADMIN": "100000/minute",
@@ -52,6 +54,7 @@ ENV = {
     # meanwhile wait up to this long to go together.
     "MDEPLOY_BATCH_MAX_DELAY_MS": "100",
     "MDEPLOY_GRPC_MAX_MESSAGE_BYTES": str(1024 * 1024),
+    "MDEPLOY_BATCH_MAX_QUEUE": str(QUEUE),
 }
 PER_PROTOCOL = 16
 
@@ -422,6 +425,36 @@ def test_a_deadline_passed_while_queued_drops_the_request_before_any_backend_cal
     assert batch_sizes(door, SLOW) - before == Counter({1: 1})  # the late one never reached the server
 
 
+def test_a_full_queue_is_resource_exhausted_with_retry_after(door: Door, slow: str) -> None:
+    codes: Counter[grpc.StatusCode] = Counter()
+    retry_after: list[str] = []
+    request = pb.ModelInferRequest(model_name=SLOW)
+    codecs.encode_input(request, "x", np.array([GOOD], np.float32))
+    start = threading.Barrier(2 * QUEUE)
+
+    def call() -> None:
+        with grpc.insecure_channel(door.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            start.wait()
+            try:
+                stub.ModelInfer(request, metadata=tuple(bearer(door.key).items()), timeout=60)
+                codes[grpc.StatusCode.OK] += 1
+            except grpc.RpcError as error:
+                codes[error.code()] += 1
+                retry_after.extend(
+                    str(m.value) for m in error.trailing_metadata() or () if m.key == "retry-after"
+                )
+
+    threads = [threading.Thread(target=call) for _ in range(2 * QUEUE)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes[grpc.StatusCode.OK] >= QUEUE
+    assert len(retry_after) == codes[grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
 def door_in_flight(door: Door) -> float:
     """Backend calls in flight, from the gateway's /metrics."""
     text = httpx.get(f"{door.gateway.url}/metrics", timeout=10).text
@@ -481,6 +514,8 @@ def test_load_and_unload_need_the_admin_scope_and_go_through_the_registry(door: 
     assert {e["actor"] for e in audit} == {f"key:{door.gateway.admin_key.split('_')[1]}"}
     unknown = refused(lambda: client.load_model("intruder", headers=admin))
     assert unknown.status() == "StatusCode.NOT_FOUND"
+    # The server logs who changed its models: only the token holder (the gateway) can.
+    assert f"model {SPARE} unloaded at the request of the token holder at ipv4:127.0.0.1:" in door.server.log
 
 
 def test_the_inference_server_behind_answers_only_to_the_gateway(door: Door) -> None:
