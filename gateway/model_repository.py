@@ -62,10 +62,6 @@ async def statistics(
     return pb.ModelStatisticsResponse(model_stats=allowed)
 
 
-async def load(registry: Registry, name: str, actor: str) -> None:
-    await registry.load_model(name, actor)
-
-
 async def unload(
     registry: Registry, catalog: ModelCatalog, router: Router | None, name: str, actor: str, via: str
 ) -> None:

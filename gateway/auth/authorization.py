@@ -52,7 +52,11 @@ class Auth:
     limiter: RateLimiter
     rate_limited: Counter | None = None
     """Counts requests refused with 429, labelled by scope (the gateway's metrics)."""
-    failures: FailedAuthentications = field(default_factory=lambda: FailedAuthentications(30))
+    failures: FailedAuthentications = field(
+        default_factory=lambda: FailedAuthentications(
+            GatewaySettings.model_fields["auth_failures_per_minute"].default
+        )
+    )
     """Failed authentications per client address: floods of bad keys are refused at once."""
 
     @classmethod

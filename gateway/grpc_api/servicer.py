@@ -262,7 +262,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 "RepositoryModelLoad takes no config or file parameters on the gateway: push a package "
                 "(mdeploy push) to serve a new model or version"
             )
-        await model_repository.load(self.state.registry, request.model_name, f"key:{grant.key.id}")
+        await self.state.registry.load_model(request.model_name, f"key:{grant.key.id}")
         return pb.RepositoryModelLoadResponse()
 
     @answered

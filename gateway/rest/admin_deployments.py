@@ -25,7 +25,6 @@ from gateway.routing.policies import PolicySpec
 from gateway.routing.router import Router
 
 MAX_BODY = 64 * 1024
-_CHANGE_ERRORS = (400, 404, 409, 413, 503)
 
 
 class _Body(BaseModel):
@@ -84,6 +83,11 @@ async def _parse(request: Request, kind: type[Body]) -> Body:
         raise InvalidInput(f"{where}: {first['msg']}") from None
 
 
+def _change(summary: str, body: type[_Body]) -> Operation:
+    """A deployment change's contract: its body in, the deployment's status out."""
+    return Operation(summary, answer=DeploymentStatus, errors=(400, 404, 409, 413, 503), body=body)
+
+
 def _router(request: Request) -> Router:
     router = gateway_state(request).router
     assert router is not None
@@ -128,11 +132,8 @@ async def status(request: Request) -> Response:
 
 
 @documented(
-    Operation(
-        "Start a rollout (pinned, canary, shadow, epsilon-greedy, ucb1, thompson) with its guard",
-        answer=DeploymentStatus,
-        errors=_CHANGE_ERRORS,
-        body=Rollout,
+    _change(
+        "Start a rollout (pinned, canary, shadow, epsilon-greedy, ucb1, thompson) with its guard", Rollout
     )
 )
 @requires(KeyScope.ADMIN)
@@ -143,14 +144,7 @@ async def rollout(request: Request) -> Response:
     return ModelResponse(await _router(request).status(model))
 
 
-@documented(
-    Operation(
-        "Send all traffic to the stable version (or the one named), atomically",
-        answer=DeploymentStatus,
-        errors=_CHANGE_ERRORS,
-        body=Rollback,
-    )
-)
+@documented(_change("Send all traffic to the stable version (or the one named), atomically", Rollback))
 @requires(KeyScope.ADMIN)
 async def rollback(request: Request) -> Response:
     body = await _parse(request, Rollback)
@@ -159,14 +153,7 @@ async def rollback(request: Request) -> Response:
     return ModelResponse(await _router(request).status(model))
 
 
-@documented(
-    Operation(
-        "Make a version stable and route all traffic to it",
-        answer=DeploymentStatus,
-        errors=_CHANGE_ERRORS,
-        body=Promote,
-    )
-)
+@documented(_change("Make a version stable and route all traffic to it", Promote))
 @requires(KeyScope.ADMIN)
 async def promote(request: Request) -> Response:
     body = await _parse(request, Promote)

@@ -136,7 +136,7 @@ async def repository_index(request: Request) -> Response:
 @requires(KeyScope.ADMIN)
 async def load_model(request: Request) -> Response:
     name = request.path_params["model"]
-    await model_repository.load(gateway_state(request).registry, name, f"key:{request.state.api_key.id}")
+    await gateway_state(request).registry.load_model(name, f"key:{request.state.api_key.id}")
     return ModelResponse(RepositoryChange(model=name, action="load"))
 
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 from rich.console import Console
 
@@ -28,8 +29,18 @@ from gateway.process import start_gateway_process
 from loadtests.common.paths import ROOT
 from loadtests.common.tables import table
 from loadtests.gateway import httpload
+from loadtests.gateway.bad_key_flood import bad_key
 from loadtests.gateway.bench_grpc import MODEL, WIDTH, tiny_package
 from loadtests.gateway.stack import LOAD_TEST_ENV, create_key, push
+
+
+def wait_until_refused(url: str, timeout_s: float = 30.0) -> None:
+    """Until a bad key from this address gets 429 (the flood has used up the allowance)."""
+    deadline = time.monotonic() + timeout_s
+    headers = {"Authorization": f"Bearer {bad_key()}"}
+    while httpx.post(url, content=b"{}", headers=headers, timeout=10).status_code != 429:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway never refused the flood with 429")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"--rate={args.rate}", f"--duration={args.duration + 2}"],
                     cwd=ROOT, stdout=subprocess.PIPE, text=True,
                 )  # fmt: skip
-                time.sleep(1.5)  # past the threshold: the flood is being refused at once
+                wait_until_refused(url)  # the flood is past the allowance: answered 429 at once
                 flooded = httpload.run_wrk(target, args.concurrency, args.duration)
                 sent = json.loads(flood.communicate(timeout=60)[0])
             finally:
