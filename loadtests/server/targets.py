@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,19 +96,23 @@ def mdeploy_server(repository: Path, extra_args: tuple[str, ...] = ()) -> Iterat
 
 
 @contextmanager
-def bare_server() -> Iterator[Endpoint]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.server.bare_server", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def listening_child(module: str, args: tuple[str, ...], listening: str) -> Iterator[Endpoint]:
+    """``python -m module args`` until the block ends; its address from the line it prints
+    once it listens (``<listening> HOST:PORT``)."""
+    command = [sys.executable, "-m", module, *args]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        if LISTENING not in line:
-            raise RuntimeError(f"bare server did not start: {line!r}")
+        if listening not in line:
+            raise RuntimeError(f"{module} did not start: {line!r}")
         yield Endpoint(line.split()[-1], process.pid)
     finally:
         process.terminate()
         process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def bare_server() -> AbstractContextManager[Endpoint]:
+    return listening_child("loadtests.server.bare_server", ("--port", "0"), LISTENING)
