@@ -21,6 +21,7 @@ other method) are unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -42,6 +43,7 @@ from gateway.db import open_database
 from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
 from gateway.registry.service import Registry
+from gateway.releases import Releases
 from gateway.rest import (
     admin_deployments,
     admin_keys,
@@ -62,6 +64,9 @@ from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
+
+KEY_EXPIRY_AUDIT_S = 10.0
+"""How often keys that expired are written to the audit log."""
 
 
 class GatewayApp(Starlette):
@@ -135,11 +140,15 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
         app.state.limiter = app.state.auth.limiter.slowapi  # where slowapi's 429 handler looks
-        app.state.gateway = GatewayState(settings, pool, registry, dataplane, metrics, registry, router)
+        releases = Releases(registry, router)
+        app.state.gateway = GatewayState(
+            settings, pool, registry, dataplane, metrics, registry, router, releases
+        )
         predictions.bind(app.state.auth, app.state.gateway)
         await pool.start()
         await registry.start()
         await router.start()
+        expiries = asyncio.create_task(app.state.auth.keys.audit_expiries_every(KEY_EXPIRY_AUDIT_S))
         listener = None
         if settings.grpc_port:
             listener = await start_grpc_listener(settings, app.state.auth, app.state.gateway)
@@ -153,6 +162,9 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         finally:
             if listener is not None:
                 await listener.stop(settings.shutdown_grace_s)
+            expiries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiries
             await router.close()
             await registry.close()
             await dataplane.close()

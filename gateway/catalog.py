@@ -29,7 +29,9 @@ class ServedVersion:
 
 class ModelCatalog(Protocol):
     def resolve(self, name: str, version: str | None) -> ServedVersion:
-        """The version to serve: the one asked for, or the model's default (NotFound if none)."""
+        """The version asked for, or with None the newest loaded one (NotFound if none). Which
+        version answers a request naming none is the router's to say, not the catalog's: None
+        is for what every version shares, such as the signature."""
         ...
 
     def served_versions(self, name: str) -> list[ServedVersion]:

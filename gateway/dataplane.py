@@ -7,9 +7,10 @@ The batcher is adaptive: a lone request goes at once; while a batch is in flight
 accumulate up to the batch size or the delay.
 
 A request without a version is routed by the model's deployment (``gateway.routing``): the
-router picks the version, hears how it went (server-side failures and latency feed the
-guard), and remembers the request id for feedback. A shadow candidate gets a copy of the
-inputs in the background; its answer is compared with the one returned, never returned.
+router picks the version (a staged one never), hears how it went (server-side failures and
+latency feed the guard), and remembers the request id for feedback. A shadow candidate gets a
+copy of the inputs in the background; its answer is compared with the one returned (the same
+label for classifiers, equal within a tolerance for regressors), never returned.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from core.batching import Batcher, BatchPolicy, Queued
 from core.errors import MdeployError, PayloadTooLarge
 from core.tensor_batch import TensorRequest, Tensors
 from gateway.catalog import ModelCatalog, ServedVersion
-from gateway.routing.router import Routed, Router
+from gateway.routing.router import Router
+from gateway.routing.shadow import answers_agree
 from gateway.settings import GatewaySettings
 from protos import codecs
 from protos.generated import inference_pb2 as pb
@@ -102,7 +104,7 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         router = self.router
-        if request.version is None and router is not None and router.deploys(request.model):
+        if request.version is None and router is not None:
             return await self._infer_routed(request, router)
         served = request.served
         if served is None:
@@ -114,23 +116,24 @@ class DataPlane:
     async def _infer_routed(self, request: InferenceRequest, router: Router) -> InferenceResult:
         """A request that a deployment policy routes: the router hears how it went."""
         routed = await router.route(request.model, request.routing_key)
-        served = self.catalog.resolve(request.model, routed.version if routed else None)
+        served = request.served
+        if served is None or served.version != routed.version:
+            served = self.catalog.resolve(request.model, routed.version)
         work = self._checked(served, request)
         started = time.perf_counter()
         try:
             outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
         except MdeployError as error:
-            if routed is not None:
-                # Only failures of the server side speak against a version, not bad requests.
-                ok = error.http_status < 500
-                router.observe(served.name, served.version, ok, time.perf_counter() - started)
+            # Only failures of the server side speak against a version, not bad requests.
+            ok = error.http_status < 500
+            router.observe(served.name, served.version, ok, time.perf_counter() - started)
             raise
-        if routed is not None:
-            router.observe(served.name, served.version, True, time.perf_counter() - started)
-            if routed.by_policy and request.request_id:
-                await router.remember(request.request_id, served.name, served.version)
-            if routed.shadow is not None:
-                self._start_shadow(served.name, routed, work, outputs)
+        elapsed = time.perf_counter() - started
+        router.observe(served.name, served.version, True, elapsed)
+        if routed.by_policy and request.request_id:
+            await router.remember(request.request_id, served.name, served.version)
+        if routed.shadow is not None:
+            self._start_shadow(served, routed.shadow, work, outputs, elapsed)
         return InferenceResult(served.name, served.version, outputs, served)
 
     def _checked(self, served: ServedVersion, request: InferenceRequest) -> TensorRequest:
@@ -140,13 +143,18 @@ class DataPlane:
         wanted = validation.check_outputs(served.signature, request.outputs)
         return TensorRequest(request.inputs, wanted, rows)
 
-    def _start_shadow(self, model: str, routed: Routed, work: TensorRequest, answered: Tensors) -> None:
-        assert routed.shadow is not None
-        task = asyncio.create_task(self._shadow(model, routed.shadow, work, answered))
+    def _start_shadow(
+        self, answering: ServedVersion, version: str, work: TensorRequest, answered: Tensors, elapsed: float
+    ) -> None:
+        task = asyncio.create_task(self._shadow(answering, version, work, answered, elapsed))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, model: str, version: str, work: TensorRequest, answered: Tensors) -> None:
+    async def _shadow(
+        self, answering: ServedVersion, version: str, work: TensorRequest, answered: Tensors, elapsed: float
+    ) -> None:
+        """The candidate's answer to a copy, compared with the one returned (``gateway.routing.shadow``)."""
+        model, router = answering.name, self.router
         started = time.perf_counter()
         try:
             shadow = self.catalog.resolve(model, version)
@@ -154,18 +162,17 @@ class DataPlane:
         except MdeployError as error:
             log.info("shadow version %s of %s failed: %s", version, model, error)
             self._on_shadow(model, version, "error")
-            if self.router is not None and error.http_status >= 500:
-                self.router.observe(model, version, False, time.perf_counter() - started, routed=False)
+            if router is not None:
+                router.observe_shadow(model, version, "error", None)
+                if error.http_status >= 500:
+                    router.observe(model, version, False, time.perf_counter() - started, routed=False)
             return
-        if self.router is not None:
-            self.router.observe(model, version, True, time.perf_counter() - started, routed=False)
-        same = all(
-            name in outputs
-            and outputs[name].shape == array.shape
-            and np.allclose(outputs[name], array, atol=1e-4)
-            for name, array in answered.items()
-        )
-        self._on_shadow(model, version, "agree" if same else "differ")
+        took = time.perf_counter() - started
+        result = "agree" if answers_agree(answered, outputs, answering.label_output) else "differ"
+        self._on_shadow(model, version, result)
+        if router is not None:
+            router.observe(model, version, True, took, routed=False)
+            router.observe_shadow(model, version, result, (took - elapsed) * 1000.0)
 
     def batcher_stats(self) -> list[BatcherStats]:
         return [

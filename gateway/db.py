@@ -25,3 +25,16 @@ def open_database(path: Path) -> sqlite3.Connection:
 def ensure_schema(connection: sqlite3.Connection, schema: str) -> None:
     """Create the tables and indexes of ``schema`` (``CREATE ... IF NOT EXISTS`` statements)."""
     connection.executescript(schema)
+
+
+def ensure_columns(connection: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the ``columns`` (name: type and default) that an older ``table`` lacks."""
+    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    for name, definition in columns.items():
+        if name in present:
+            continue
+        try:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error):  # another process added it first
+                raise

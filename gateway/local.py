@@ -51,7 +51,9 @@ def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     connection = open_database(settings.database_path)
     try:
-        created = KeyStore(connection).create(scopes=list(KeyScope), name="admin (mdeploy serve)")
+        created = KeyStore(connection).create(
+            scopes=list(KeyScope), name="admin (mdeploy serve)", actor="mdeploy serve"
+        )
     finally:
         connection.close()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

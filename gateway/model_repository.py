@@ -1,8 +1,7 @@
 """Triton's model-repository and statistics extensions, for both front ends (HTTP and gRPC).
 
 What a key sees: admin keys every model, other keys the models they may use. Load and unload
-act on the registry, audited, never around it: unload deletes the model's live versions, load
-restores its newest deleted version from the package store.
+act on the registry through ``gateway.releases``, audited, never around it.
 """
 
 from __future__ import annotations
@@ -11,16 +10,13 @@ from pydantic import BaseModel
 
 from gateway.auth.keys import KeyRecord
 from gateway.auth.scopes import KeyScope
-from gateway.catalog import ModelCatalog
 from gateway.registry.service import Registry
 from gateway.registry.tables import State
-from gateway.routing.router import Router
 from gateway.state import GatewayState
 from protos.generated import inference_pb2 as pb
 
 INDEX_SCOPES = (KeyScope.ADMIN, KeyScope.PREDICT)
 """The repository index counts in the admin scope for admin keys, else in predict."""
-UNLOAD_REASON = "RepositoryModelUnload"
 
 
 class IndexEntry(BaseModel):
@@ -60,13 +56,3 @@ async def statistics(
     answer = await state.pool.statistics(pb.ModelStatisticsRequest(name=name, version=version))
     allowed = [stats for stats in answer.model_stats if key.allows_model(stats.name)]
     return pb.ModelStatisticsResponse(model_stats=allowed)
-
-
-async def unload(
-    registry: Registry, catalog: ModelCatalog, router: Router | None, name: str, actor: str, via: str
-) -> None:
-    """Delete every live version of ``name``; refused while a rollout routes to one of them."""
-    if router is not None:
-        for served in catalog.served_versions(name):
-            router.check_unused(name, served.version)
-    await registry.unload_model(name, actor, reason=f"{UNLOAD_REASON} over {via}")

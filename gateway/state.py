@@ -14,6 +14,7 @@ from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
     from gateway.registry.service import Registry
+    from gateway.releases import Releases
 
 
 @dataclass
@@ -24,4 +25,5 @@ class GatewayState:
     dataplane: DataPlane
     metrics: Metrics
     registry: Registry
-    router: Router | None = None
+    router: Router
+    releases: Releases

@@ -106,11 +106,13 @@ class GatewayClient:
     def delete_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs).json()
 
-    def push(self, package: Path) -> dict[str, Any]:
-        """Upload a ``model.pkg`` (admin scope): the gateway's answer (``name``, ``version``, ``status``)."""
+    def push(self, package: Path, *, promote: bool = False) -> dict[str, Any]:
+        """Upload a ``model.pkg`` (admin scope): the gateway's answer (``name``, ``version``,
+        ``status``, ``role``: live or staged). ``promote`` makes the new version live."""
         answer: dict[str, Any] = self.request(
             "POST",
             PACKAGES_PATH,
+            params={"promote": "true"} if promote else None,
             content=package.read_bytes(),
             headers={"Content-Type": "application/octet-stream"},
         ).json()

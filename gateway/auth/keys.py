@@ -17,15 +17,18 @@ to the database by other means, remembered keys are also dropped whenever SQLite
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import sqlite3
 import string
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +40,10 @@ from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import KeyScope, parse_scopes
-from gateway.db import ensure_schema
+from gateway.db import ensure_columns, ensure_schema
+from gateway.registry import audit
+
+log = logging.getLogger(__name__)
 
 PREFIX = "mdk"
 _ID_BYTES = 8
@@ -59,9 +65,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     rate_limit TEXT,               -- e.g. '100/minute'; NULL: the scope's default
     created_at REAL NOT NULL,      -- seconds since the epoch
     expires_at REAL,
-    revoked_at REAL
+    revoked_at REAL,
+    expiry_audited INTEGER NOT NULL DEFAULT 0  -- 1 once its expiry is in the audit log
 ) STRICT;
 """
+ADDED_COLUMNS = {"expiry_audited": "INTEGER NOT NULL DEFAULT 0"}
 
 KeyStatus = Literal["active", "expired", "revoked"]
 
@@ -143,6 +151,8 @@ class KeyStore:
 
     def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
         ensure_schema(connection, SCHEMA)
+        ensure_columns(connection, "api_keys", ADDED_COLUMNS)
+        ensure_schema(connection, audit.SCHEMA)
         self._db = connection
         self._clock = clock
         # key id → (record, secret digest), or (None, None) for an unknown id; valid for one stamp.
@@ -165,8 +175,10 @@ class KeyStore:
         rate_limit: str | None = None,
         expires_at: datetime | None = None,
         name: str = "",
+        actor: str = "gateway",
     ) -> CreatedKey:
-        """Create a key; raises InvalidInput saying what to fix."""
+        """Create a key (audited: its id, scopes and models, never the secret); raises InvalidInput
+        saying what to fix."""
         record = KeyRecord(
             id=secrets.token_hex(_ID_BYTES),
             name=_check_name(name),
@@ -178,7 +190,9 @@ class KeyStore:
             revoked_at=None,
         )
         secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
-        self._insert(record, _digest(secret))
+        with self._transaction():
+            self._insert(record, _digest(secret))
+            self._audit(actor, "key-create", record, None, "active")
         self._changed()
         return CreatedKey(record, f"{PREFIX}_{record.id}_{secret}")
 
@@ -192,13 +206,63 @@ class KeyStore:
             raise NotFound(f"no API key with id {key_id!r}")
         return _record(row)
 
-    def revoke(self, key_id: str) -> KeyRecord:
-        """Revoke a key at once; revoking a revoked key changes nothing."""
-        self._db.execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (self._clock(), key_id)
-        )
+    def revoke(self, key_id: str, actor: str = "gateway") -> KeyRecord:
+        """Revoke a key at once (audited); revoking a revoked key changes nothing."""
+        with self._transaction():
+            revoked = self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (self._clock(), key_id),
+            ).rowcount
+            if revoked:
+                self._audit(actor, "key-revoke", self.get(key_id), "active", "revoked")
         self._changed()
         return self.get(key_id)
+
+    def audit_expiries(self) -> int:
+        """Write an audit event for each key that has expired since the last call; how many."""
+        with self._transaction():
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE expiry_audited = 0 AND revoked_at IS NULL"
+                " AND expires_at IS NOT NULL AND expires_at <= ?",
+                (self._clock(),),
+            ).fetchall()
+            for row in rows:
+                self._db.execute("UPDATE api_keys SET expiry_audited = 1 WHERE id = ?", (row["id"],))
+                self._audit("gateway (expiry)", "key-expire", _record(row), "active", "expired")
+        return len(rows)
+
+    async def audit_expiries_every(self, seconds: float) -> None:
+        """Run :meth:`audit_expiries` every ``seconds`` until cancelled."""
+        while True:
+            try:
+                self.audit_expiries()
+            except sqlite3.Error as error:
+                log.warning("key expiries not audited yet (%s); retrying", error)
+            await asyncio.sleep(seconds)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _audit(self, actor: str, action: str, record: KeyRecord, before: str | None, after: str) -> None:
+        """The key's id, name, scopes and models; never its secret or the secret's digest."""
+        details = {
+            "key_id": record.id,
+            "name": record.name,
+            "scopes": sorted(record.scopes),
+            "models": record.models,
+            "expires_at": _iso(record.expires_at) if record.expires_at else None,
+        }
+        event = audit.AuditEvent(
+            actor=actor, action=action, from_value=before, to_value=after, details=details
+        )
+        audit.append(self._db, event)
 
     def verify(self, presented: str | None) -> KeyRecord:
         """The record of a valid key; raises Unauthenticated saying what is wrong with it."""

@@ -151,7 +151,8 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
         catalog = self.state.catalog
-        served = catalog.resolve(request.name, request.version or None)
+        version = request.version or self.state.router.live_version(request.name)
+        served = catalog.resolve(request.name, version)
         return model_metadata(served, [v.version for v in catalog.served_versions(request.name)])
 
     @answered
@@ -262,7 +263,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 "RepositoryModelLoad takes no config or file parameters on the gateway: push a package "
                 "(mdeploy push) to serve a new model or version"
             )
-        await self.state.registry.load_model(request.model_name, f"key:{grant.key.id}")
+        await self.state.releases.load(request.model_name, f"key:{grant.key.id}")
         return pb.RepositoryModelLoadResponse()
 
     @answered
@@ -270,10 +271,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
         grant = await self._authorize(Caller.of(context), KeyScope.ADMIN)
-        state, actor = self.state, f"key:{grant.key.id}"
-        await model_repository.unload(
-            state.registry, state.catalog, state.router, request.model_name, actor, "gRPC"
-        )
+        await self.state.releases.unload(request.model_name, f"key:{grant.key.id}", "gRPC")
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not offered by the gateway: shared memory, trace and log settings ----

@@ -107,14 +107,22 @@ def append(connection: sqlite3.Connection, event: AuditEvent) -> None:
 
 
 def events(
-    connection: sqlite3.Connection, *, model: str | None = None, limit: int = 100, before: int | None = None
+    connection: sqlite3.Connection,
+    *,
+    model: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
 ) -> list[AuditEvent]:
-    """Newest first; ``before`` (an event id) pages back through older ones."""
+    """Newest first, of one model, actor or action when given; ``before`` (an event id) pages back
+    through older ones."""
     clauses: list[str] = ["1 = 1"]
     parameters: list[str | int] = []
-    if model is not None:
-        clauses.append("model = ?")
-        parameters.append(model)
+    for column, value in (("model", model), ("actor", actor), ("action", action)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(value)
     if before is not None:
         clauses.append("id < ?")
         parameters.append(min(before, _MAX_ID))

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel
 
 from gateway.registry.tables import State
+from gateway.serving import Role, Serving
 from modelpkg import Manifest
 
 
@@ -30,6 +31,9 @@ class VersionInfo(BaseModel):
     pushed_at: AwareDatetime
     retired_by: str | None
     retired_at: AwareDatetime | None
+    role: Role | None = None
+    """What the version does for requests naming none: live, stable, candidate, shadow, or staged
+    (loaded, answering only requests that name it); null once deleted."""
 
 
 class VersionDetail(VersionInfo):
@@ -43,7 +47,10 @@ class ModelInfo(BaseModel):
 
     name: str
     default_version: str | None
-    """The version requests without one get; null when no version is live."""
+    """The version every request naming none gets; null while a rollout splits them (see
+    ``serving``) or when no version is loaded."""
+    serving: Serving | None
+    """What serves the model (null when no version is loaded)."""
     versions: list[VersionInfo]
 
 
@@ -55,6 +62,10 @@ class PushOutcome(BaseModel):
     version: str
     package_version: str
     digest: str
+    role: Role
+    """live (the model's first version, or pushed with promote) or staged."""
+    serving: Serving
+    """What serves the model after the push."""
     message: str
 
 
@@ -74,7 +85,8 @@ class VersionRecord:
     retired_by: str | None
     retired_at: datetime | None
 
-    def info(self) -> VersionInfo:
+    def info(self, serving: Serving | None = None) -> VersionInfo:
+        role = serving.role_of(str(self.version)) if serving and self.state is State.LIVE else None
         return VersionInfo(
             name=self.model,
             version=str(self.version),
@@ -88,34 +100,38 @@ class VersionRecord:
             pushed_at=self.pushed_at,
             retired_by=self.retired_by,
             retired_at=self.retired_at,
+            role=role,
         )
 
-    def detail(self) -> VersionDetail:
-        return VersionDetail(**dict(self.info()), manifest=self.manifest)
+    def detail(self, serving: Serving | None = None) -> VersionDetail:
+        return VersionDetail(**dict(self.info(serving)), manifest=self.manifest)
 
 
 @dataclass(frozen=True)
 class ModelSummary:
     name: str
-    default_version: int | None
-    """The version requests without one get; None when no version is live."""
     versions: list[VersionRecord]
 
-    def info(self) -> ModelInfo:
+    @property
+    def loaded(self) -> bool:
+        return any(record.state is State.LIVE for record in self.versions)
+
+    def info(self, serving: Serving | None) -> ModelInfo:
         return ModelInfo(
             name=self.name,
-            default_version=str(self.default_version) if self.default_version is not None else None,
-            versions=[record.info() for record in self.versions],
+            default_version=serving.live_version if serving else None,
+            serving=serving,
+            versions=[record.info(serving) for record in self.versions],
         )
 
 
 class PushStatus(StrEnum):
     CREATED = "created"
-    """A new version is live."""
+    """A new version is loaded."""
     RESTORED = "restored"
-    """A deleted version's package was pushed again: it is live again under its old number."""
+    """A deleted version's package was pushed again: it is loaded again under its old number."""
     UNCHANGED = "unchanged"
-    """The package is live already; nothing was done."""
+    """The package is loaded already; nothing was done."""
 
 
 @dataclass(frozen=True)
@@ -127,19 +143,32 @@ class PushResult:
     def message(self) -> str:
         what = f"model '{self.record.model}' version {self.record.version}"
         if self.status is PushStatus.UNCHANGED:
-            return f"package sha256:{self.record.digest} is already live as {what}; nothing changed"
+            return f"package sha256:{self.record.digest} is already loaded as {what}; nothing changed"
         verb = "restored" if self.status is PushStatus.RESTORED else "pushed"
         return f"{verb} {what} (package version {self.record.package_version})"
 
-    def outcome(self) -> PushOutcome:
+    def outcome(self, serving: Serving) -> PushOutcome:
         record = self.record
+        version = str(record.version)
+        role = serving.role_of(version)
+        if role == "live":
+            after = "live: requests that name no version get it"
+        elif role == "staged":
+            after = (
+                f"staged: it answers requests that name it; the others still get {serving.summary} "
+                f"(promote it with: mdeploy promote {record.model} {version})"
+            )
+        else:
+            after = f"in the rollout as {role}: {serving.summary}"
         return PushOutcome(
             status=self.status,
             name=record.model,
-            version=str(record.version),
+            version=version,
             package_version=record.package_version,
             digest=record.digest,
-            message=self.message,
+            role=role,
+            serving=serving,
+            message=f"{self.message}; {after}",
         )
 
 

@@ -31,8 +31,8 @@ class ServedModel:
     versions: dict[int, ServedVersion]
 
     @property
-    def default(self) -> ServedVersion:
-        """The highest live version (until deployment policies arrive)."""
+    def newest(self) -> ServedVersion:
+        """The highest loaded version (which one serves is the router's business)."""
         return self.versions[max(self.versions)]
 
 
@@ -54,7 +54,7 @@ class Snapshot:
     def resolve(self, name: str, version: str | None) -> ServedVersion:
         served = self.model(name)
         if version is None or version == "":
-            return served.default
+            return served.newest
         number = int(version) if version.isdecimal() and version.isascii() else None
         if number is None or number not in served.versions:
             live = [str(v) for v in sorted(served.versions)]

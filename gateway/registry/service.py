@@ -24,9 +24,9 @@ holds live versions only. After the commit, config.pbtxt is rewritten; a crash b
 is repaired from the database.
 
 **Deleting** retires a version (its package stays in the store, for download, audit, and a
-later re-push that restores it). The default version (the highest live one, which includes
-a model's only version) is refused with 409 unless forced: deleting it silently moves the
-traffic that names no version.
+later re-push that restores it). Which versions take traffic is the deployments' business
+(``gateway.routing``), not the registry's: ``gateway.releases`` refuses to delete one in use
+unless forced, and moves the traffic first.
 
 Mutations and reconciles run one at a time in a process (one asyncio lock); across processes
 the database's write lock and the session locks keep them apart.
@@ -69,7 +69,7 @@ PhaseObserver = Callable[[PushPhase], None]
 WORK_FOLDER = "work"
 
 
-def _ignore(phase: PushPhase) -> None:
+def ignore_phase(phase: PushPhase) -> None:
     pass
 
 
@@ -133,13 +133,16 @@ class Registry:
     def model_names(self) -> list[str]:
         return list(self._snapshot.models)
 
+    def is_loaded(self, name: str) -> bool:
+        return name in self._snapshot.models
+
     # ---- push ----
 
     def new_upload_path(self) -> Path:
         """Where to write an upload: this process's session folder, swept if the process dies."""
         return self.storage.session.new_file(".upload")
 
-    async def push(self, upload: Path, actor: str, *, observe: PhaseObserver = _ignore) -> PushResult:
+    async def push(self, upload: Path, actor: str, *, observe: PhaseObserver = ignore_phase) -> PushResult:
         """Verify, store, lay out, deploy and register the package at ``upload`` (consumed)."""
         try:
             package = await asyncio.to_thread(verify_upload, upload, self.storage.limits)
@@ -227,7 +230,6 @@ class Registry:
 
     def _commit(self, row: sqlite3.Row, actor: str, restored: bool) -> None:
         model, version = row["model"], row["version"]
-        before = max(self.storage.versions_by_model(State.LIVE).get(model, set()), default=None)
         store = self.storage.tables
         with store.transaction() as connection:
             if not store.make_live(model, version, self.storage.session.id):
@@ -239,28 +241,21 @@ class Registry:
                     action="restore" if restored else "push",
                     model=model,
                     version=str(version),
-                    from_value=State.RETIRED.value if restored else None,
-                    to_value=State.LIVE.value,
-                    details={
-                        "digest": row["digest"],
-                        "package_version": row["package_version"],
-                        "default_before": _text(before),
-                        "default_after": str(max(version, before or 0)),
-                    },
+                    from_value=f"version {version} (deleted)" if restored else None,
+                    to_value=f"version {version}, sha256:{row['digest'][:12]}",
+                    details={"digest": row["digest"], "package_version": row["package_version"]},
                 ),
             )
 
     # ---- delete ----
 
     async def delete_version(
-        self, name: str, version: int, actor: str, *, force: bool = False, reason: str = ""
+        self, name: str, version: int, actor: str, *, forced: bool = False, reason: str = ""
     ) -> VersionRecord:
-        """Retire a live version: off the catalog, the backends and the repository."""
+        """Retire a live version: off the catalog, the backends and the repository. ``forced``
+        only goes in the audit event (the caller checked that no traffic needs it, or moved it)."""
         async with self._lock:
             self._live_row(name, version)
-            live = sorted(self._live_versions(name))
-            self._check_deletable(name, version, live, force)
-            after = max((v for v in live if v != version), default=None)
             with self.storage.tables.transaction() as connection:
                 if not self.storage.tables.retire(name, version, actor):  # another process was first
                     raise self._no_version(name, version)
@@ -271,14 +266,10 @@ class Registry:
                         action="delete",
                         model=name,
                         version=str(version),
-                        from_value=State.LIVE.value,
+                        from_value=f"version {version}",
                         to_value=State.RETIRED.value,
                         reason=reason,
-                        details={
-                            "default_before": str(max(live)),
-                            "default_after": _text(after),
-                            "forced": force,
-                        },
+                        details={"forced": forced},
                     ),
                 )
             self._refresh()
@@ -293,11 +284,11 @@ class Registry:
         live = sorted(self._live_versions(name), reverse=True)
         if not live:
             raise self._no_model(name)
-        return [await self.delete_version(name, v, actor, force=True, reason=reason) for v in live]
+        return [await self.delete_version(name, v, actor, forced=True, reason=reason) for v in live]
 
-    async def load_model(self, name: str, actor: str) -> PushResult | None:
-        """Serve ``name`` again (Triton's RepositoryModelLoad): its newest deleted version is
-        restored from the package store as a push of that package; None when it is live already."""
+    async def restorable_upload(self, name: str) -> Path | None:
+        """For Triton's RepositoryModelLoad: a copy of ``name``'s newest deleted package, ready to
+        push (an upload path); None when a version of it is loaded already."""
         if self._live_versions(name):
             return None
         retired = [r for r in self.model_summary(name).versions if r.state is State.RETIRED]
@@ -306,22 +297,7 @@ class Registry:
         newest = max(retired, key=lambda record: record.version)
         upload = self.new_upload_path()
         await asyncio.to_thread(shutil.copyfile, self.package_path(name, newest.version), upload)
-        return await self.push(upload, actor)
-
-    def _check_deletable(self, name: str, version: int, live: list[int], force: bool) -> None:
-        if force or version != max(live):
-            return
-        if len(live) == 1:
-            consequence = "it is the model's only live version, so the model would stop being served"
-        else:
-            fallback = max(v for v in live if v != version)
-            consequence = (
-                f"it is the model's default version: requests that name no version would move to "
-                f"version {fallback}"
-            )
-        raise Conflict(
-            f"model '{name}' version {version} was not deleted: {consequence}; pass force=true to delete it"
-        )
+        return upload
 
     # ---- reading ----
 
@@ -332,7 +308,7 @@ class Registry:
         for row in self.storage.tables.rows():
             if row["state"] in shown:
                 grouped.setdefault(row["model"], []).append(self.storage.record(row))
-        return [ModelSummary(name, _default(records), records) for name, records in sorted(grouped.items())]
+        return [ModelSummary(name, records) for name, records in sorted(grouped.items())]
 
     def model_summary(self, name: str) -> ModelSummary:
         """One model with all its versions, deleted ones included."""
@@ -343,7 +319,7 @@ class Registry:
         ]
         if not records:
             raise self._no_model(name)
-        return ModelSummary(name, _default(records), records)
+        return ModelSummary(name, records)
 
     def model_config(self, name: str) -> mc.ModelConfig:
         """The Triton configuration the backends serve ``name`` with (its live versions)."""
@@ -368,9 +344,16 @@ class Registry:
         return path
 
     def audit_events(
-        self, *, model: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        *,
+        model: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[AuditEvent]:
-        return audit.events(self.storage.tables.db, model=model, limit=limit, before=before)
+        db = self.storage.tables.db
+        return audit.events(db, model=model, actor=actor, action=action, limit=limit, before=before)
 
     # ---- reconcile ----
 
@@ -426,10 +409,6 @@ class Registry:
     def _no_model(self, name: str) -> NotFound:
         known = sorted({r["model"] for r in self.storage.tables.rows() if r["state"] != State.PENDING})
         return NotFound(f"there is no model '{name}'; models: {', '.join(known) or 'none yet'}")
-
-
-def _default(records: list[VersionRecord]) -> int | None:
-    return max((r.version for r in records if r.state is State.LIVE), default=None)
 
 
 def _size(path: Path) -> int:

@@ -144,7 +144,13 @@ async def rollout(request: Request) -> Response:
     return ModelResponse(await _router(request).status(model))
 
 
-@documented(_change("Send all traffic to the stable version (or the one named), atomically", Rollback))
+@documented(
+    _change(
+        "Return to what served before the last change (409 when nothing came before), or send all "
+        "traffic to the version named; atomically",
+        Rollback,
+    )
+)
 @requires(KeyScope.ADMIN)
 async def rollback(request: Request) -> Response:
     body = await _parse(request, Rollback)
@@ -153,7 +159,7 @@ async def rollback(request: Request) -> Response:
     return ModelResponse(await _router(request).status(model))
 
 
-@documented(_change("Make a version stable and route all traffic to it", Promote))
+@documented(_change("Make a loaded (staged) version live: all traffic that names no version", Promote))
 @requires(KeyScope.ADMIN)
 async def promote(request: Request) -> Response:
     body = await _parse(request, Promote)

@@ -70,6 +70,7 @@ async def create_key(request: Request) -> Response:
         rate_limit=body.rate_limit,
         expires_at=parse_expiry(body.expires_at, keys.now()) if body.expires_at else None,
         name=body.name,
+        actor=f"key:{_caller(request)}",
     )
     log.info("API key %s created by key %s", created.record.id, _caller(request))
     info = created.record.info(keys.now())
@@ -95,7 +96,7 @@ async def get_key(request: Request) -> Response:
 @requires(KeyScope.ADMIN)
 async def revoke_key(request: Request) -> Response:
     keys = _keys(request)
-    record = keys.revoke(request.path_params["key_id"])
+    record = keys.revoke(request.path_params["key_id"], actor=f"key:{_caller(request)}")
     log.info("API key %s revoked by key %s", record.id, _caller(request))
     return ModelResponse(record.info(keys.now()))
 

@@ -49,15 +49,17 @@ class AuditPage(BaseModel):
 
 FLAG = {"type": "boolean"}
 PUSH = Operation(
-    "Upload a package (raw body): verify, store, register, deploy (201: created or restored)",
+    "Upload a package (raw body): verify, store, load; the model's first version goes live, later "
+    "ones are staged unless promote=true (201: created or restored)",
     answer=PushOutcome,
     status=201,
     also={200: PushOutcome},
     errors=(400, 409, 413, 422, 503),
     body_media={"application/octet-stream": {"type": "string", "format": "binary"}},
+    params=(Param("promote", FLAG),),
 )
 DELETE_VERSION = Operation(
-    "Retire a version (409 for the default version unless forced)",
+    "Retire a version (409 for one that serves unless forced: its traffic then moves first)",
     answer=VersionInfo,
     errors=(400, 404, 409),
     params=(Param("force", FLAG), Param("reason", {"type": "string", "maxLength": MAX_REASON})),
@@ -68,6 +70,8 @@ AUDIT = Operation(
     errors=(400,),
     params=(
         Param("model", {"type": "string"}),
+        Param("actor", {"type": "string"}),
+        Param("action", {"type": "string"}),
         Param("limit", {"type": "integer", "minimum": 1}),
         Param("before", {"type": "integer", "minimum": 0}),
     ),
@@ -89,18 +93,18 @@ def routes() -> list[Route]:
 @documented(PUSH)
 @requires(KeyScope.ADMIN)
 async def push_package(request: Request) -> Response:
-    registry = _registry(request)
-    limit = gateway_state(request).settings.max_upload_bytes
+    state = gateway_state(request)
+    promote = _flag(request, "promote")
+    limit = state.settings.max_upload_bytes
     _check_upload_headers(request, limit)
-    path = registry.new_upload_path()
+    path = state.registry.new_upload_path()
     try:
         await _receive(request, path, limit)
     except BaseException:
         _discard(path)
         raise
-    result = await registry.push(path, _actor(request))
-    status = 200 if result.status is PushStatus.UNCHANGED else 201
-    return ModelResponse(result.outcome(), status_code=status)
+    status, outcome = await state.releases.push(path, _actor(request), promote=promote)
+    return ModelResponse(outcome, status_code=200 if status is PushStatus.UNCHANGED else 201)
 
 
 @documented(
@@ -108,22 +112,23 @@ async def push_package(request: Request) -> Response:
 )
 @requires(KeyScope.ADMIN)
 async def list_models(request: Request) -> Response:
-    include_retired = _flag(request, "all")
-    models = _registry(request).models(include_retired=include_retired)
-    return ModelResponse(ModelList(models=[model.info() for model in models]))
+    models = await gateway_state(request).releases.models(include_retired=_flag(request, "all"))
+    return ModelResponse(ModelList(models=models))
 
 
 @documented(Operation("One model, every version (deleted too)", answer=ModelInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_model(request: Request) -> Response:
-    return ModelResponse(_registry(request).model_summary(request.path_params["model"]).info())
+    return ModelResponse(await gateway_state(request).releases.model_info(request.path_params["model"]))
 
 
 @documented(Operation("One version with its manifest", answer=VersionDetail, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_version(request: Request) -> Response:
-    record = _registry(request).version_record(request.path_params["model"], _version(request))
-    return ModelResponse(record.detail())
+    state = gateway_state(request)
+    record = state.registry.version_record(request.path_params["model"], _version(request))
+    serving = await state.router.serving(record.model) if state.registry.is_loaded(record.model) else None
+    return ModelResponse(record.detail(serving))
 
 
 @documented(Operation("Download the package", answer_media="application/octet-stream", errors=(404,)))
@@ -147,15 +152,8 @@ async def delete_version(request: Request) -> Response:
     if len(reason) > MAX_REASON or not reason.isprintable():
         raise InvalidInput(f"reason must be printable text of at most {MAX_REASON} characters")
     model, version = request.path_params["model"], _version(request)
-    router = gateway_state(request).router
-    if router is not None:
-        router.check_unused(model, str(version))
-    record = await _registry(request).delete_version(
-        model,
-        version,
-        _actor(request),
-        force=_flag(request, "force"),
-        reason=reason,
+    record = await gateway_state(request).releases.delete_version(
+        model, version, _actor(request), force=_flag(request, "force"), reason=reason
     )
     return ModelResponse(record.info())
 
@@ -163,8 +161,11 @@ async def delete_version(request: Request) -> Response:
 @documented(AUDIT)
 @requires(KeyScope.ADMIN)
 async def audit_log(request: Request) -> Response:
+    query = request.query_params
     events = _registry(request).audit_events(
-        model=request.query_params.get("model") or None,
+        model=query.get("model") or None,
+        actor=query.get("actor") or None,
+        action=query.get("action") or None,
         limit=_integer(request, "limit") or 100,
         before=_integer(request, "before"),
     )

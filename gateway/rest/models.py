@@ -16,6 +16,7 @@ from gateway.catalog import ServedVersion
 from gateway.rest.api_doc import Operation, documented
 from gateway.rest.responses import ModelResponse, error_response
 from gateway.rest.state import gateway_state
+from gateway.serving import Serving
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
@@ -36,6 +37,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    serving: Serving | None = None
+    """mdeploy's addition, when no version is named: which version a request naming none gets,
+    or the arms of a rollout and their shares."""
 
 
 class ServerMetadata(BaseModel):
@@ -67,8 +71,9 @@ class ServingModel(BaseModel):
 
     name: str
     versions: list[str]
-    default_version: str
-    """The version a request without one gets."""
+    default_version: str | None
+    """The version every request naming none gets; null while a rollout splits them (``serving``)."""
+    serving: Serving
 
 
 class ServingModels(BaseModel):
@@ -122,10 +127,13 @@ async def server_metadata(request: Request) -> Response:
 )
 @requires(KeyScope.PREDICT, model_param="model")
 async def model_metadata(request: Request) -> Response:
-    catalog = gateway_state(request).catalog
-    name = request.path_params["model"]
-    served = catalog.resolve(name, request.path_params.get("version"))
-    return ModelResponse(_metadata(served, [v.version for v in catalog.served_versions(name)]))
+    state = gateway_state(request)
+    name, version = request.path_params["model"], request.path_params.get("version")
+    served = state.catalog.resolve(name, version or state.router.live_version(name))
+    answer = _metadata(served, [v.version for v in state.catalog.served_versions(name)])
+    if version is None:
+        answer.serving = await state.router.serving(name)
+    return ModelResponse(answer)
 
 
 @documented(Operation("Model readiness", answer=ModelReadiness, errors=(400, 404)))
@@ -138,16 +146,19 @@ async def model_ready(request: Request) -> Response:
     return ModelResponse(ModelReadiness(name=served.name, version=served.version, ready=True))
 
 
-@documented(Operation("Models and their live versions", answer=ServingModels))
+@documented(Operation("The models this key may call, and what serves each", answer=ServingModels))
 @requires(KeyScope.PREDICT)
 async def list_models(request: Request) -> Response:
-    catalog = gateway_state(request).catalog
+    state = gateway_state(request)
+    key = request.state.api_key
     models = []
-    for name in catalog.model_names():
-        versions = catalog.served_versions(name)
-        default = catalog.resolve(name, None)
+    for name in state.catalog.model_names():
+        if not key.allows_model(name):
+            continue
+        serving = await state.router.serving(name)
+        versions = [v.version for v in state.catalog.served_versions(name)]
         models.append(
-            ServingModel(name=name, versions=[v.version for v in versions], default_version=default.version)
+            ServingModel(name=name, versions=versions, default_version=serving.live_version, serving=serving)
         )
     return ModelResponse(ServingModels(models=models))
 

@@ -136,20 +136,21 @@ async def repository_index(request: Request) -> Response:
 @requires(KeyScope.ADMIN)
 async def load_model(request: Request) -> Response:
     name = request.path_params["model"]
-    await gateway_state(request).registry.load_model(name, f"key:{request.state.api_key.id}")
+    await gateway_state(request).releases.load(name, f"key:{request.state.api_key.id}")
     return ModelResponse(RepositoryChange(model=name, action="load"))
 
 
 @documented(
     Operation(
-        "Stop serving a model: delete its live versions (audited)", answer=RepositoryChange, errors=(404, 409)
+        "Stop serving a model: delete its loaded versions (audited)",
+        answer=RepositoryChange,
+        errors=(404, 409),
     )
 )
 @requires(KeyScope.ADMIN)
 async def unload_model(request: Request) -> Response:
-    state, name = gateway_state(request), request.path_params["model"]
-    actor = f"key:{request.state.api_key.id}"
-    await model_repository.unload(state.registry, state.catalog, state.router, name, actor, "HTTP")
+    name, actor = request.path_params["model"], f"key:{request.state.api_key.id}"
+    await gateway_state(request).releases.unload(name, actor, "HTTP")
     return ModelResponse(RepositoryChange(model=name, action="unload"))
 
 

@@ -1,11 +1,19 @@
-"""What ``GET /v1/admin/deployments/{model}`` answers: the policy, each arm's numbers, the guard."""
+"""What ``GET /v1/admin/deployments/{model}`` answers: what serves, each arm's numbers, the guard.
+
+Decisions and rewards are counted by every gateway process sharing the statistics; the last
+minute's requests, errors, latency and shadow comparisons are this process's own. All of them
+start from zero with each rollout; the figures of the one before are in the audit log.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from gateway.routing.comparison import RewardDifference
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
+from gateway.routing.shadow import ShadowStatus
+from gateway.serving import Role, Serving
 
 
 class ArmStatus(BaseModel):
@@ -13,14 +21,18 @@ class ArmStatus(BaseModel):
 
     version: str
     stable: bool
-    pulls: int
-    """Requests routed to it (bandits: counted by every gateway process sharing the statistics)."""
-    traffic_share: float | None
-    """Its share of the routed requests since the last change; null for a version that gets none."""
+    role: Role
     weight: float | None
-    """Canary: its weight."""
+    """The policy's configured share of requests naming no version (canary: its weight over the sum;
+    live: 1; shadow candidate: the share of requests copied); null for bandits, which learn it."""
+    pulls: int
+    """Requests routed to it since the rollout began (every gateway process)."""
+    traffic_share: float | None
+    """Its share of those requests; null for a version that gets none."""
+    requests_last_minute: int
+    """Requests routed to it in the last 60 s (this process)."""
     rewards: int
-    """Feedback rewards received."""
+    """Feedback rewards received since the rollout began."""
     mean_reward: float | None
     reward_ci95: list[float] | None = Field(default=None, min_length=2, max_length=2)
     """95% interval of the mean reward, [low, high]."""
@@ -40,15 +52,25 @@ class GuardStatus(GuardSpec):
 
 
 class DeploymentStatus(BaseModel):
-    """A model's deployment; with no rollout yet: its default version and no arms."""
+    """A model's deployment: what serves it, and how each arm is doing."""
 
     model: str
-    policy: PolicySpec | None
-    guard: GuardStatus | None = None
+    policy: PolicySpec
+    guard: GuardStatus
     stable: str
-    generation: int | None = None
-    """Counts the deployment's changes: a rollout, rollback or promotion adds one."""
+    generation: int
+    """Counts the deployment's changes: a go-live, rollout, promotion or rollback adds one."""
+    started_at: float
+    """When the current policy began (seconds since the epoch): the figures count from then."""
+    serving: Serving
     arms: list[ArmStatus]
+    reward_differences: list[RewardDifference]
+    """Each candidate's mean reward against the stable version's (once both have rewards)."""
+    shadow: ShadowStatus | None
+    """The shadow candidate's agreement with the answers returned, and its latency difference."""
+    can_roll_back_to: str | None
+    """What ``rollback`` without a target returns to; null when nothing came before."""
     live_versions: list[str]
-    checked_at: float | None = None
+    """Every loaded version: the arms and the staged ones."""
+    checked_at: float
     """When these numbers were read (seconds since the epoch)."""

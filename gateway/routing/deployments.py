@@ -1,18 +1,26 @@
 """Deployments: per model, the policy that routes requests between versions, and its stable version.
 
-One row per model in the shared database. Every change (rollout, weight change, rollback,
-promotion, automatic rollback) is written in one transaction with its audit event (decision
-6), and guarded by the row's generation so two gateways cannot both change what they read.
+One row per served model in the shared database: what serves is this one fact. A model's first
+version goes live as a ``pinned`` deployment; later versions are staged until a change names
+them. Every change (go-live, rollout, weight change, promotion, rollback, automatic rollback) is
+written in one transaction with its audit event (decision 6), and guarded by the row's
+generation so two gateways cannot both change what they read.
+
+Each change that moves traffic forward keeps the state it replaced on the row's ``history``
+(newest last, at most ``MAX_HISTORY``); a rollback without a target returns to the newest of
+them, so ``rollback`` always undoes the last change still in effect.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from core.errors import Conflict
-from gateway.db import ensure_schema
+from gateway.db import ensure_columns, ensure_schema
 from gateway.registry import audit
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
@@ -25,9 +33,45 @@ CREATE TABLE IF NOT EXISTS deployments (
     stable TEXT NOT NULL,       -- the version rollbacks return to
     generation INTEGER NOT NULL,
     updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL
+    updated_by TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]',  -- earlier live states, newest last (JSON)
+    started_at REAL NOT NULL DEFAULT 0   -- when this policy began: its figures count from here
 ) STRICT;
 """
+# Columns added after the first release, for databases made before them.
+ADDED_COLUMNS = {"history": "TEXT NOT NULL DEFAULT '[]'", "started_at": "REAL NOT NULL DEFAULT 0"}
+MAX_HISTORY = 50
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What served a model at one time: a policy and its stable version."""
+
+    spec: PolicySpec
+    stable: str
+
+    def describe(self) -> str:
+        return describe(self.spec)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spec": self.spec.model_dump(mode="json"), "stable": self.stable}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LiveState:
+        return cls(PolicySpec.model_validate(data["spec"]), str(data["stable"]))
+
+
+def pinned(version: str) -> PolicySpec:
+    return PolicySpec(kind="pinned", versions=[version])
+
+
+def describe(spec: PolicySpec) -> str:
+    if spec.kind == "canary" and spec.weights:
+        weights = "/".join(f"{v}:{w:g}" for v, w in spec.weights.items())
+        return f"canary {weights}"
+    if spec.kind == "shadow":
+        return f"shadow {spec.versions[0]} (copies to {spec.candidate})"
+    return f"{spec.kind} {','.join(spec.versions)}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +81,19 @@ class Deployment:
     guard: GuardSpec
     stable: str
     generation: int
+    history: tuple[LiveState, ...] = ()
+    """Earlier live states, newest last: where ``rollback`` without a target returns."""
+    started_at: float = field(default=0.0, compare=False)
+    """When this policy began (seconds since the epoch)."""
+
+    @property
+    def state(self) -> LiveState:
+        return LiveState(self.spec, self.stable)
+
+    @property
+    def live_version(self) -> str | None:
+        """The version every request that names none gets; None while a rollout splits them."""
+        return self.spec.versions[0] if self.spec.kind == "pinned" else None
 
     @property
     def candidates(self) -> list[str]:
@@ -47,10 +104,7 @@ class Deployment:
         return versions
 
     def describe(self) -> str:
-        if self.spec.kind == "canary" and self.spec.weights:
-            weights = "/".join(f"{v}:{w:g}" for v, w in self.spec.weights.items())
-            return f"canary {weights}"
-        return f"{self.spec.kind} {','.join(self.spec.versions)}"
+        return describe(self.spec)
 
 
 @dataclass(frozen=True)
@@ -58,14 +112,17 @@ class Change:
     """Who changes a deployment, how, and why (it becomes the audit event)."""
 
     actor: str
-    action: str  # rollout, rollback, promote, auto-rollback
+    action: str  # go-live, rollout, promote, rollback, auto-rollback, repoint
     reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    """More for the audit event: the figures of the rollout that ended, a deleted version..."""
 
 
 class DeploymentStore:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
         ensure_schema(connection, SCHEMA)
+        ensure_columns(connection, "deployments", ADDED_COLUMNS)
         ensure_schema(connection, audit.SCHEMA)
 
     def all(self) -> dict[str, Deployment]:
@@ -78,15 +135,23 @@ class DeploymentStore:
 
     def save(self, new: Deployment, expected_generation: int | None, change: Change) -> Deployment:
         """Store ``new`` with its audit event if the row still has ``expected_generation`` (None: no row)."""
-        saved = Deployment(new.model, new.spec, new.guard, new.stable, (expected_generation or 0) + 1)
+        history = new.history[-MAX_HISTORY:]
+        saved = Deployment(
+            new.model,
+            new.spec,
+            new.guard,
+            new.stable,
+            (expected_generation or 0) + 1,
+            history,
+            new.started_at or time.time(),
+        )
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
-            current = connection.execute("SELECT * FROM deployments WHERE model = ?", (new.model,)).fetchone()
-            if (current["generation"] if current is not None else None) != expected_generation:
-                raise Conflict(f"the deployment of '{new.model}' changed meanwhile; read it again and retry")
+            before = self._expect(new.model, expected_generation)
             connection.execute(
-                "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO deployments (model, spec, guard, stable, generation, updated_at,"
+                " updated_by, history, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     saved.model,
                     saved.spec.model_dump_json(),
@@ -95,27 +160,63 @@ class DeploymentStore:
                     saved.generation,
                     time.time(),
                     change.actor,
+                    json.dumps([state.to_json() for state in history]),
+                    saved.started_at,
                 ),
             )
-            before = _deployment(current).describe() if current is not None else None
-            audit.append(
-                connection,
-                audit.AuditEvent(
-                    actor=change.actor,
-                    action=change.action,
-                    model=saved.model,
-                    version=saved.stable,
-                    from_value=before,
-                    to_value=saved.describe(),
-                    reason=change.reason,
-                    details={"generation": saved.generation, "spec": saved.spec.model_dump(mode="json")},
-                ),
-            )
+            self._audit(change, saved.model, saved.stable, before, saved.describe(), saved, connection)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         return saved
+
+    def drop(self, model: str, expected_generation: int, change: Change) -> None:
+        """Remove ``model``'s deployment (it has no version left to serve), with its audit event."""
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._expect(model, expected_generation)
+            connection.execute("DELETE FROM deployments WHERE model = ?", (model,))
+            self._audit(change, model, None, before, None, None, connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def _expect(self, model: str, generation: int | None) -> str | None:
+        """The current row's description, if the row still has ``generation`` (None: no row)."""
+        current = self._connection.execute("SELECT * FROM deployments WHERE model = ?", (model,)).fetchone()
+        if (current["generation"] if current is not None else None) != generation:
+            raise Conflict(f"the deployment of '{model}' changed meanwhile; read it again and retry")
+        return _deployment(current).describe() if current is not None else None
+
+    @staticmethod
+    def _audit(
+        change: Change,
+        model: str,
+        version: str | None,
+        before: str | None,
+        after: str | None,
+        saved: Deployment | None,
+        connection: sqlite3.Connection,
+    ) -> None:
+        details: dict[str, Any] = dict(change.details)
+        if saved is not None:
+            details |= {"generation": saved.generation, "spec": saved.spec.model_dump(mode="json")}
+        audit.append(
+            connection,
+            audit.AuditEvent(
+                actor=change.actor,
+                action=change.action,
+                model=model,
+                version=version,
+                from_value=before,
+                to_value=after,
+                reason=change.reason,
+                details=details,
+            ),
+        )
 
 
 def _deployment(row: sqlite3.Row) -> Deployment:
@@ -125,4 +226,6 @@ def _deployment(row: sqlite3.Row) -> Deployment:
         GuardSpec.model_validate_json(row["guard"]),
         row["stable"],
         row["generation"],
+        tuple(LiveState.from_json(item) for item in json.loads(row["history"])),
+        row["started_at"],
     )

@@ -1,19 +1,23 @@
 """The router: which version answers a request without one, and what follows from the answer.
 
-* ``route`` applies the model's deployment policy (none: the highest live version) and counts
-  a pull for bandits. A request that names a version bypasses it.
+* ``route`` applies the model's deployment policy and counts a decision (a pull) for the arm
+  it chose. A request that names a version bypasses it. Every served model has a deployment:
+  its first version goes live (``adopt``), later ones are staged until a change names them.
 * ``observe`` feeds the guard; when a candidate crosses a threshold the router rolls the
   deployment back to its stable version by itself and says why (audit log, metrics, logs).
 * ``feedback`` turns a reward for a request id into bandit statistics, once.
-* ``rollout``, ``rollback`` and ``promote`` change the deployment: written with its audit event
-  first, then swapped in as one immutable object, so a request sees the old policy or the new
-  one, never a mixture. Other gateway processes pick the change up within ``refresh_s``.
+* ``rollout``, ``promote``, ``rollback`` and ``repoint`` change the deployment: written with its
+  audit event first, then swapped in as one immutable object, so a request sees the old policy
+  or the new one, never a mixture. Other gateway processes pick the change up within
+  ``refresh_s``. A change forward keeps the state it replaced, so ``rollback`` without a target
+  undoes the last change still in effect; the guard's rollback undoes the rollout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -23,17 +27,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
-from gateway.catalog import ModelCatalog
+from gateway.catalog import ModelCatalog, ServedVersion
+from gateway.routing.comparison import reward_difference
 from gateway.routing.deployment_status import ArmStatus, DeploymentStatus, GuardStatus
-from gateway.routing.deployments import Change, Deployment, DeploymentStore
+from gateway.routing.deployments import Change, Deployment, DeploymentStore, LiveState, pinned
 from gateway.routing.guard import GuardSpec, GuardWindows
 from gateway.routing.ledger import Ledger
 from gateway.routing.policies import BANDITS, ArmStats, Choice, PolicySpec, choose
+from gateway.routing.recent import RecentCounts
+from gateway.routing.shadow import ShadowTally
 from gateway.routing.stats import StatsStore
+from gateway.serving import ArmShare, Role, Serving
 
 log = logging.getLogger(__name__)
 
 AUTOMATIC = "gateway (guard)"
+ADOPTED = "gateway"
 
 RollbackListener = Callable[[str, str], None]  # model, manual|automatic
 RouteListener = Callable[[str, str], None]  # model, version chosen by the policy
@@ -74,13 +83,18 @@ class Router:
         )  # since the last change
         self._guard_events: dict[str, str] = {}  # model: the last automatic rollback, for status
         self._guards: dict[str, GuardWindows] = {}
+        self._shadows: dict[str, ShadowTally] = {}  # model: its shadow candidate's comparisons
         self._refresh_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._on_rollback = on_rollback or (lambda model, kind: None)
         self._on_route = on_route or (lambda model, version: None)
         self._stats_down_logged = 0.0
+        self.recent = RecentCounts()
 
     async def start(self) -> None:
+        """Every served model gets a deployment (see ``_deployment_of``); upkeep begins."""
+        for model in self._catalog.model_names():
+            self._deployment_of(model)
         self.stats.start()
         self.ledger.start()
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="deployments-refresh")
@@ -98,16 +112,14 @@ class Router:
 
     # ---- the request path ----
 
-    def deploys(self, model: str) -> bool:
-        """Whether a deployment policy routes ``model``'s requests that name no version."""
-        return model in self._deployments
-
-    async def route(self, model: str, routing_key: str | None) -> Routed | None:
-        """The version for a request that names none; None without a deployment (the default serves)."""
-        deployment = self._deployments.get(model)
-        if deployment is None:
-            return None
+    async def route(self, model: str, routing_key: str | None) -> Routed:
+        """The version for a request that names none, by the model's deployment."""
+        deployment = self._deployments.get(model) or self._deployment_of(model)
         spec = deployment.spec
+        if spec.kind == "pinned":  # most requests: no draw, no statistics, no ledger entry
+            version = spec.versions[0]
+            self.recent.add(model, version)
+            return Routed(version)
         bandit = spec.kind in BANDITS
         stats: dict[str, ArmStats] = {}
         if bandit:
@@ -120,11 +132,11 @@ class Router:
         choice: Choice = choose(spec, stats, self._rng, routing_key, self._decisions[model])
         self._decisions[model] += 1
         self._routed[model][choice.version] += 1
-        if bandit:
-            try:
-                await self.stats.add_pull(model, choice.version)
-            except Exception as error:
-                self._stats_down(error)
+        self.recent.add(model, choice.version)
+        try:  # every arm's decisions, shared by the gateway processes: status shows them
+            await self.stats.add_pull(model, choice.version)
+        except Exception as error:
+            self._stats_down(error)
         self._on_route(model, choice.version)
         return Routed(choice.version, choice.shadow, by_policy=True)
 
@@ -174,72 +186,214 @@ class Router:
 
     # ---- changing the deployment ----
 
+    def adopt(self, model: str, version: str, actor: str) -> Deployment:
+        """A model's first version goes live: requests that name no version get it."""
+        current = self._store.get(model)
+        if current is not None:
+            return self._remember(current)
+        change = Change(actor, "go-live", f"version {version} is the model's first")
+        try:
+            return self._save(model, pinned(version), version, GuardSpec(), (), None, change)
+        except Conflict:  # another gateway process adopted it first
+            return self._remember(self._store.get(model) or self._deployment_of(model))
+
     async def rollout(
         self, model: str, spec: PolicySpec, guard: GuardSpec, actor: str, reason: str
     ) -> Deployment:
+        """Route ``model`` by ``spec``; the stable version is the one live now (a pinned
+        policy's version becomes live itself)."""
         spec.check()
-        live = {v.version for v in self._catalog.served_versions(model)}
-        missing = sorted(set(spec.versions) - live)
-        if missing:
-            raise NotFound(
-                f"model '{model}' has no live version {missing[0]} (live: {', '.join(sorted(live))})"
-            )
-        current = self._store.get(model)
-        stable = current.stable if current is not None else self._catalog.resolve(model, None).version
-        if stable not in spec.versions and spec.kind != "pinned":
-            stable = spec.versions[0]
-        if spec.kind == "pinned":
-            stable = spec.versions[0]
-        # Another bandit or other arms learn afresh; the same bandit retuned keeps what it learned.
-        retuned = current is not None and (current.spec.kind, current.spec.versions) == (
-            spec.kind,
-            spec.versions,
+        self._check_served(model, spec.arms)
+        current = self._deployment_of(model)
+        stable = spec.versions[0] if spec.kind == "pinned" else current.stable
+        change = Change(actor, "promote" if spec.kind == "pinned" else "rollout", reason)
+        return await self._move(current, spec, stable, guard, change)
+
+    async def promote(self, model: str, version: str, actor: str, reason: str) -> Deployment:
+        """``version`` becomes live: all requests that name no version, and later rollouts' stable."""
+        self._check_served(model, [version])
+        current = self._deployment_of(model)
+        return await self._move(
+            current, pinned(version), version, current.guard, Change(actor, "promote", reason)
         )
-        if spec.kind in BANDITS and not retuned:
-            await self.stats.reset(model, spec.versions)
-        new = Deployment(model, spec, guard, stable, 0)
-        return self._apply(new, current, Change(actor, "rollout", reason))
 
     async def rollback(self, model: str, to: str | None, actor: str, reason: str) -> Deployment:
-        current = self._store.get(model)
-        if current is None:
-            self._catalog.served_versions(model)  # an unknown model is a 404 that says so
-        target = to or (current.stable if current is not None else None)
-        if target is None:
-            raise InvalidInput(f"model '{model}' has no deployment to roll back; name a version with --to")
-        self._catalog.resolve(model, target)
-        guard = current.guard if current is not None else GuardSpec()
-        new = Deployment(model, PolicySpec(kind="pinned", versions=[target]), guard, target, 0)
-        saved = self._apply(new, current, Change(actor, "rollback", reason))
+        """Back to the live state before the last change (or ``to`` alone, itself undoable)."""
+        current = self._deployment_of(model)
+        change = Change(actor, "rollback", reason)
+        if to is not None:
+            self._check_served(model, [to])
+            return await self._move(current, pinned(to), to, current.guard, change)
+        if not current.history:
+            raise Conflict(
+                f"model '{model}' has nothing to roll back: {current.describe()} has served since its "
+                "first version went live; name a version with --to"
+            )
+        previous = current.history[-1]
+        self._check_served(model, previous.spec.arms, f"cannot return to {previous.describe()}")
+        saved = await self._change(
+            current, previous.spec, previous.stable, current.guard, current.history[:-1], change
+        )
         self._on_rollback(model, "manual")
         return saved
 
-    async def promote(self, model: str, version: str, actor: str, reason: str) -> Deployment:
-        self._catalog.resolve(model, version)
-        current = self._store.get(model)
-        guard = current.guard if current is not None else GuardSpec()
-        new = Deployment(model, PolicySpec(kind="pinned", versions=[version]), guard, version, 0)
-        return self._apply(new, current, Change(actor, "promote", reason))
+    async def repoint(self, model: str, gone: str, actor: str, reason: str) -> None:
+        """``gone`` was deleted although the deployment used it: its newest remaining version
+        goes live, or the deployment goes with the model's last version."""
+        current = self._deployment_of(model)
+        if gone not in current.spec.arms and gone != current.stable:
+            return
+        remaining = [v.version for v in self._served_or_none(model) if v.version != gone]
+        change = Change(actor, "repoint", reason, {"deleted": gone})
+        if not remaining:
+            self._store.drop(model, current.generation, change)
+            self._deployments = {m: d for m, d in self._deployments.items() if m != model}
+            self._forget_window(model)
+            return
+        newest = max(remaining, key=int)
+        await self._move(current, pinned(newest), newest, current.guard, change)
 
-    def _apply(self, new: Deployment, current: Deployment | None, change: Change) -> Deployment:
-        saved = self._store.save(new, current.generation if current is not None else None, change)
-        self._deployments = {**self._deployments, saved.model: saved}  # one swap: old or new, never both
-        self._forget_window(saved.model)
-        log.info(
-            "deployment of %s: %s (%s by %s)", saved.model, saved.describe(), change.action, change.actor
+    def role(self, model: str, version: str) -> str | None:
+        """How the deployment uses ``version`` (``live``, ``stable``, ``candidate``, ``shadow``), or None."""
+        deployment = self._deployments.get(model) or self._store.get(model)
+        if deployment is None:
+            return None
+        if deployment.spec.kind == "pinned":
+            return "live" if version == deployment.spec.versions[0] else None
+        if version == deployment.stable:
+            return "stable"
+        if version == deployment.spec.candidate:
+            return "shadow"
+        return "candidate" if version in deployment.spec.versions else None
+
+    async def _move(
+        self, current: Deployment, spec: PolicySpec, stable: str, guard: GuardSpec, change: Change
+    ) -> Deployment:
+        """A change forward: the state it replaces goes on the history, for ``rollback``."""
+        history = (*current.history, current.state)
+        return await self._change(current, spec, stable, guard, history, change)
+
+    async def _change(
+        self,
+        current: Deployment,
+        spec: PolicySpec,
+        stable: str,
+        guard: GuardSpec,
+        history: tuple[LiveState, ...],
+        change: Change,
+    ) -> Deployment:
+        """Write the change; a policy with other arms (or of another kind) starts its figures
+        from zero, and the figures of the one it ends go in the audit event."""
+        model = current.model
+        fresh = (current.spec.kind, current.spec.versions, current.spec.candidate) != (
+            spec.kind,
+            spec.versions,
+            spec.candidate,
         )
+        if fresh and current.spec.kind != "pinned":
+            change = Change(
+                change.actor,
+                change.action,
+                change.reason,
+                {**change.details, "ended": await self._figures(current)},
+            )
+        started = time.time() if fresh else current.started_at
+        saved = self._save(model, spec, stable, guard, history, current, change, started)
+        if fresh:
+            await self.stats.reset(model, spec.versions)
         return saved
+
+    def _save(
+        self,
+        model: str,
+        spec: PolicySpec,
+        stable: str,
+        guard: GuardSpec,
+        history: tuple[LiveState, ...],
+        current: Deployment | None,
+        change: Change,
+        started_at: float = 0.0,
+    ) -> Deployment:
+        new = Deployment(model, spec, guard, stable, 0, history, started_at)
+        saved = self._store.save(new, current.generation if current is not None else None, change)
+        fresh = current is None or current.spec != saved.spec
+        self._deployments = {**self._deployments, model: saved}  # one swap: old or new, never both
+        if fresh:
+            self._forget_window(model)
+        log.info("deployment of %s: %s (%s by %s)", model, saved.describe(), change.action, change.actor)
+        return saved
+
+    def _remember(self, deployment: Deployment) -> Deployment:
+        self._deployments = {**self._deployments, deployment.model: deployment}
+        return deployment
+
+    def _deployment_of(self, model: str) -> Deployment:
+        """``model``'s deployment; read from the database when this process has not seen it yet.
+        A model served before deployments were recorded gets one: its newest version stays live."""
+        deployment = self._deployments.get(model)
+        if deployment is not None:
+            return deployment
+        stored = self._store.get(model)
+        if stored is not None:
+            return self._remember(stored)
+        newest = max((v.version for v in self._catalog.served_versions(model)), key=int)
+        change = Change(
+            ADOPTED, "go-live", "served before deployments were recorded; its newest version stays live"
+        )
+        try:
+            return self._save(model, pinned(newest), newest, GuardSpec(), (), None, change)
+        except Conflict:
+            return self._remember(self._store.get(model) or self._deployments[model])
+
+    def _served_or_none(self, model: str) -> list[ServedVersion]:
+        try:
+            return self._catalog.served_versions(model)
+        except NotFound:
+            return []
+
+    def _check_served(self, model: str, versions: list[str], what: str = "") -> None:
+        live = {v.version for v in self._catalog.served_versions(model)}
+        missing = [v for v in versions if v not in live]
+        if missing:
+            prefix = f"{what}: " if what else ""
+            raise NotFound(
+                f"{prefix}model '{model}' has no loaded version {missing[0]} "
+                f"(loaded: {', '.join(sorted(live, key=int))})"
+            )
+
+    async def _figures(self, deployment: Deployment) -> dict[str, dict[str, Any]]:
+        """What each arm of ``deployment`` did since it began, for the audit log."""
+        try:
+            stats = await self.stats.snapshot(deployment.model)
+        except Exception:  # statistics out of reach: the window figures still tell something
+            stats = {}
+        windows = self._guards.get(deployment.model)
+        figures: dict[str, dict[str, Any]] = {}
+        for version in deployment.spec.arms:
+            arm = stats.get(version, ArmStats())
+            outcome = windows.summary(version) if windows is not None else None
+            figures[version] = {
+                "requests": arm.pulls,
+                "rewards": arm.rewards,
+                "mean_reward": arm.mean,
+                "error_rate": outcome.error_rate if outcome else None,
+                "p99_ms": outcome.p99_ms if outcome else None,
+            }
+        return figures
 
     def _roll_back_later(self, deployment: Deployment, candidate: str, reason: str) -> None:
         # Route away at once in this process; the write (and other processes) follow.
-        pinned = Deployment(
+        back = Deployment(
             deployment.model,
-            PolicySpec(kind="pinned", versions=[deployment.stable]),
+            pinned(deployment.stable),
             deployment.guard,
             deployment.stable,
             deployment.generation,
+            _undone(deployment),
+            time.time(),
         )
-        self._deployments = {**self._deployments, deployment.model: pinned}
+        figures = self._figures_of_windows(deployment)
+        self._deployments = {**self._deployments, deployment.model: back}
         self._forget_window(deployment.model)
         why = f"guard: version {candidate} {reason}"
         self._guard_events[deployment.model] = (
@@ -247,7 +401,13 @@ class Router:
         )
         log.warning("automatic rollback of %s to version %s: %s", deployment.model, deployment.stable, why)
         self._on_rollback(deployment.model, "automatic")
-        self._in_background(self._write_rollback(deployment, pinned, why))
+        self._in_background(self._write_rollback(deployment, back, why, figures))
+
+    def _figures_of_windows(self, deployment: Deployment) -> dict[str, Any]:
+        windows = self._guards.get(deployment.model)
+        if windows is None:
+            return {}
+        return {version: dataclasses.asdict(windows.summary(version)) for version in deployment.spec.arms}
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -259,9 +419,16 @@ class Router:
         if not task.cancelled() and task.exception() is not None:
             log.warning("routing bookkeeping failed: %s", task.exception())
 
-    async def _write_rollback(self, old: Deployment, pinned: Deployment, why: str) -> None:
+    async def _write_rollback(
+        self, old: Deployment, back: Deployment, why: str, windows: dict[str, Any]
+    ) -> None:
+        ended = {
+            version: {**arm, **windows.get(version, {})}
+            for version, arm in (await self._figures(old)).items()
+        }
+        change = Change(AUTOMATIC, "auto-rollback", why, {"ended": ended})
         try:
-            saved = self._store.save(pinned, old.generation, Change(AUTOMATIC, "auto-rollback", why))
+            saved = self._store.save(back, old.generation, change)
         except Conflict:
             # Another gateway process changed it first (maybe the same rollback): refresh adopts theirs.
             log.info("the deployment of %s changed elsewhere before this rollback was written", old.model)
@@ -269,8 +436,9 @@ class Router:
         except Exception:
             log.exception("could not record the automatic rollback of %s", old.model)
             return
-        if self._deployments.get(old.model) is pinned:
+        if self._deployments.get(old.model) is back:
             self._deployments = {**self._deployments, old.model: saved}
+        await self.stats.reset(old.model, back.spec.versions)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -289,17 +457,9 @@ class Router:
     def _forget_window(self, model: str) -> None:
         """A new deployment is judged on its own requests."""
         self._guards.pop(model, None)
+        self._shadows.pop(model, None)
         self._decisions[model] = 0
         self._routed.pop(model, None)
-
-    def check_unused(self, model: str, version: str) -> None:
-        """Refuse to let a version that the deployment routes to disappear under it."""
-        deployment = self._deployments.get(model)
-        if deployment is not None and (version in deployment.spec.arms or version == deployment.stable):
-            raise Conflict(
-                f"model '{model}' version {version} is in its deployment ({deployment.describe()}, stable "
-                f"{deployment.stable}); roll out or roll back without it before deleting it"
-            )
 
     # ---- seeing it ----
 
@@ -318,44 +478,68 @@ class Router:
             f"watching {', '.join(deployment.candidates)}" if deployment.candidates else "idle (no candidate)"
         )
 
-    async def status(self, model: str) -> DeploymentStatus:
-        deployment = self._deployments.get(model)
-        live = [v.version for v in self._catalog.served_versions(model)]
-        if deployment is None:
-            default = self._catalog.resolve(model, None).version
-            return DeploymentStatus(model=model, policy=None, stable=default, arms=[], live_versions=live)
+    def live_version(self, model: str) -> str:
+        """The version a request naming none gets now: the live one, or a rollout's stable one."""
+        deployment = self._deployments.get(model) or self._deployment_of(model)
+        return deployment.live_version or deployment.stable
+
+    async def _arm_stats(self, model: str) -> dict[str, ArmStats]:
         try:
-            stats = await self.stats.snapshot(model)
+            return await self.stats.snapshot(model)
         except Exception as error:
-            raise Unavailable(f"bandit statistics are out of reach ({error}); retry later") from None
+            raise Unavailable(f"routing statistics are out of reach ({error}); retry later") from None
+
+    async def serving(self, model: str) -> Serving:
+        """What serves ``model``: the live version, or the arms and their shares; and what is staged."""
+        deployment = self._deployments.get(model) or self._deployment_of(model)
+        loaded = [v.version for v in self._catalog.served_versions(model)]
+        stats = await self._arm_stats(model) if deployment.spec.kind in BANDITS else {}
+        return _serving(deployment, loaded, stats)
+
+    async def status(self, model: str) -> DeploymentStatus:
+        deployment = self._deployments.get(model) or self._deployment_of(model)
+        loaded = [v.version for v in self._catalog.served_versions(model)]
+        stats = await self._arm_stats(model)
+        serving = _serving(deployment, loaded, stats)
+        weights = {arm.version: arm.share for arm in serving.arms}
         windows = self._guards.get(model)
-        bandit = deployment.spec.kind in BANDITS
-        # Bandits: pulls, counted by every gateway process. Others: this process's decisions.
-        shares = {v: a.pulls for v, a in stats.items()} if bandit else dict(self._routed.get(model, {}))
-        total = sum(shares.get(v, 0) for v in deployment.spec.versions)
+        total = sum(stats.get(v, ArmStats()).pulls for v in deployment.spec.versions)
         arms = []
-        for version in dict.fromkeys([*deployment.spec.versions, *deployment.candidates]):
-            arm = stats.get(version)
-            low, high = arm.ci95() if arm is not None else (0.0, 0.0)
+        for version in deployment.spec.arms:
+            arm = stats.get(version, ArmStats())
+            low, high = arm.ci95()
             outcome = windows.summary(version) if windows is not None else None
+            routed = version in deployment.spec.versions
             arms.append(
                 ArmStatus(
                     version=version,
                     stable=version == deployment.stable,
-                    pulls=arm.pulls if arm else 0,
-                    traffic_share=shares.get(version, 0) / total
-                    if total and version in deployment.spec.versions
-                    else None,
-                    weight=(deployment.spec.weights or {}).get(version),
-                    rewards=arm.rewards if arm else 0,
-                    mean_reward=arm.mean if arm else None,
-                    reward_ci95=[low, high] if arm and arm.rewards else None,
+                    role=serving.role_of(version),
+                    weight=None if deployment.spec.kind in BANDITS else weights.get(version),
+                    pulls=arm.pulls,
+                    traffic_share=arm.pulls / total if total and routed else None,
+                    requests_last_minute=self.recent.total(model, version),
+                    rewards=arm.rewards,
+                    mean_reward=arm.mean,
+                    reward_ci95=[low, high] if arm.rewards else None,
                     requests=outcome.requests if outcome else 0,
                     error_rate=outcome.error_rate if outcome else None,
                     p50_ms=outcome.p50_ms if outcome else None,
                     p99_ms=outcome.p99_ms if outcome else None,
                 )
             )
+        base = stats.get(deployment.stable, ArmStats())
+        differences = [
+            difference
+            for version in deployment.spec.versions
+            if version != deployment.stable
+            and (
+                difference := reward_difference(
+                    version, deployment.stable, stats.get(version, ArmStats()), base
+                )
+            )
+        ]
+        tally = self._shadows.get(model)
         guard = GuardStatus(
             **dict(deployment.guard),
             state=self._guard_state(deployment),
@@ -367,7 +551,67 @@ class Router:
             guard=guard,
             stable=deployment.stable,
             generation=deployment.generation,
+            started_at=deployment.started_at,
+            serving=serving,
             arms=arms,
-            live_versions=live,
+            reward_differences=differences,
+            shadow=tally.status()
+            if tally is not None and tally.version == deployment.spec.candidate
+            else None,
+            can_roll_back_to=deployment.history[-1].describe() if deployment.history else None,
+            live_versions=loaded,
             checked_at=time.time(),
         )
+
+    def observe_shadow(self, model: str, version: str, result: str, delta_ms: float | None) -> None:
+        """A shadow copy's outcome: agree, differ or error, and its latency minus the answer's."""
+        tally = self._shadows.get(model)
+        if tally is None or tally.version != version:
+            tally = self._shadows[model] = ShadowTally(version)
+        tally.add(result, delta_ms)
+
+
+def _serving(deployment: Deployment, loaded: list[str], stats: dict[str, ArmStats]) -> Serving:
+    spec = deployment.spec
+    arms: list[ArmShare] = []
+    if spec.kind == "pinned":
+        arms.append(ArmShare(version=spec.versions[0], role="live", share=1.0))
+        summary = f"version {spec.versions[0]}"
+    elif spec.kind == "shadow":
+        assert spec.candidate is not None
+        arms.append(ArmShare(version=spec.versions[0], role="live", share=1.0))
+        arms.append(ArmShare(version=spec.candidate, role="shadow", share=spec.shadow_share))
+        summary = f"version {spec.versions[0]}, copies of {spec.shadow_share:.0%} to {spec.candidate}"
+    else:
+        if spec.kind == "canary":
+            weights = spec.weights or {}
+            total = sum(weights.values())
+            shares: dict[str, float | None] = {v: weights.get(v, 0.0) / total for v in spec.versions}
+        else:
+            pulls = sum(stats.get(v, ArmStats()).pulls for v in spec.versions)
+            shares = {v: stats.get(v, ArmStats()).pulls / pulls if pulls else None for v in spec.versions}
+        for version in spec.versions:
+            role: Role = "stable" if version == deployment.stable else "candidate"
+            arms.append(ArmShare(version=version, role=role, share=shares[version]))
+        parts = "/".join(f"{v}:{shares[v]:.0%}" if shares[v] is not None else f"{v}:-" for v in spec.versions)
+        summary = f"{spec.kind} {parts} (stable {deployment.stable})"
+    used = set(spec.arms)
+    return Serving(
+        policy=spec.kind,
+        live_version=deployment.live_version,
+        stable=deployment.stable,
+        arms=arms,
+        staged=[v for v in sorted(loaded, key=int) if v not in used],
+        summary=summary,
+    )
+
+
+def _undone(deployment: Deployment) -> tuple[LiveState, ...]:
+    """The history once the guard has undone ``deployment``'s rollout: the rollouts that led to it
+    go, and so does the state it returns to (pinned to the stable version), which is live again."""
+    history = list(deployment.history)
+    while history and history[-1].spec.kind != "pinned":
+        history.pop()
+    if history and history[-1] == LiveState(pinned(deployment.stable), deployment.stable):
+        history.pop()
+    return tuple(history)

@@ -126,7 +126,8 @@ def _pull(host: str, model: str) -> bytes:
     path = f"/v1/admin/models/{quote(model, safe='')}"
     try:
         with _client(host, key) as gateway:
-            live = gateway.get_json(path)["default_version"]
+            serving = gateway.get_json(path)["serving"]
+            live = serving["live_version"] or serving["stable"]
             return gateway.request("GET", f"{path}/versions/{live}/package").content
     except ClientError as error:
         raise StopUser(

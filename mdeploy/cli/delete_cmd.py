@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _whole_model(client: RegistryClient, reference: Reference, force: bool) -> list[str]:
-    """The model's live versions, the default one last (the others take no unversioned traffic)."""
+    """The model's loaded versions, the ones that serve last (the staged ones take no unversioned
+    traffic, so deleting them first moves nothing)."""
     model = client.get_json(reference.model_path)
     live = [v["version"] for v in model["versions"] if v["state"] == "live"]
     if not live:
@@ -61,8 +62,10 @@ def _whole_model(client: RegistryClient, reference: Reference, force: bool) -> l
             f"deleting model '{reference.name}' stops serving it (live versions: {', '.join(live)}); "
             "pass --force to delete them all"
         )
-    default = model["default_version"]
-    return sorted((v for v in live if v != default), key=int) + [v for v in live if v == default]
+    serving = {v["version"] for v in model["versions"] if v.get("role") not in (None, "staged")}
+    return sorted((v for v in live if v not in serving), key=int) + sorted(
+        (v for v in live if v in serving), key=int
+    )
 
 
 def _delete(client: RegistryClient, version: Reference, force: bool, reason: str) -> dict[str, Any]:

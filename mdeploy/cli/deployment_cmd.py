@@ -15,6 +15,7 @@ from mdeploy.cli.output import table_console
 from mdeploy.cli.registry_client import add_gateway_arguments, connect
 
 DEPLOYMENTS_PATH = "/v1/admin/deployments"
+AUDIT_PATH = "/v1/admin/audit"
 POLICIES = ("pinned", "canary", "shadow", "epsilon-greedy", "ucb1", "thompson")
 
 
@@ -64,18 +65,23 @@ def register(subparsers: Any) -> None:
 
     status = subparsers.add_parser(
         "status",
-        help="arms, traffic, rewards, errors, latency, guard",
-        description="Show a model's deployment: its policy, and per version (arm) the traffic share, "
-        "pulls, mean reward with its 95% interval, errors, p50/p99 latency, and the guard's state.",
+        help="what serves a model: arms, traffic, rewards, errors, latency, guard",
+        description="Show what serves a model and how each version (arm) does since the rollout "
+        "began: its configured weight, requests in the last minute and since the start, share, error "
+        "rate, p50/p99 latency, mean reward with its 95%% interval; each candidate's reward difference "
+        "from the stable version with its interval and p-value; a shadow's agreement and latency "
+        "difference; the staged versions; and the guard's state.",
     )
     _common(status)
     status.set_defaults(handler=run_status)
 
     rollback = subparsers.add_parser(
         "rollback",
-        help="send all traffic to the stable version (or --to)",
-        description="End a rollout at once: every request that names no version goes to the stable "
-        "version, or to --to VERSION. The change is recorded in the audit log with --reason.",
+        help="return to what served before the last change (or --to)",
+        description="Undo the last change that moved traffic (a promotion, a rollout, a rollback --to): "
+        "what served before it serves again, at once. With --to VERSION, that version alone takes all "
+        "requests that name no version (itself undone by the next rollback). Recorded in the audit "
+        "log with --reason.",
     )
     _common(rollback)
     rollback.add_argument("--to", metavar="VERSION", help="the version to serve instead of the stable one")
@@ -84,9 +90,9 @@ def register(subparsers: Any) -> None:
 
     promote = subparsers.add_parser(
         "promote",
-        help="make a version stable and route all traffic to it",
-        description="Make VERSION the stable version of NAME: it takes all traffic that names no "
-        "version, and later rollouts and rollbacks measure against it.",
+        help="make a staged version live",
+        description="Make VERSION live: it takes all requests to NAME that name no version, and later "
+        "rollouts measure against it. `mdeploy rollback NAME` undoes it.",
     )
     _common(promote)
     promote.add_argument("version", metavar="VERSION", help="the version number to make stable")
@@ -95,10 +101,20 @@ def register(subparsers: Any) -> None:
 
     history = subparsers.add_parser(
         "history",
-        help="the audit log of one model",
-        description="Every change to what NAME serves, oldest first: who, when, from what, to what, and why.",
+        help="the audit log: pushes, deletes, traffic changes, keys",
+        description="Changes, newest first: who, when, what, from what, to what, and why. NAME "
+        "narrows it to one model; --actor and --kind to one actor or kind of change.",
     )
-    _common(history)
+    history.add_argument("model", metavar="NAME", nargs="?", help="only this model's changes")
+    add_gateway_arguments(history)
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.add_argument("--actor", help="only changes by this actor, e.g. key:1a2b3c4d5e6f7a8b")
+    history.add_argument(
+        "--kind",
+        help="only this kind of change: push, restore, delete, go-live, promote, rollout, rollback, "
+        "auto-rollback, repoint, key-create, key-revoke, key-expire",
+    )
+    history.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     history.set_defaults(handler=run_history)
 
 
@@ -149,7 +165,10 @@ def _show(args: argparse.Namespace, status: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
-        table_console().print(status_table(status))
+        console = table_console()
+        console.print(status_table(status))
+        for line in comparison_lines(status):
+            console.print(line, highlight=False, markup=False)
     return 0
 
 
@@ -177,19 +196,31 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise InvalidInput(f"--limit must be between 1 and 1000, not {args.limit}")
+    query = {"model": args.model, "actor": args.actor, "action": args.kind, "limit": args.limit}
     with connect(args) as client:
-        events: list[dict[str, Any]] = client.get_json(_path(args.model, "history"))["events"]
+        params = {name: str(value) for name, value in query.items() if value is not None}
+        events: list[dict[str, Any]] = client.get_json(AUDIT_PATH, params=params)["events"]
     if args.json:
         print(json.dumps(events, indent=2, sort_keys=True))
         return 0
-    table = Table(box=box.SIMPLE_HEAD, title=f"history of {args.model}")
+    table = Table(box=box.SIMPLE_HEAD, title="history" + (f" of {args.model}" if args.model else ""))
     table.add_column("when (UTC)", no_wrap=True)
-    for column in ("who", "action", "from", "to", "why"):
+    for column in ("who", "action", "model", "version", "from", "to", "why"):
         table.add_column(column, overflow="fold")
     for e in events:
         when = (e["at"] or "")[:19].replace("T", " ")
+        subject = e["model"] or (f"key {e['details'].get('key_id', '')}" if "key_id" in e["details"] else "")
         table.add_row(
-            when, e["actor"], e["action"], e["from"] or "", e["to"] or e["version"] or "", e["reason"]
+            when,
+            e["actor"],
+            e["action"],
+            subject,
+            e["version"] or "",
+            e["from"] or "",
+            e["to"] or "",
+            e["reason"],
         )
     table_console().print(table)
     return 0
@@ -199,12 +230,28 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def _arm_name(arm: dict[str, Any]) -> str:
+    return f"{arm['version']} ({arm['role']})"
+
+
 def status_table(status: dict[str, Any]) -> Table:
     """One row per arm: which version is winning should be visible at a glance."""
-    policy = status.get("policy") or {}
-    title = f"{status['model']}: {policy.get('kind', 'no deployment')} (stable {status['stable']})"
+    serving = status["serving"]
+    title = f"{status['model']}: {serving['summary']}"
+    if serving["staged"]:
+        title += f"; staged: {', '.join(serving['staged'])}"
     table = Table(box=box.SIMPLE_HEAD, title=title)
-    columns = ("version", "traffic", "pulls", "reward (95% CI)", "rewards", "errors", "p50 ms", "p99 ms")
+    columns = (
+        "version",
+        "weight",
+        "last min",
+        "since start",
+        "share",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "reward (95% CI)",
+    )
     for column in columns:
         table.add_column(column, justify="right", overflow="fold")
     arms = status["arms"]
@@ -213,18 +260,43 @@ def status_table(status: dict[str, Any]) -> Table:
         ci = arm["reward_ci95"]
         reward = "-" if arm["mean_reward"] is None else f"{arm['mean_reward']:.3f}"
         if ci:
-            reward += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            reward += f" [{ci[0]:.3f}, {ci[1]:.3f}] n={arm['rewards']}"
         marker = (
             " ★" if arm["mean_reward"] is not None and arm["mean_reward"] == best and arm["rewards"] else ""
         )
         table.add_row(
-            arm["version"] + (" (stable)" if arm["stable"] else "") + marker,
-            _fmt(arm["traffic_share"], "{:.1%}"),
+            _arm_name(arm) + marker,
+            _fmt(arm["weight"], "{:.0%}") if arm["weight"] is not None else "learned",
+            str(arm["requests_last_minute"]),
             str(arm["pulls"]),
-            reward,
-            str(arm["rewards"]),
+            _fmt(arm["traffic_share"], "{:.1%}"),
             _fmt(arm["error_rate"], "{:.1%}"),
             _fmt(arm["p50_ms"], "{:.1f}"),
             _fmt(arm["p99_ms"], "{:.1f}"),
+            reward,
         )
     return table
+
+
+def comparison_lines(status: dict[str, Any]) -> list[str]:
+    """Below the table: reward differences, the shadow's agreement, the guard, what rollback does."""
+    lines = [
+        f"reward {d['candidate']} - {d['stable']}: {d['difference']:+.3f} "
+        f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p = {d['p_value']:.3g}"
+        for d in status["reward_differences"]
+    ]
+    shadow = status.get("shadow")
+    if shadow:
+        rate = _fmt(shadow["agreement_rate"], "{:.1%}")
+        delta = _fmt(shadow["latency_delta_p50_ms"], "{:+.2f} ms")
+        lines.append(
+            f"shadow {shadow['version']}: agreed {rate} of {shadow['agreed'] + shadow['differed']} compared "
+            f"copies ({shadow['failed']} failed); latency vs the answer, median {delta}"
+        )
+    guard = status["guard"]
+    lines.append(
+        f"guard: {guard['state']}" + (f"; {guard['last_rollback']}" if guard["last_rollback"] else "")
+    )
+    back = status.get("can_roll_back_to")
+    lines.append(f"rollback returns to: {back}" if back else "rollback: nothing before this")
+    return lines

@@ -8,6 +8,7 @@ new key alone on its last line: ``KEY=$(mdeploy keys create --scope predict | ta
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 from collections.abc import Iterator
@@ -206,6 +207,7 @@ class LocalKeys:
             rate_limit=request.get("rate_limit"),
             expires_at=datetime.fromisoformat(expires) if expires else None,
             name=request["name"],
+            actor=_local_actor(),
         )
         from gateway.auth.keys import CreatedKeyInfo
 
@@ -217,10 +219,16 @@ class LocalKeys:
         return [record.info(now).model_dump(mode="json") for record in self._store.list()]
 
     def revoke(self, key_id: str) -> dict[str, Any]:
-        return self._store.revoke(key_id).info(self._store.now()).model_dump(mode="json")
+        revoked = self._store.revoke(key_id, actor=_local_actor())
+        return revoked.info(self._store.now()).model_dump(mode="json")
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _local_actor() -> str:
+    """Who changes keys straight in the database: the local user (the audit log's actor)."""
+    return f"local:{getpass.getuser()}"
 
 
 def _print_created(created: dict[str, Any]) -> None:

@@ -18,8 +18,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "list",
         help="list the models and versions a gateway serves",
-        description="List every model with a live version, one line per version; * marks the default "
-        "version (the one requests without a version get). Needs an admin API key.",
+        description="List every model with a loaded version, one line per version, with its role: "
+        "live (* : requests that name no version get it), stable or candidate (arms of a rollout, "
+        "with their share), shadow, or staged (answers only requests that name it). Needs an admin "
+        "API key.",
     )
     add_gateway_arguments(parser)
     parser.add_argument("--all", action="store_true", help="include deleted versions")
@@ -43,18 +45,30 @@ def run(args: argparse.Namespace) -> int:
 
 def versions_table(models: list[dict[str, Any]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("model", "version", "package version", "state", "pushed", "by", "digest"):
+    for column in ("model", "version", "package version", "serves", "pushed", "by", "digest"):
         table.add_column(column)
     for model in models:
+        shares = {arm["version"]: arm["share"] for arm in (model.get("serving") or {}).get("arms", [])}
         for version in model["versions"]:
-            default = version["version"] == model["default_version"]
+            live = version["role"] == "live"
             table.add_row(
                 escape(model["name"]),
-                f"{version['version']}{' *' if default else ''}",
+                f"{version['version']}{' *' if live else ''}",
                 escape(version["package_version"]),
-                version["state"],
+                role_text(version["role"], shares.get(version["version"]), version["state"]),
                 (version["pushed_at"] or "")[:19].replace("T", " "),
                 escape(version["pushed_by"]),
                 f"{version['digest'][:12]}",
             )
     return table
+
+
+def role_text(role: str | None, share: float | None, state: str) -> str:
+    """``live``, ``candidate 10%``, ``shadow (copies 50%)``, ``staged`` or ``deleted``."""
+    if role is None:
+        return "deleted" if state == "retired" else state
+    if role in ("stable", "candidate"):
+        return f"{role} {share:.0%}" if share is not None else role
+    if role == "shadow":
+        return f"shadow (copies {share:.0%})" if share is not None else role
+    return role

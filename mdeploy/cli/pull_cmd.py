@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _live(client: RegistryClient, named: Reference) -> Reference:
-    """NAME's version that requests naming no version get."""
-    live = client.get_json(named.model_path).get("default_version")
-    if live is None:
-        raise InvalidInput(f"model '{named.name}' has no live version; name one: {named.name}:VERSION")
-    return Reference(named.name, str(live))
+    """NAME's version that requests naming no version get (a rollout's stable version)."""
+    serving = client.get_json(named.model_path).get("serving")
+    if serving is None:
+        raise InvalidInput(f"model '{named.name}' has no loaded version; name one: {named.name}:VERSION")
+    return Reference(named.name, str(serving["live_version"] or serving["stable"]))
 
 
 def _download(client: RegistryClient, reference: Reference, partial: Path) -> str:

@@ -20,7 +20,11 @@ CHUNK = 1024 * 1024
 DESCRIPTION = """\
 Upload PACKAGE to the gateway. The gateway checks it completely (archive, hashes, ONNX,
 samples), stores it under its sha256, loads it on every inference server and makes it a
-new version of the model it names. Pushing a package that is live already changes nothing.
+new version of the model it names. Pushing a package that is loaded already changes nothing.
+
+The model's first version goes live. A later version is staged: it answers requests that name
+it, and can be an arm of a rollout, but requests that name no version still get the live one
+until it is promoted (mdeploy promote, a rollout, or --promote here).
 Needs an API key with the admin scope.
 """
 
@@ -41,6 +45,9 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long to wait for the gateway to verify and deploy (default 600)",
     )
+    parser.add_argument(
+        "--promote", action="store_true", help="make the new version live at once (rollback undoes it)"
+    )
     parser.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
     parser.set_defaults(handler=run)
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         response = client.request(
             "POST",
             PACKAGES_PATH,
+            params={"promote": "true"} if args.promote else None,
             content=_chunks(path, progress, task),
             # A declared length lets the gateway refuse an oversized package before it arrives.
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
@@ -79,4 +87,4 @@ def _report(answer: dict[str, Any], as_json: bool) -> None:
         return
     mark = "=" if answer.get("status") == "unchanged" else "✓"
     print(f"{mark} {answer['message']}")
-    print(f"  {answer['name']}:{answer['version']}  sha256:{answer['digest']}")
+    print(f"  {answer['name']}:{answer['version']} ({answer['role']})  sha256:{answer['digest']}")

@@ -59,7 +59,7 @@ def test_two_gateways_share_statistics_feedback_and_changes(
         assert {one.predict().headers["x-model-version"] for _ in range(20)} == {b}
         deleted = one.http.delete(f"/v1/admin/models/arms/versions/{b}", headers=one.admin_headers)
         assert deleted.status_code == 409
-        assert "roll out or roll back without it" in deleted.json()["error"]
+        assert "it is live" in deleted.json()["error"]
     finally:
         for client in clients:
             client.close()

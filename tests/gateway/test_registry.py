@@ -163,15 +163,13 @@ async def test_versions_take_the_package_version_when_free_else_the_next_number(
         assert served_versions(server.address, "digits-sklearn") == {"1", "2", "7", "8"}
 
 
-async def test_the_default_version_is_deleted_only_when_forced(
+async def test_a_deleted_version_leaves_the_catalog_the_backends_and_the_repository(
     tmp_path: Path, server: ServerProcess, sklearn_pkg: Path
 ) -> None:
     async with running_registry(tmp_path / "data", [server.address]) as rig:
         await rig.push(sklearn_pkg)
         await rig.push(described(sklearn_pkg, tmp_path / "v2.pkg", "v2"))
 
-        with pytest.raises(Conflict, match=r"default version.*move to version 1.*force"):
-            await rig.registry.delete_version("digits-sklearn", 2, "key:tester")
         deleted = await rig.registry.delete_version("digits-sklearn", 1, "key:tester", reason="superseded")
         assert deleted.state is State.RETIRED
         assert served_versions(server.address, "digits-sklearn") == {"2"}
@@ -179,9 +177,7 @@ async def test_the_default_version_is_deleted_only_when_forced(
         with pytest.raises(NotFound, match="no live version '1'"):
             rig.registry.resolve("digits-sklearn", "1")
 
-        with pytest.raises(Conflict, match="only live version"):
-            await rig.registry.delete_version("digits-sklearn", 2, "key:tester")
-        await rig.registry.delete_version("digits-sklearn", 2, "key:tester", force=True, reason="withdrawn")
+        await rig.registry.delete_version("digits-sklearn", 2, "key:tester", forced=True, reason="withdrawn")
 
         assert served_versions(server.address, "digits-sklearn") == set()
         assert rig.registry.model_names() == []
@@ -189,11 +185,12 @@ async def test_the_default_version_is_deleted_only_when_forced(
         # Deleted packages stay downloadable.
         assert same_bytes(rig.registry.package_path("digits-sklearn", 1), sklearn_pkg)
         events = rig.registry.audit_events(model="digits-sklearn")
+        digests = {e.version: e.details.get("digest", "")[:12] for e in events if e.action == "push"}
         assert [(e.action, e.version, e.from_value, e.to_value, e.reason) for e in events] == [
-            ("delete", "2", "live", "retired", "withdrawn"),
-            ("delete", "1", "live", "retired", "superseded"),
-            ("push", "2", None, "live", ""),
-            ("push", "1", None, "live", ""),
+            ("delete", "2", "version 2", "retired", "withdrawn"),
+            ("delete", "1", "version 1", "retired", "superseded"),
+            ("push", "2", None, f"version 2, sha256:{digests['2']}", ""),
+            ("push", "1", None, f"version 1, sha256:{digests['1']}", ""),
         ]
         assert events[0].details["forced"] is True
         assert {e.actor for e in events} == {"key:tester"}
@@ -204,7 +201,7 @@ async def test_pushing_a_deleted_package_again_restores_its_version(
 ) -> None:
     async with running_registry(tmp_path / "data", [server.address]) as rig:
         await rig.push(sklearn_pkg)
-        await rig.registry.delete_version("digits-sklearn", 1, "key:tester", force=True)
+        await rig.registry.delete_version("digits-sklearn", 1, "key:tester", forced=True)
 
         restored = await rig.push(sklearn_pkg)
 
