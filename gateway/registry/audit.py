@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -81,8 +81,10 @@ class AuditEntry(BaseModel):
     action: str
     model: str | None
     version: str | None
-    from_value: str | None = Field(serialization_alias="from")
-    to_value: str | None = Field(serialization_alias="to")
+    from_value: str | None = Field(
+        validation_alias=AliasChoices("from", "from_value"), serialization_alias="from"
+    )
+    to_value: str | None = Field(validation_alias=AliasChoices("to", "to_value"), serialization_alias="to")
     reason: str
     details: dict[str, Any]
 

@@ -116,10 +116,12 @@ class Router:
         """The version for a request that names none, by the model's deployment."""
         deployment = self._deployments.get(model) or self._deployment_of(model)
         spec = deployment.spec
-        if spec.kind == "pinned":  # most requests: no draw, no statistics, no ledger entry
+        if spec.kind == "pinned":  # most requests: no draw, no statistics to read
             version = spec.versions[0]
+            self._routed[model][version] += 1
             self.recent.add(model, version)
-            return Routed(version)
+            await self.stats.add_pull(model, version)  # counted in memory (BufferedStats)
+            return Routed(version, by_policy=True)  # feedback can reward the live version too
         bandit = spec.kind in BANDITS
         stats: dict[str, ArmStats] = {}
         if bandit:

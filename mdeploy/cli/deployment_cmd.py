@@ -105,7 +105,9 @@ def register(subparsers: Any) -> None:
         description="Changes, newest first: who, when, what, from what, to what, and why. NAME "
         "narrows it to one model; --actor and --kind to one actor or kind of change.",
     )
-    history.add_argument("model", metavar="NAME", nargs="?", help="only this model's changes")
+    history.add_argument(
+        "model", metavar="NAME", nargs="?", help="the model's name, as `mdeploy list` shows it (default: all)"
+    )
     add_gateway_arguments(history)
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.add_argument("--actor", help="only changes by this actor, e.g. key:1a2b3c4d5e6f7a8b")

@@ -50,12 +50,13 @@ def versions_table(models: list[dict[str, Any]]) -> Table:
     for model in models:
         shares = {arm["version"]: arm["share"] for arm in (model.get("serving") or {}).get("arms", [])}
         for version in model["versions"]:
-            live = version["role"] == "live"
+            role = version.get("role")
+            live = role == "live"
             table.add_row(
                 escape(model["name"]),
                 f"{version['version']}{' *' if live else ''}",
                 escape(version["package_version"]),
-                role_text(version["role"], shares.get(version["version"]), version["state"]),
+                role_text(role, shares.get(version["version"]), version["state"]),
                 (version["pushed_at"] or "")[:19].replace("T", " "),
                 escape(version["pushed_by"]),
                 f"{version['digest'][:12]}",

@@ -115,12 +115,12 @@ def test_model_infer_answers_with_the_version_and_the_request_id(door: Door) -> 
     result = client.infer(MODEL, arms_input([GOOD, [3.0, 4.0]]), headers=bearer(door.key))
     np.testing.assert_allclose(result.as_numpy("y"), [GOOD, [3.0, 4.0]])
     response = result.get_response()
-    assert response.model_version == door.versions["faulty"]  # the highest live version
+    assert response.model_version == door.versions["a"]  # the live version: the model's first
     assert len(response.parameters["x-request-id"].string_param) == 32
-    pinned = client.infer(
-        MODEL, arms_input(), model_version=door.versions["a"], headers={"x-api-key": door.key}
+    named = client.infer(
+        MODEL, arms_input(), model_version=door.versions["b"], headers={"x-api-key": door.key}
     )
-    assert pinned.get_response().model_version == door.versions["a"]
+    assert named.get_response().model_version == door.versions["b"]  # a staged version, named
 
 
 def test_a_request_id_sent_in_metadata_comes_back(door: Door) -> None:
@@ -507,8 +507,11 @@ def test_load_and_unload_need_the_admin_scope_and_go_through_the_registry(door: 
         f"{door.gateway.url}/v1/admin/audit", params={"model": SPARE}, headers=admin, timeout=30
     ).json()["events"]
     assert [(e["action"], e["reason"]) for e in audit] == [
+        ("go-live", f"version {version} is the model's first"),  # loaded again: it serves again
         ("restore", ""),
         ("delete", "RepositoryModelUnload over gRPC"),
+        ("repoint", "RepositoryModelUnload over gRPC"),  # its traffic went first
+        ("go-live", f"version {version} is the model's first"),
         ("push", ""),
     ]
     assert {e["actor"] for e in audit} == {f"key:{door.gateway.admin_key.split('_')[1]}"}
@@ -578,11 +581,13 @@ def test_http_load_and_unload_are_admin_only_and_audited(door: Door, tmp_path: P
     client.load_model(SPARE, headers=admin)
     assert client.is_model_ready(SPARE, version, headers=admin)
     audit = httpx.get(
-        f"{door.gateway.url}/v1/admin/audit", params={"model": SPARE, "limit": 2}, headers=admin, timeout=30
+        f"{door.gateway.url}/v1/admin/audit", params={"model": SPARE, "limit": 4}, headers=admin, timeout=30
     ).json()["events"]
     assert [(e["action"], e["reason"]) for e in audit] == [
+        ("go-live", f"version {version} is the model's first"),
         ("restore", ""),
         ("delete", "RepositoryModelUnload over HTTP"),
+        ("repoint", "RepositoryModelUnload over HTTP"),
     ]
 
 

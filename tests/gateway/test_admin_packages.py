@@ -126,7 +126,9 @@ def test_a_key_without_the_admin_scope_cannot_push(rig: LiveGatewayRig, package:
     assert "'admin' scope" in refused.json()["error"]
 
 
-def test_delete_refuses_the_default_unless_forced_and_is_audited(rig: LiveGatewayRig, package: Path) -> None:
+def test_delete_refuses_the_live_version_unless_forced_and_is_audited(
+    rig: LiveGatewayRig, package: Path
+) -> None:
     name = model_name(package)
     with rig.client() as http:
         assert http.post("/v1/admin/packages", content=package.read_bytes()).status_code == 201
@@ -145,8 +147,14 @@ def test_delete_refuses_the_default_unless_forced_and_is_audited(rig: LiveGatewa
         assert http.get(f"/v1/admin/models/{name}/versions/9").status_code == 404
 
         events = http.get("/v1/admin/audit", params={"model": name}).json()["events"]
-    assert [(e["action"], e["from"], e["to"], e["reason"]) for e in events] == [
-        ("delete", "live", "retired", "bad"),
-        ("push", None, "live", ""),
-    ]
+    digest = events[-1]["details"]["digest"]
+    assert (
+        [(e["action"], e["from"], e["to"], e["reason"]) for e in events]
+        == [
+            ("delete", "version 1", "retired", "bad"),
+            ("repoint", "pinned 1", None, "bad"),  # its last version: the deployment goes too
+            ("go-live", None, "pinned 1", "version 1 is the model's first"),
+            ("push", None, f"version 1, sha256:{digest[:12]}", ""),
+        ]
+    )
     assert served_versions(rig.server.address, name) == set()

@@ -95,7 +95,7 @@ async def test_pushing_the_same_package_again_changes_nothing(
 
         assert again.status is PushStatus.UNCHANGED
         assert again.record.version == first.record.version
-        assert "already live" in again.message
+        assert "already loaded" in again.message
         assert rig.count("registry_versions") == 1
         assert rig.count("audit_log") == 1
         assert len(list(rig.settings.packages_dir.iterdir())) == 1

@@ -64,9 +64,9 @@ def test_push_uploads_and_reports_the_new_version(
     second = capsys.readouterr().out
 
     assert "✓ pushed model 'cli-push' version 1" in first
-    assert "cli-push:1  sha256:" in first
+    assert "cli-push:1 (live)  sha256:" in first
     assert "= package sha256:" in second
-    assert "already live as model 'cli-push' version 1" in second
+    assert "already loaded as model 'cli-push' version 1" in second
 
 
 def test_push_shows_the_gateways_reason_for_a_bad_package(
@@ -189,12 +189,12 @@ def test_delete_retires_a_version_and_a_whole_model_only_with_force(
 
     assert mdeploy(rig, "delete", "cli-delete") == EXIT_USAGE
     assert "stops serving it (live versions: 1, 2); pass --force" in capsys.readouterr().err
-    assert mdeploy(rig, "delete", "cli-delete:2") == EXIT_FAILURE  # the default version
-    assert "default version" in " ".join(capsys.readouterr().err.split())
-    assert mdeploy(rig, "delete", "cli-delete:1", "--reason", "old") == EXIT_OK
-    assert "✓ deleted cli-delete:1" in capsys.readouterr().out
-    assert mdeploy(rig, "delete", "cli-delete", "--force") == EXIT_OK
+    assert mdeploy(rig, "delete", "cli-delete:1") == EXIT_FAILURE  # the live version
+    assert "it is live" in " ".join(capsys.readouterr().err.split())
+    assert mdeploy(rig, "delete", "cli-delete:2", "--reason", "old") == EXIT_OK  # staged
     assert "✓ deleted cli-delete:2" in capsys.readouterr().out
+    assert mdeploy(rig, "delete", "cli-delete", "--force") == EXIT_OK
+    assert "✓ deleted cli-delete:1" in capsys.readouterr().out
     assert mdeploy(rig, "info", "cli-delete") == EXIT_OK
     states = [line.split()[3] for line in capsys.readouterr().out.splitlines() if "cli-delete" in line]
-    assert states == ["retired", "retired"]
+    assert states == ["deleted", "deleted"]
