@@ -42,12 +42,14 @@ from gateway.dataplane import DataPlane
 from gateway.db import open_database
 from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
+from gateway.registry.evaluations import EvaluationStore
 from gateway.registry.service import Registry
 from gateway.releases import Releases
 from gateway.rest import (
     admin_deployments,
     admin_keys,
     admin_packages,
+    admin_releases,
     inference,
     models,
     openapi,
@@ -104,6 +106,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *admin_keys.routes(),
         *admin_packages.routes(),
         *admin_deployments.routes(),
+        *admin_releases.routes(),
         *openapi.routes(),
     ]
 
@@ -140,7 +143,8 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
         app.state.limiter = app.state.auth.limiter.slowapi  # where slowapi's 429 handler looks
-        releases = Releases(registry, router)
+        evaluations = EvaluationStore(connection, settings.data_dir / "evalsets")
+        releases = Releases(registry, router, dataplane, evaluations, settings.max_eval_rows)
         app.state.gateway = GatewayState(
             settings, pool, registry, dataplane, metrics, registry, router, releases
         )

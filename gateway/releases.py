@@ -9,16 +9,26 @@ the two, so the admin API, Triton's repository extension and the gRPC door behav
   the traffic moves first: the newest remaining version goes live (audited), or, with the
   model's last version, the deployment goes too;
 * load and unload (Triton's names) are a push of the newest deleted package and a forced
-  delete of every loaded version.
+  delete of every loaded version;
+* an evaluation runs a labelled set through the serving path (``gateway.evaluation``), is
+  recorded on the version with its audit event, and promotes the version only when every gate
+  passes. A model's default gates (``set_gates``) evaluate every later push the same way, and
+  promote it when they pass if the model says so (``auto_promote``) or the push asks to.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import Conflict
-from gateway.registry.records import ModelInfo, PushOutcome, PushStatus, VersionRecord
+from core.errors import Conflict, NotFound
+from core.gates import parse_gates
+from gateway.dataplane import DataPlane
+from gateway.evaluation import Evaluation, evaluate, read_eval_set
+from gateway.registry import audit
+from gateway.registry.evaluations import EvaluationStore, GateConfig
+from gateway.registry.records import ModelInfo, PushOutcome, PushStatus, VersionDetail, VersionRecord
 from gateway.registry.service import PhaseObserver, Registry, ignore_phase
 from gateway.routing.router import Router
 from gateway.serving import Serving
@@ -26,24 +36,142 @@ from gateway.serving import Serving
 UNLOAD_REASON = "RepositoryModelUnload"
 
 
+class PushReport(PushOutcome):
+    """What a push did, and the evaluation the model's default gates ran on it (if any)."""
+
+    evaluation: Evaluation | None = None
+
+
+class VersionReport(VersionDetail):
+    """One version with its manifest, and its evaluations, newest first."""
+
+    evaluations: list[Evaluation]
+
+
 @dataclass
 class Releases:
     registry: Registry
     router: Router
+    dataplane: DataPlane
+    evaluations: EvaluationStore
+    max_eval_rows: int = 100_000
 
     async def push(
         self, upload: Path, actor: str, *, promote: bool = False, observe: PhaseObserver = ignore_phase
-    ) -> tuple[PushStatus, PushOutcome]:
-        """Load the package at ``upload``: live if it is the model's first version (or
-        ``promote``), staged otherwise."""
+    ) -> tuple[PushStatus, PushReport]:
+        """Load the package at ``upload``: live if it is the model's first version, staged
+        otherwise; promoted when asked, past the model's default gates if it has some."""
         result = await self.registry.push(upload, actor, observe=observe)
         record = result.record
         model, version = record.model, str(record.version)
+        gates = self.evaluations.gates(model)
+        evaluation = None
         if [served.version for served in self.registry.served_versions(model)] == [version]:
             self.router.adopt(model, version, actor)  # the only loaded version: the model's first
+        elif gates is not None and result.status is not PushStatus.UNCHANGED:
+            data = await asyncio.to_thread(self.evaluations.data_path(gates.data_sha256).read_bytes)
+            evaluation = await self.evaluate(
+                model, version, data, gates.gates, actor, promote=promote or gates.auto_promote
+            )
         elif promote and self.router.role(model, version) != "live":
             await self.router.promote(model, version, actor, "pushed with promote")
-        return result.status, result.outcome(await self.router.serving(model))
+        outcome = result.outcome(await self.router.serving(model))
+        return result.status, PushReport(**dict(outcome), evaluation=evaluation)
+
+    async def evaluate(
+        self,
+        model: str,
+        version: str,
+        data: bytes,
+        gates: list[str],
+        actor: str,
+        *,
+        promote: bool = False,
+        record: bool = True,
+    ) -> Evaluation:
+        """Measure ``version`` on the evaluation set ``data`` and judge ``gates``; with
+        ``promote``, it goes live only when every gate passes. Recorded on the version (and
+        audited) unless ``record`` is false."""
+        parsed = parse_gates(gates)
+        served = self.registry.resolve(model, version)
+        evalset = await asyncio.to_thread(read_eval_set, data, served, self.max_eval_rows)
+        live = self.registry.resolve(model, self.router.live_version(model))
+        result = await evaluate(self.dataplane, served, live, evalset, parsed)
+        if promote and result.passed is not False and self.router.role(model, version) != "live":
+            reason = f"passed {', '.join(gates)}" if gates else "evaluated and promoted"
+            await self.router.promote(model, version, actor, reason)
+            result.promoted = True
+        if record:
+            self._record(result, actor)
+        return result
+
+    def _record(self, result: Evaluation, actor: str) -> None:
+        result.at = audit.now()
+        result.by = actor
+        verdict = {True: "passed", False: "failed", None: "measured"}[result.passed]
+        failed = [g.reason for g in result.gates if not g.passed]
+        with self.registry.storage.tables.transaction() as connection:
+            self.evaluations.record(result.model, result.version, actor, result.model_dump_json())
+            audit.append(
+                connection,
+                audit.AuditEvent(
+                    actor=actor,
+                    action="evaluate",
+                    model=result.model,
+                    version=result.version,
+                    to_value=f"{verdict}{' and promoted' if result.promoted else ''}",
+                    reason="; ".join(failed),
+                    details={
+                        "metrics": result.metrics,
+                        "gates": [g.model_dump() for g in result.gates],
+                        "rows": result.rows,
+                        "data_sha256": result.data_sha256,
+                    },
+                ),
+            )
+
+    async def set_gates(
+        self, model: str, gates: list[str], auto_promote: bool, data: bytes, actor: str
+    ) -> GateConfig:
+        """``model``'s default gates and evaluation set, checked against its live version."""
+        parse_gates(gates)
+        served = self.registry.resolve(model, self.router.live_version(model))
+        evalset = await asyncio.to_thread(read_eval_set, data, served, self.max_eval_rows)
+        with self.registry.storage.tables.transaction() as connection:
+            self.evaluations.set_gates(model, gates, auto_promote, data, evalset.digest, evalset.rows, actor)
+            audit.append(
+                connection,
+                audit.AuditEvent(
+                    actor=actor,
+                    action="gates-set",
+                    model=model,
+                    to_value=", ".join(gates) + (" (auto-promote)" if auto_promote else ""),
+                    details={"data_sha256": evalset.digest, "rows": evalset.rows},
+                ),
+            )
+        config = self.evaluations.gates(model)
+        assert config is not None
+        return config
+
+    def gates(self, model: str) -> GateConfig:
+        config = self.evaluations.gates(model)
+        if config is None:
+            how = f"mdeploy gates set {model} --eval eval.npz --gate ..."
+            raise NotFound(f"model '{model}' has no default gates; set them with: {how}")
+        return config
+
+    def clear_gates(self, model: str, actor: str) -> None:
+        with self.registry.storage.tables.transaction() as connection:
+            if not self.evaluations.clear_gates(model):
+                raise NotFound(f"model '{model}' has no default gates")
+            audit.append(connection, audit.AuditEvent(actor=actor, action="gates-clear", model=model))
+
+    async def version_report(self, model: str, version: int) -> VersionReport:
+        record = self.registry.version_record(model, version)
+        serving = await self.router.serving(model) if self.registry.is_loaded(model) else None
+        stored = self.evaluations.of_version(model, str(version))
+        evaluations = [Evaluation.model_validate_json(text) for text in stored]
+        return VersionReport(**dict(record.detail(serving)), evaluations=evaluations)
 
     async def delete_version(
         self, model: str, version: int, actor: str, *, force: bool, reason: str

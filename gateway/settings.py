@@ -64,6 +64,10 @@ class GatewaySettings(BaseSettings):
     """Most elements in one input tensor; more get 413."""
     max_upload_bytes: int = Field(default=1024 * MiB, ge=1024)
     """Largest package upload; larger ones get 413 and nothing is stored."""
+    max_eval_bytes: int = Field(default=256 * MiB, ge=1024)
+    """Largest evaluation set upload (gates, compare); larger ones get 413."""
+    max_eval_rows: int = Field(default=100_000, ge=1)
+    """Most rows in an evaluation set."""
 
     # ---- batching in the gateway ----
     batch_max_rows: int = Field(default=64, ge=1)

@@ -89,6 +89,10 @@ class AuditEntry(BaseModel):
     details: dict[str, Any]
 
 
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
 def append(connection: sqlite3.Connection, event: AuditEvent) -> None:
     """Append ``event``; call it inside the transaction that makes the change."""
     connection.execute(

@@ -21,8 +21,9 @@ from starlette.routing import Route
 from core.errors import InvalidInput, NotFound, PayloadTooLarge
 from gateway.auth import KeyScope, requires
 from gateway.registry.audit import AuditEntry
-from gateway.registry.records import ModelInfo, PushOutcome, PushStatus, VersionDetail, VersionInfo
+from gateway.registry.records import ModelInfo, PushStatus, VersionInfo
 from gateway.registry.service import Registry
+from gateway.releases import PushReport, VersionReport
 from gateway.rest.api_doc import Operation, Param, documented
 from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
@@ -51,9 +52,9 @@ FLAG = {"type": "boolean"}
 PUSH = Operation(
     "Upload a package (raw body): verify, store, load; the model's first version goes live, later "
     "ones are staged unless promote=true (201: created or restored)",
-    answer=PushOutcome,
+    answer=PushReport,
     status=201,
-    also={200: PushOutcome},
+    also={200: PushReport},
     errors=(400, 409, 413, 422, 503),
     body_media={"application/octet-stream": {"type": "string", "format": "binary"}},
     params=(Param("promote", FLAG),),
@@ -122,13 +123,11 @@ async def get_model(request: Request) -> Response:
     return ModelResponse(await gateway_state(request).releases.model_info(request.path_params["model"]))
 
 
-@documented(Operation("One version with its manifest", answer=VersionDetail, errors=(404,)))
+@documented(Operation("One version with its manifest and evaluations", answer=VersionReport, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_version(request: Request) -> Response:
-    state = gateway_state(request)
-    record = state.registry.version_record(request.path_params["model"], _version(request))
-    serving = await state.router.serving(record.model) if state.registry.is_loaded(record.model) else None
-    return ModelResponse(record.detail(serving))
+    releases = gateway_state(request).releases
+    return ModelResponse(await releases.version_report(request.path_params["model"], _version(request)))
 
 
 @documented(Operation("Download the package", answer_media="application/octet-stream", errors=(404,)))

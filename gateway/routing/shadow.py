@@ -25,37 +25,58 @@ _LATENCIES_KEPT = 1000
 def answers_agree(
     answered: Mapping[str, np.ndarray], copied: Mapping[str, np.ndarray], label_output: str | None
 ) -> bool:
-    if label_output is not None and label_output in answered:
-        return label_output in copied and _same_labels(answered[label_output], copied[label_output])
-    return all(name in copied and _same(array, copied[name]) for name, array in answered.items())
+    """Whether the copy's answer is the same answer, in every row."""
+    agreeing = agreeing_rows(answered, copied, label_output)
+    return agreeing is not None and bool(np.all(agreeing))
 
 
-def _same_labels(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape:
-        return False
-    if a.ndim == 0 or a.shape[-1] == 1:
-        return bool(np.array_equal(a, b))
-    return bool(np.array_equal(np.argmax(a, axis=-1), np.argmax(b, axis=-1)))
+def agreeing_rows(
+    answered: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], label_output: str | None
+) -> np.ndarray | None:
+    """Per row (first dimension), whether ``other`` answers as ``answered`` does; None when the
+    two answers do not even have the same outputs and shapes."""
+    names = [label_output] if label_output is not None and label_output in answered else list(answered)
+    rows: np.ndarray | None = None
+    for name in names:
+        a, b = answered[name], other.get(name)
+        if b is None or a.shape != b.shape:
+            return None
+        same = _same_rows(a, b, labels=name == label_output)
+        rows = same if rows is None else rows & same
+    return rows
+
+
+def _same_rows(a: np.ndarray, b: np.ndarray, *, labels: bool) -> np.ndarray:
+    if a.ndim == 0:
+        return np.array([bool(np.array_equal(a, b))])
+    if a.dtype.kind not in "fc":
+        return _flat(a == b)
+    if (labels or _is_probabilities(a)) and a.ndim >= 2 and a.shape[-1] > 1:
+        return _flat(np.argmax(a, axis=-1) == np.argmax(b, axis=-1))
+    scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
+    return _flat(np.isclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True))
+
+
+def _flat(same: np.ndarray) -> np.ndarray:
+    """Per row: every element of the row agrees."""
+    if same.ndim > 1:
+        return np.asarray(same.reshape(same.shape[0], -1).all(axis=1))
+    return np.asarray(same)
+
+
+def is_probabilities(a: np.ndarray) -> bool:
+    """Rows of non-negative scores that sum to 1: a classifier's class probabilities."""
+    return _is_probabilities(a)
 
 
 def _is_probabilities(a: np.ndarray) -> bool:
     return (
         a.ndim >= 2
         and a.shape[-1] > 1
+        and a.dtype.kind == "f"
         and bool(np.all(a >= 0))
         and bool(np.allclose(a.sum(axis=-1), 1.0, atol=1e-3))
     )
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind not in "fc":
-        return bool(np.array_equal(a, b))
-    if _is_probabilities(a):
-        return _same_labels(a, b)
-    scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
-    return bool(np.allclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True))
 
 
 class ShadowStatus(BaseModel):

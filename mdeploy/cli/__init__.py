@@ -37,6 +37,7 @@ COMMAND_ORDER = (
     "pull_cmd",
     "predict_cmd",
     "deployment_cmd",
+    "gates_cmd",
     "delete_cmd",
     "keys_cmd",
     "serve_cmd",

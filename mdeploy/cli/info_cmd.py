@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mdeploy.cli.evaluation_set import evaluation_table, verdict_line
 from mdeploy.cli.list_cmd import versions_table
 from mdeploy.cli.output import table_console
 from mdeploy.cli.registry_client import Reference, add_gateway_arguments, connect
@@ -21,7 +22,8 @@ def register(subparsers: Any) -> None:
         "info",
         help="show a model's versions, or one version's manifest",
         description="NAME lists every version of a model, deleted ones included; NAME:VERSION shows "
-        "that version: state, digest, who pushed it, signature, labels, serving hints, metrics. "
+        "that version: what it serves, digest, who pushed it, signature, labels, serving hints, "
+        "metrics, and its latest evaluation with the gates it passed or failed. "
         "Needs an admin API key.",
     )
     parser.add_argument("reference", metavar="NAME[:VERSION]", help="e.g. digits-sklearn or digits-sklearn:2")
@@ -47,9 +49,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _show_version(console: Console, record: dict[str, Any]) -> None:
     manifest = record["manifest"]
-    console.print(f"[bold]{escape(record['name'])}[/] version {record['version']} ({record['state']})")
+    role = record.get("role") or ("deleted" if record["state"] == "retired" else record["state"])
+    console.print(f"[bold]{escape(record['name'])}[/] version {record['version']} ({role})")
     for table in (_overview(record, manifest), _signature(manifest)):
         console.print(table)
+    evaluations = record.get("evaluations") or []
+    if evaluations:
+        latest = evaluations[0]
+        console.print(evaluation_table(latest))
+        console.print(
+            f"{verdict_line(latest)} ({latest['at'][:19].replace('T', ' ')} by {latest['by']}; "
+            f"{len(evaluations)} evaluation(s) recorded)",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _overview(record: dict[str, Any], manifest: dict[str, Any]) -> Table:
