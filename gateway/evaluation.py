@@ -11,9 +11,8 @@ inference servers as any request:
 * and, for ``agreement``, through the live version too, compared row by row as shadow copies are
   (``gateway.routing.shadow``).
 
-``accuracy`` needs labels and a label the model predicts: an integer output of one value per
-row, else the arg-max of the output its labels index or of a probability output. ``logloss``
-needs labels and a probability output. What cannot be measured is null, with the reason.
+``accuracy`` needs labels and a label the model predicts, ``logloss`` labels and a probability
+output (``core.answers``). What cannot be measured is null, with the reason.
 """
 
 from __future__ import annotations
@@ -28,16 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import AwareDatetime, BaseModel
 
+from core.answers import agreeing_rows, label_metrics
 from core.errors import InvalidInput
 from core.gates import Gate, judge
 from gateway.catalog import ServedVersion
 from gateway.dataplane import DataPlane, InferenceRequest
-from gateway.routing.shadow import agreeing_rows, is_probabilities
 
 LABELS_KEY = "__labels__"
 BATCH_ROWS = 32
 LATENCY_REQUESTS = 200
-_PROBABILITY_FLOOR = 1e-15
 
 
 @dataclass(frozen=True)
@@ -115,8 +113,8 @@ async def evaluate(
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
     }
-    unmeasured: dict[str, str] = {}
-    _label_metrics(served, outputs, data.labels, metrics, unmeasured)
+    labelled, unmeasured = label_metrics(outputs, served.label_output, served.labels, data.labels)
+    metrics.update(labelled)
     against = None
     if live is not None and live.version != served.version:
         against = live.version
@@ -173,66 +171,3 @@ async def _latencies(dataplane: DataPlane, served: ServedVersion, data: EvalSet)
         await dataplane.infer(_request(served, inputs))
         times.append((time.perf_counter() - started) * 1000.0)
     return np.array(times)
-
-
-def _label_metrics(
-    served: ServedVersion,
-    outputs: Mapping[str, np.ndarray],
-    labels: np.ndarray | None,
-    metrics: dict[str, float | None],
-    unmeasured: dict[str, str],
-) -> None:
-    if labels is None:
-        unmeasured["accuracy"] = unmeasured["logloss"] = "no labels were given (--labels)"
-        return
-    truth = _label_indices(served, labels)
-    predicted = predicted_labels(served, outputs)
-    if predicted is None:
-        unmeasured["accuracy"] = "the model predicts no label (no integer or probability output)"
-    else:
-        metrics["accuracy"] = float(np.mean(predicted == truth))
-    probabilities = _probabilities(served, outputs)
-    if probabilities is None:
-        unmeasured["logloss"] = "the model has no probability output"
-    elif truth.dtype.kind not in "iu" or truth.min() < 0 or truth.max() >= probabilities.shape[1]:
-        unmeasured["logloss"] = f"labels must be class indices below {probabilities.shape[1]} for logloss"
-    else:
-        chosen = probabilities[np.arange(truth.shape[0]), truth]
-        metrics["logloss"] = float(-np.mean(np.log(np.clip(chosen, _PROBABILITY_FLOOR, 1.0))))
-
-
-def _label_indices(served: ServedVersion, labels: np.ndarray) -> np.ndarray:
-    if labels.dtype.kind in "iu":
-        return labels.astype(np.int64)
-    if labels.dtype.kind in "US":
-        if not served.labels:
-            raise InvalidInput("labels are names, but the package has no class names; give class indices")
-        index = {name: i for i, name in enumerate(served.labels)}
-        unknown = sorted({str(label) for label in labels if str(label) not in index})
-        if unknown:
-            raise InvalidInput(
-                f"unknown class names in the labels: {unknown[:5]}; classes: {list(served.labels)[:20]}"
-            )
-        return np.array([index[str(label)] for label in labels], np.int64)
-    if labels.dtype.kind == "f" and np.all(labels == np.round(labels)):
-        return labels.astype(np.int64)
-    raise InvalidInput(f"labels must be class indices (integers) or class names, not {labels.dtype}")
-
-
-def predicted_labels(served: ServedVersion, outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """The label each row gets: an integer output of one value per row, else the arg-max of the
-    labelled output or of a probability output; None for a model that predicts no label."""
-    for array in outputs.values():
-        if array.dtype.kind in "iu" and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
-            return array.reshape(-1).astype(np.int64)
-    scores = outputs.get(served.label_output) if served.label_output else None
-    if scores is None or scores.ndim != 2:
-        scores = _probabilities(served, outputs)
-    return None if scores is None else np.argmax(scores, axis=1)
-
-
-def _probabilities(served: ServedVersion, outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    labelled = outputs.get(served.label_output) if served.label_output else None
-    if labelled is not None and is_probabilities(labelled) and labelled.ndim == 2:
-        return labelled
-    return next((a for a in outputs.values() if a.ndim == 2 and is_probabilities(a)), None)

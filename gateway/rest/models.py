@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from core import __version__
+from core.errors import InvalidInput
 from core.signature import TensorSpec
 from gateway.auth.authorization import requires
 from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
-from gateway.rest.api_doc import Operation, documented
+from gateway.rest.api_doc import Operation, Param, documented
 from gateway.rest.responses import ModelResponse, error_response
 from gateway.rest.state import gateway_state
+from gateway.search import MAX_QUERY, SearchQuery, VersionMatch, search
 from gateway.serving import Serving
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
@@ -74,6 +76,8 @@ class ServingModel(BaseModel):
     default_version: str | None
     """The version every request naming none gets; null while a rollout splits them (``serving``)."""
     serving: Serving
+    matches: list[VersionMatch] | None = None
+    """With a search (``q``, ``framework``, ``input``, ``data_sha256``): the versions that matched."""
 
 
 class ServingModels(BaseModel):
@@ -146,19 +150,59 @@ async def model_ready(request: Request) -> Response:
     return ModelResponse(ModelReadiness(name=served.name, version=served.version, ready=True))
 
 
-@documented(Operation("The models this key may call, and what serves each", answer=ServingModels))
+SEARCH_PARAMS = (
+    Param("q", {"type": "string", "maxLength": MAX_QUERY}, description="words, all of which must match"),
+    Param("framework", {"type": "string", "maxLength": 32}),
+    Param("input", {"type": "string", "maxLength": 256}, description="an input tensor's name"),
+    Param(
+        "data_sha256", {"type": "string", "maxLength": 64}, description="a training data file's sha256 prefix"
+    ),
+)
+
+
+@documented(
+    Operation(
+        "The models this key may call and what serves each; with q (and filters), those whose "
+        "loaded versions match, in names, descriptions, tags, frameworks, signatures and provenance",
+        answer=ServingModels,
+        errors=(400,),
+        params=SEARCH_PARAMS,
+    )
+)
 @requires(KeyScope.PREDICT)
 async def list_models(request: Request) -> Response:
     state = gateway_state(request)
     key = request.state.api_key
+    params = request.query_params
+    try:
+        query = SearchQuery(
+            text=params.get("q", ""),
+            framework=params.get("framework") or None,
+            input=params.get("input") or None,
+            data_sha256=params.get("data_sha256") or None,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InvalidInput(f"{first['loc'][0]}: {first['msg']}") from None
+    query.check()
+    found: dict[str, list[VersionMatch]] | None = None
+    if not query.empty:
+        loaded = [r for m in state.registry.models() for r in m.versions if key.allows_model(r.model)]
+        found = search(query, loaded, lambda model, version: state.router.role(model, version) or "staged")
     models = []
     for name in state.catalog.model_names():
-        if not key.allows_model(name):
+        if not key.allows_model(name) or (found is not None and name not in found):
             continue
         serving = await state.router.serving(name)
         versions = [v.version for v in state.catalog.served_versions(name)]
         models.append(
-            ServingModel(name=name, versions=versions, default_version=serving.live_version, serving=serving)
+            ServingModel(
+                name=name,
+                versions=versions,
+                default_version=serving.live_version,
+                serving=serving,
+                matches=found[name] if found is not None else None,
+            )
         )
     return ModelResponse(ServingModels(models=models))
 

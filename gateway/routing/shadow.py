@@ -1,11 +1,7 @@
 """Shadow comparisons: does the candidate's answer agree with the one returned, and how fast was it?
 
-Agreement means what a user of the model would call the same answer:
-
-* a classifier's: the same label per row, the arg-max of the output its labels index (or of any
-  output whose rows are probabilities: non-negative and summing to 1);
-* integer, boolean and string outputs: equal;
-* other (regression) outputs: equal within ``RTOL`` relative and ``ATOL`` of the answer's scale.
+Agreement means what a user of the model would call the same answer (``core.answers``): the
+same label for classifiers, equal integers or strings, floats equal within a tolerance.
 """
 
 from __future__ import annotations
@@ -16,67 +12,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel
 
-RTOL = 1e-3
-ATOL = 1e-4
-"""Absolute tolerance, times the largest magnitude of the returned answer (at least 1)."""
+from core.answers import agreeing_rows
+
 _LATENCIES_KEPT = 1000
 
 
 def answers_agree(
     answered: Mapping[str, np.ndarray], copied: Mapping[str, np.ndarray], label_output: str | None
 ) -> bool:
-    """Whether the copy's answer is the same answer, in every row."""
+    """Whether the copy's answer is the same answer, in every row (``core.answers``)."""
     agreeing = agreeing_rows(answered, copied, label_output)
     return agreeing is not None and bool(np.all(agreeing))
-
-
-def agreeing_rows(
-    answered: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray], label_output: str | None
-) -> np.ndarray | None:
-    """Per row (first dimension), whether ``other`` answers as ``answered`` does; None when the
-    two answers do not even have the same outputs and shapes."""
-    names = [label_output] if label_output is not None and label_output in answered else list(answered)
-    rows: np.ndarray | None = None
-    for name in names:
-        a, b = answered[name], other.get(name)
-        if b is None or a.shape != b.shape:
-            return None
-        same = _same_rows(a, b, labels=name == label_output)
-        rows = same if rows is None else rows & same
-    return rows
-
-
-def _same_rows(a: np.ndarray, b: np.ndarray, *, labels: bool) -> np.ndarray:
-    if a.ndim == 0:
-        return np.array([bool(np.array_equal(a, b))])
-    if a.dtype.kind not in "fc":
-        return _flat(a == b)
-    if (labels or _is_probabilities(a)) and a.ndim >= 2 and a.shape[-1] > 1:
-        return _flat(np.argmax(a, axis=-1) == np.argmax(b, axis=-1))
-    scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
-    return _flat(np.isclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True))
-
-
-def _flat(same: np.ndarray) -> np.ndarray:
-    """Per row: every element of the row agrees."""
-    if same.ndim > 1:
-        return np.asarray(same.reshape(same.shape[0], -1).all(axis=1))
-    return np.asarray(same)
-
-
-def is_probabilities(a: np.ndarray) -> bool:
-    """Rows of non-negative scores that sum to 1: a classifier's class probabilities."""
-    return _is_probabilities(a)
-
-
-def _is_probabilities(a: np.ndarray) -> bool:
-    return (
-        a.ndim >= 2
-        and a.shape[-1] > 1
-        and a.dtype.kind == "f"
-        and bool(np.all(a >= 0))
-        and bool(np.allclose(a.sum(axis=-1), 1.0, atol=1e-3))
-    )
 
 
 class ShadowStatus(BaseModel):

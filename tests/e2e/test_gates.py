@@ -13,17 +13,20 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from core.server_process import ServerProcess, start_server_process
-from examples.digits import LABELS, load_data
+from examples.digits import load_data
 from gateway.process import GatewayProcess, start_gateway_process
-from modelpkg.builder import build
 from tests.e2e.conftest import run_cli
+from tests.e2e.digit_variants import digits_package
 
 MODEL = "gated-digits"
+
+
+def _package(folder: Path, name: str, rows_per_class: int, c: float) -> Path:
+    return digits_package(folder, MODEL, name, rows_per_class, c)
+
+
 ENV = {"MDEPLOY_RATE_LIMIT_PREDICT": "1000000/minute", "MDEPLOY_RATE_LIMIT_ADMIN": "1000000/minute"}
 
 
@@ -48,26 +51,6 @@ class Gated:
                 client.post(f"/v1/models/{MODEL}:predict", json=rows).headers["x-model-version"]
                 for _ in range(20)
             }
-
-
-def _package(folder: Path, name: str, rows_per_class: int, c: float) -> Path:
-    """LogisticRegression on ``rows_per_class`` training rows of each digit: few rows, weak model."""
-    data = load_data()
-    chosen = np.concatenate([np.flatnonzero(data.y_train == d)[:rows_per_class] for d in range(10)])
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500, random_state=0))
-    model.fit(data.x_train[chosen], data.y_train[chosen])
-    return build(
-        model,
-        folder / f"{name}.pkg",
-        name=MODEL,
-        samples=data.x_test[:8],
-        input_names=["pixels"],
-        output_names=["label", "probabilities"],
-        labels=LABELS,
-        labels_output="probabilities",
-        description=name,
-        code_dir=None,
-    ).path
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_commands_are_listed_in_the_order_of_a_models_life(capsys: pytest.Captur
     lines = text.split("COMMAND\n", 1)[1].splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("    ") and line[4] != " "]
     assert listed == [
-        "package", "inspect", "push", "list", "info", "pull", "predict",
+        "package", "inspect", "push", "list", "search", "info", "compare", "pull", "predict",
         "rollout", "status", "rollback", "promote", "history", "gates", "delete", "keys", "serve",
     ]  # fmt: skip
 
