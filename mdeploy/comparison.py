@@ -225,6 +225,7 @@ def static_rows(columns: list[Column]) -> list[tuple[str, list[str]]]:
         ("converter", lambda c: f"{c.manifest.framework.converter} (opset {c.manifest.framework.opset})"),
         ("signature", lambda c: signature(c.manifest)),
         ("parity", lambda c: parity(c.manifest)),
+        ("optimisation", lambda c: optimisation(c.manifest)),
         ("data", lambda c: data_hashes(c.manifest)),
         ("code commit", lambda c: (c.manifest.provenance.code_commit or "-")[:12]),
         ("parent", lambda c: (c.manifest.provenance.parent_digest or "-")[:12]),
@@ -234,6 +235,20 @@ def static_rows(columns: list[Column]) -> list[tuple[str, list[str]]]:
     for name in sorted({name for c in columns for name in c.manifest.metrics}):
         table.append((f"recorded {name}", [_number(c.manifest.metrics.get(name)) for c in columns]))
     return table
+
+
+def optimisation(manifest: Manifest) -> str:
+    record = manifest.optimization
+    if record is None:
+        return "-"
+    what = [f"{record.quantization} int8"] if record.quantization else []
+    if record.graph_optimized:
+        what.append("graph optimised")
+    parent, agreement = record.float_model_sha256[:12], record.agreement_with_float
+    text = f"{' + '.join(what)}; agrees with float {parent} on {agreement:.1%}"
+    if record.accuracy_delta is not None:
+        text += f", accuracy {record.accuracy_delta:+.4f}"
+    return text
 
 
 def parity(manifest: Manifest) -> str:

@@ -9,6 +9,7 @@ importing this module loads neither TensorFlow nor scikit-learn.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -44,6 +45,7 @@ from modelpkg.manifest import (
     Manifest,
     ManifestSignature,
     Metadata,
+    Optimization,
     Provenance,
     ServingHints,
     dump_manifest,
@@ -52,6 +54,7 @@ from modelpkg.manifest import (
 from modelpkg.manifest import (
     Framework as FrameworkInfo,
 )
+from modelpkg.optimization import QUANTIZED_TOLERANCE, OptimizationRequest, optimize_model
 from modelpkg.reader import read_package
 from modelpkg.samples import Samples, dump_samples
 from modelpkg.signature import fill_output_shapes, signature_of
@@ -123,6 +126,7 @@ def build(
     created_by: str | None = None,
     code_dir: str | Path | None = ".",
     steps: Steps | None = None,
+    optimization: OptimizationRequest | None = None,
 ) -> BuiltPackage:
     """Convert ``model``, check parity on ``samples`` and write the package to ``output``.
 
@@ -135,7 +139,11 @@ def build(
     when there is one such output). ``parent`` is the digest or path of the package this one
     follows. ``created_at`` defaults to ``SOURCE_DATE_EPOCH``, then the newest modification time of
     the model, samples and data files, then (objects in memory only) now; the code commit is
-    read from the git checkout at ``code_dir`` (None: not recorded).
+    read from the git checkout at ``code_dir`` (None: not recorded). ``optimization`` then
+    optimises or quantises the checked float model (``modelpkg.optimization``): the package holds
+    the result, checked against the original model's outputs with ``tolerance`` (for a quantised
+    model, QUANTIZED_TOLERANCE unless ``tolerance`` is given), its float model's sha256 as the
+    parent, and the manifest records what it changed.
 
     Raises InvalidInput for bad arguments and ConversionError when conversion fails or the
     ONNX model disagrees with the original beyond ``tolerance``.
@@ -170,7 +178,13 @@ def build(
         )
     checked = _check_parity(converted, arrays, input_names, output_names, tolerance, steps)
     chosen = _labels(labels, labels_output, checked)
-    manifest, entries = _contents(metadata, checked, chosen, include_source)
+    record = None
+    if optimization is not None and optimization.wanted:
+        checked, record = _optimized(checked, optimization, chosen, tolerance, steps)
+        if metadata.provenance.parent_digest is None:
+            provenance = metadata.provenance.model_copy(update={"parent_digest": record.float_model_sha256})
+            metadata = metadata.model_copy(update={"provenance": provenance})
+    manifest, entries = _contents(metadata, checked, chosen, include_source, record)
     with steps.step("Writing the package"):
         digest = _write(target, entries)
     return BuiltPackage(target, digest, manifest)
@@ -272,6 +286,38 @@ def _check_parity(
     return _Model(converted, in_map | out_map, public, raw, Samples(inputs, expected), report)
 
 
+def _optimized(
+    checked: _Model,
+    request: OptimizationRequest,
+    labels: tuple[list[str], str] | None,
+    tolerance: float,
+    steps: Steps,
+) -> tuple[_Model, Optimization]:
+    """The checked float model optimised or quantised, and checked again against the original."""
+    what = f"{request.quantize} quantization" if request.quantize else "graph optimisation"
+    public = [value.name for value in graph_inputs(checked.onnx.graph)]
+
+    def bound(rows: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        return None if rows is None else bind_samples(rows, checked.onnx, public)
+
+    request = dataclasses.replace(
+        request, calibration=bound(request.calibration), evaluation=bound(request.evaluation)
+    )
+    with steps.step(f"Applying {what} with onnxruntime"):
+        names, output = (labels[0], labels[1]) if labels else ([], None)
+        raw, record = optimize_model(checked.onnx_bytes, request, checked.samples.inputs, output, names)
+    limit = QUANTIZED_TOLERANCE if request.quantize and tolerance == DEFAULT_TOLERANCE else tolerance
+    with steps.step("Checking parity of the optimised model with the original"):
+        report = compare(checked.samples.outputs, run_onnx(raw, checked.samples.inputs), limit)
+    if not report.passed:
+        raise ConversionError(
+            f"after {what}, {report.failure_message()}; "
+            "the optimised model answers differently on the samples: raise --tolerance or leave it out"
+        )
+    model = onnx.load_from_string(raw)
+    return _Model(checked.converted, checked.renamed, model, raw, checked.samples, report), record
+
+
 def _rows(arrays: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(arrays.values())).shape[0])
 
@@ -341,7 +387,11 @@ def _guess_labels_output(signature: ManifestSignature, count: int) -> str:
 
 
 def _contents(
-    metadata: Metadata, checked: _Model, labels: tuple[list[str], str] | None, include_source: bool
+    metadata: Metadata,
+    checked: _Model,
+    labels: tuple[list[str], str] | None,
+    include_source: bool,
+    optimization: Optimization | None = None,
 ) -> tuple[Manifest, dict[str, bytes | Path]]:
     entries: dict[str, bytes | Path] = {
         MODEL_ENTRY: checked.onnx_bytes,
@@ -364,6 +414,7 @@ def _contents(
             labels=Labels(names=labels[0], output=labels[1]) if labels else None,
             parity=parity_record(checked.parity),
             files={name: _sha256(value) for name, value in entries.items()},
+            optimization=optimization,
         )
     except ValidationError as exc:
         raise InvalidInput(f"invalid package metadata: {first_error(exc)}") from None

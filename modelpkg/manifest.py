@@ -163,6 +163,29 @@ class Parity(_Model):
     outputs: dict[TensorName, OutputParity]
 
 
+class Optimization(_Model):
+    """What was traded for latency (``modelpkg.optimization``), and what it cost.
+
+    ``agreement_with_float`` is the share of ``evaluated_on`` rows where the optimised model
+    answers as the float one does; with labels, both accuracies and their difference.
+    """
+
+    quantization: Literal["dynamic", "static"] | None
+    graph_optimized: bool
+    float_model_sha256: Sha256
+    """The float model.onnx this one was made from (also the provenance's parent)."""
+    float_model_bytes: int = Field(ge=0)
+    calibration_rows: int | None = Field(default=None, ge=1)
+    calibration_source: Literal["calibration", "samples"] | None = None
+    evaluated_on: Literal["samples", "evaluation data"]
+    evaluation_rows: int = Field(ge=1)
+    agreement_with_float: float = Field(ge=0.0, le=1.0)
+    max_abs_error_vs_float: NonNegativeFloat
+    accuracy_float: float | None = Field(default=None, ge=0.0, le=1.0)
+    accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    accuracy_delta: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
 class Metadata(_Model):
     """What the person packaging the model states about it."""
 
@@ -184,6 +207,8 @@ class Manifest(Metadata):
     labels: Labels | None = None
     parity: Parity
     files: dict[str, Sha256]
+    optimization: Optimization | None = None
+    """Set when the model was optimised or quantised after conversion."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -210,7 +235,10 @@ def _check_labels(labels: Labels, signature: ManifestSignature) -> None:
 
 def dump_manifest(manifest: Manifest) -> bytes:
     """Canonical JSON bytes: sorted keys, fixed separators, trailing newline."""
-    data = manifest.model_dump(mode="json")
+    # A package without optimisation has no such key: its bytes are what they were before the field.
+    data = manifest.model_dump(
+        mode="json", exclude={"optimization"} if manifest.optimization is None else None
+    )
     return (
         json.dumps(data, sort_keys=True, indent=2, separators=(",", ": "), ensure_ascii=False) + "\n"
     ).encode()

@@ -15,7 +15,9 @@ from core.errors import InvalidInput
 from mdeploy.cli.progress import QuietSteps, RichSteps
 from modelpkg import DEFAULT_TOLERANCE, ServingHints, build
 from modelpkg.builder import DEFAULT_SAMPLE_ROWS
-from modelpkg.inputs import load_labels
+from modelpkg.inputs import load_labels, load_samples
+from modelpkg.manifest import Optimization
+from modelpkg.optimization import OptimizationRequest
 
 DESCRIPTION = """\
 Convert a trained model to ONNX, check that the ONNX model computes what the original
@@ -44,6 +46,7 @@ def register(subparsers: Any) -> None:
     _model_arguments(parser)
     _metadata_arguments(parser)
     _serving_arguments(parser)
+    _optimization_arguments(parser)
     parser.add_argument("-o", "--output", required=True, type=Path, help="the package file to write")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.set_defaults(handler=run)
@@ -166,6 +169,63 @@ def _serving_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _optimization_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "latency versus accuracy",
+        "onnxruntime's quantization and graph optimisation, applied after the parity check; the "
+        "manifest records the float model's sha256 as the parent and what the change cost",
+    )
+    add = group.add_argument
+    add(
+        "--quantize",
+        choices=["dynamic", "static"],
+        help="int8 weights (dynamic: activations at run time; static: calibrated activations too)",
+    )
+    add(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="static: calibration rows, .npy or .npz by input name",
+    )
+    add("--optimize", action="store_true", help="save onnxruntime's optimised graph (extended level)")
+    add("--eval-data", type=Path, metavar="FILE", help="rows to measure the change on (default: the samples)")
+    add(
+        "--eval-labels",
+        type=Path,
+        metavar="FILE",
+        help="labels of --eval-data (.npy): accuracy before and after",
+    )
+
+
+MAX_OPTIMIZATION_ROWS = 100_000
+
+
+def _optimization(args: argparse.Namespace, console: Console) -> OptimizationRequest | None:
+    if args.quantize is None and not args.optimize:
+        for flag, value in (("--calibration", args.calibration), ("--eval-data", args.eval_data)):
+            if value is not None:
+                raise InvalidInput(f"{flag} goes with --quantize or --optimize")
+        return None
+    if args.quantize == "static" and args.calibration is None:
+        console.print(
+            "warning: static quantization calibrates on the samples; a few rows make a weak "
+            "calibration: give --calibration rows.npy",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
+    labels = None
+    if args.eval_labels is not None:
+        labels = next(iter(load_samples(args.eval_labels, MAX_OPTIMIZATION_ROWS).values())).reshape(-1)
+    return OptimizationRequest(
+        quantize=args.quantize,
+        optimize=args.optimize,
+        calibration=load_samples(args.calibration, MAX_OPTIMIZATION_ROWS) if args.calibration else None,
+        evaluation=load_samples(args.eval_data, MAX_OPTIMIZATION_ROWS) if args.eval_data else None,
+        evaluation_labels=labels,
+    )
+
+
 def _metric(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
@@ -206,6 +266,7 @@ def _serving(args: argparse.Namespace) -> ServingHints:
 
 def run(args: argparse.Namespace) -> int:
     progress = Console(stderr=True)
+    optimization = _optimization(args, progress)
     built = build(
         args.model,
         args.output,
@@ -231,11 +292,37 @@ def run(args: argparse.Namespace) -> int:
         include_source=args.include_source,
         created_by=args.created_by,
         steps=QuietSteps() if args.quiet else RichSteps(progress),
+        optimization=optimization,
     )
     parity = built.manifest.parity
-    Console(soft_wrap=True).print(
+    console = Console(soft_wrap=True)
+    console.print(
         f"[bold]{escape(str(built.path))}[/]  {built.manifest.name} {built.manifest.version}  "
-        f"sha256:{built.digest}  parity max abs error {parity.max_abs_error:.3g} ({parity.rows} rows)",
+        f"sha256:{built.digest}  parity max abs error {parity.max_abs_error:.3g} ({parity.rows} rows, "
+        f"tolerance {parity.tolerance:g})",
         highlight=False,
     )
+    if built.manifest.optimization is not None:
+        console.print(describe_optimization(built.manifest.optimization), highlight=False, markup=False)
     return 0
+
+
+def describe_optimization(record: Optimization) -> str:
+    """One line: what changed, the size, and what it cost against the float model."""
+    what = [f"{record.quantization} int8 quantization"] if record.quantization else []
+    if record.graph_optimized:
+        what.append("onnxruntime graph optimisation")
+    line = (
+        f"{' + '.join(what)}: float model sha256:{record.float_model_sha256[:12]} "
+        f"({record.float_model_bytes:,} bytes); answers as the float model on "
+        f"{record.agreement_with_float:.1%} of {record.evaluation_rows} {record.evaluated_on} rows"
+    )
+    if (
+        record.accuracy is not None
+        and record.accuracy_float is not None
+        and record.accuracy_delta is not None
+    ):
+        line += (
+            f"; accuracy {record.accuracy_float:.4f} → {record.accuracy:.4f} ({record.accuracy_delta:+.4f})"
+        )
+    return line

@@ -11,9 +11,11 @@ from typing import Any
 
 import joblib
 import numpy as np
+import onnx
 import pytest
 import skops.io
 
+from examples.onnx_models import mlp
 from mdeploy.cli import main
 from modelpkg import read_package
 from tests.converters import support
@@ -172,3 +174,38 @@ def test_bad_inspect_input_is_one_line_and_an_exit_code(
     names: dict[str, Any] = {"samples": model_files["samples"], "missing": tmp_path / "missing.pkg"}
     assert main([argument.format(**names) for argument in argv]) == code
     assert message in _error(capsys)
+
+
+def test_package_quantize_prints_what_it_traded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    onnx.save(mlp([256, 512, 10], seed=1), tmp_path / "mlp.onnx")
+    np.save(tmp_path / "x.npy", rows[:8])
+    np.save(tmp_path / "eval.npy", rows)
+    np.save(tmp_path / "y.npy", np.arange(64) % 10)
+    common = ["package", str(tmp_path / "mlp.onnx"), "--name", "mlp", "--samples", str(tmp_path / "x.npy")]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(10)))
+    arguments = [
+        *common,
+        "--labels",
+        str(labels),
+        "--quantize",
+        "dynamic",
+        "--eval-data",
+        str(tmp_path / "eval.npy"),
+        "--eval-labels",
+        str(tmp_path / "y.npy"),
+        "-o",
+        str(tmp_path / "q.pkg"),
+        "-q",
+    ]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "dynamic int8 quantization: float model sha256:" in printed
+    assert "of 64 evaluation data rows; accuracy" in printed
+    assert "tolerance 0.05" in printed
+    weak = main([*common, "--quantize", "static", "-o", str(tmp_path / "s.pkg"), "-q"])
+    assert weak == 0
+    assert "weak calibration" in capsys.readouterr().err
+    assert main([*common, "--calibration", str(tmp_path / "x.npy"), "-o", str(tmp_path / "c.pkg")]) == 2
+    assert "--calibration goes with --quantize" in capsys.readouterr().err
