@@ -12,6 +12,7 @@ from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth import KeyScope, KeyStore, parse_expiry
 from gateway.auth import keys as keys_module
 from gateway.db import open_database
+from gateway.registry import audit
 from tests.gateway.conftest import Clock
 
 
@@ -182,3 +183,25 @@ def test_expiry_reads_dates_date_times_and_durations() -> None:
     assert parse_expiry("2w", now) == now + timedelta(weeks=2)
     with pytest.raises(InvalidInput, match="neither a date"):
         parse_expiry("next tuesday", now)
+
+
+def test_keys_created_revoked_and_expired_are_audited_without_their_secret(
+    key_store: KeyStore, clock: Clock
+) -> None:
+    lasting = key_store.create(["predict"], name="lasting", actor="key:admin")
+    brief = key_store.create(["predict"], name="brief", expires_at=key_store.now() + timedelta(hours=1))
+    key_store.revoke(lasting.record.id, actor="key:admin")
+    assert key_store.audit_expiries() == 0
+    clock.advance(3601)
+    assert key_store.audit_expiries() == 1
+    assert key_store.audit_expiries() == 0  # once
+    events = audit.events(key_store._db)  # the store's own connection: one database
+    assert [(e.action, e.actor, e.details["key_id"]) for e in events] == [
+        ("key-expire", "gateway (expiry)", brief.record.id),
+        ("key-revoke", "key:admin", lasting.record.id),
+        ("key-create", "gateway", brief.record.id),
+        ("key-create", "key:admin", lasting.record.id),
+    ]
+    text = repr(events)
+    assert lasting.key.split("_")[2] not in text
+    assert brief.key.split("_")[2] not in text
