@@ -51,6 +51,8 @@ class Column:
     measured: dict[str, float | None] = field(default_factory=dict)
     unmeasured: dict[str, str] = field(default_factory=dict)
     live: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    """The gateway version's latest recorded evaluation (gates), if any."""
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -96,6 +98,7 @@ def gateway_column(client: GatewayClient, model: str, version: str) -> tuple[Col
     manifest = Manifest.model_validate(record["manifest"])
     column = Column(f"{model}:{version}", "gateway", manifest, record["size"], record["digest"])
     column.live = _live_figures(client, model, version)
+    column.evaluation = next(iter(record.get("evaluations") or []), None)
     path = f"/v2/models/{quote(model, safe='')}/versions/{version}/infer"
 
     def infer(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -226,6 +229,7 @@ def static_rows(columns: list[Column]) -> list[tuple[str, list[str]]]:
         ("signature", lambda c: signature(c.manifest)),
         ("parity", lambda c: parity(c.manifest)),
         ("optimisation", lambda c: optimisation(c.manifest)),
+        ("gates", gates),
         ("data", lambda c: data_hashes(c.manifest)),
         ("code commit", lambda c: (c.manifest.provenance.code_commit or "-")[:12]),
         ("parent", lambda c: (c.manifest.provenance.parent_digest or "-")[:12]),
@@ -235,6 +239,16 @@ def static_rows(columns: list[Column]) -> list[tuple[str, list[str]]]:
     for name in sorted({name for c in columns for name in c.manifest.metrics}):
         table.append((f"recorded {name}", [_number(c.manifest.metrics.get(name)) for c in columns]))
     return table
+
+
+def gates(column: Column) -> str:
+    """The latest recorded evaluation: its verdict and each gate's value."""
+    evaluation = column.evaluation
+    if evaluation is None:
+        return "-"
+    verdict = {True: "passed", False: "FAILED", None: "measured"}[evaluation["passed"]]
+    judged = ", ".join(f"{g['gate']} ({_number(g['value'])})" for g in evaluation["gates"])
+    return f"{verdict} {judged}".strip() + f" on {evaluation['rows']} rows"
 
 
 def optimisation(manifest: Manifest) -> str:
@@ -299,6 +313,7 @@ def report(columns: list[Column]) -> dict[str, Any]:
                 "measured": c.measured,
                 "unmeasured": c.unmeasured,
                 "live": c.live,
+                "evaluation": c.evaluation,
             }
             for c in columns
         ]

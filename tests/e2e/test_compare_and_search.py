@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import onnx
 import pytest
 
 from core.server_process import ServerProcess, start_server_process
 from examples.digits import load_data
+from examples.onnx_models import mlp
 from gateway.process import GatewayProcess, start_gateway_process
 from tests.e2e.conftest import run_cli
 from tests.e2e.digit_variants import digits_package
@@ -124,3 +127,47 @@ def test_compare_refuses_what_it_cannot_compare(fleet: Fleet) -> None:
     missing = run_cli(fleet.gateway, "compare", f"{MODEL}:1", f"{MODEL}:9")
     assert missing.returncode == 1
     assert "no version 9" in missing.stderr
+
+
+def test_a_float_and_a_quantised_version_are_arms_and_compare_shows_the_trade(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    rows = np.random.default_rng(5).standard_normal((64, 256)).astype(np.float32)
+    np.save(tmp_path / "x.npy", rows)
+    onnx.save(mlp([256, 512, 10], seed=2), tmp_path / "mlp.onnx")
+    common = [
+        "package",
+        str(tmp_path / "mlp.onnx"),
+        "--name",
+        "mlp-q",
+        "--samples",
+        str(tmp_path / "x.npy"),
+        "-q",
+    ]
+    assert run_cli(fleet.gateway, *common, "-o", str(tmp_path / "float.pkg")).returncode == 0
+    quantized = run_cli(fleet.gateway, *common, "--quantize", "dynamic", "-o", str(tmp_path / "int8.pkg"))
+    assert quantized.returncode == 0, quantized.stderr
+    for name in ("float", "int8"):
+        assert run_cli(fleet.gateway, "push", str(tmp_path / f"{name}.pkg")).returncode == 0
+    started = run_cli(fleet.gateway, "rollout", "mlp-q", "--policy", "epsilon-greedy", "--versions", "1,2")
+    assert started.returncode == 0, started.stderr
+    headers = {"Authorization": f"Bearer {fleet.gateway.admin_key}"}
+    with httpx.Client(base_url=fleet.gateway.url, headers=headers, timeout=30) as client:
+        answers = [
+            client.post("/v1/models/mlp-q:predict", json={"instances": [rows[i].tolist()]}) for i in range(40)
+        ]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.headers["x-model-version"] for a in answers} == {"1", "2"}  # both arms answer
+
+    args = ("compare", "mlp-q:1", "mlp-q:2", "--data", str(tmp_path / "x.npy"), "--json")
+    compared = run_cli(fleet.gateway, *args)
+    assert compared.returncode == 0, compared.stderr
+    float_version, int8 = json.loads(compared.stdout)["versions"]
+    assert int8["size"] < 0.5 * float_version["size"]
+    assert int8["manifest"]["optimization"]["quantization"] == "dynamic"
+    assert (
+        int8["manifest"]["provenance"]["parent_digest"]
+        == int8["manifest"]["optimization"]["float_model_sha256"]
+    )
+    assert {"p50_ms", "rows_per_s"} <= set(int8["measured"])
+    assert int8["live"]["role"] == "candidate"
