@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Protocol, cast
+from typing import Final, Literal, Protocol, cast
 
 import numpy as np
 import onnx
@@ -47,6 +47,7 @@ from modelpkg.manifest import (
     Metadata,
     Optimization,
     Provenance,
+    ReferenceSummary,
     ServingHints,
     dump_manifest,
     first_error,
@@ -56,6 +57,7 @@ from modelpkg.manifest import (
 )
 from modelpkg.optimization import QUANTIZED_TOLERANCE, OptimizationRequest, optimize_model
 from modelpkg.reader import read_package
+from modelpkg.reference import REFERENCE_ENTRY, Reduction, build_profile, dump_profile, parse_profile
 from modelpkg.samples import Samples, dump_samples
 from modelpkg.signature import fill_output_shapes, signature_of
 from modelpkg.verify import parity_record
@@ -127,6 +129,8 @@ def build(
     code_dir: str | Path | None = ".",
     steps: Steps | None = None,
     optimization: OptimizationRequest | None = None,
+    reference: SamplesLike | None = None,
+    reference_reduction: Reduction = "channel-mean",
 ) -> BuiltPackage:
     """Convert ``model``, check parity on ``samples`` and write the package to ``output``.
 
@@ -143,7 +147,9 @@ def build(
     optimises or quantises the checked float model (``modelpkg.optimization``): the package holds
     the result, checked against the original model's outputs with ``tolerance`` (for a quantised
     model, QUANTIZED_TOLERANCE unless ``tolerance`` is given), its float model's sha256 as the
-    parent, and the manifest records what it changed.
+    parent, and the manifest records what it changed. ``reference`` (training rows, as samples
+    are given) becomes the package's reference profile (``modelpkg.reference``); without it the
+    samples are profiled, a weak reference (the CLI says so).
 
     Raises InvalidInput for bad arguments and ConversionError when conversion fails or the
     ONNX model disagrees with the original beyond ``tolerance``.
@@ -184,7 +190,9 @@ def build(
         if metadata.provenance.parent_digest is None:
             provenance = metadata.provenance.model_copy(update={"parent_digest": record.float_model_sha256})
             metadata = metadata.model_copy(update={"provenance": provenance})
-    manifest, entries = _contents(metadata, checked, chosen, include_source, record)
+    with steps.step("Profiling the reference rows"):
+        profile = _profile(checked, reference, reference_reduction, chosen)
+    manifest, entries = _contents(metadata, checked, chosen, include_source, record, profile)
     with steps.step("Writing the package"):
         digest = _write(target, entries)
     return BuiltPackage(target, digest, manifest)
@@ -318,6 +326,26 @@ def _optimized(
     return _Model(checked.converted, checked.renamed, model, raw, checked.samples, report), record
 
 
+MAX_REFERENCE_ROWS = 1_000_000
+
+
+def _profile(
+    checked: _Model,
+    reference: SamplesLike | None,
+    reduction: Reduction,
+    labels: tuple[list[str], str] | None,
+) -> bytes:
+    """The reference profile's bytes: of ``reference`` rows, or of the samples."""
+    inputs = checked.samples.inputs
+    if reference is not None:
+        public = [value.name for value in graph_inputs(checked.onnx.graph)]
+        inputs = bind_samples(load_samples(reference, MAX_REFERENCE_ROWS), checked.onnx, public)
+    outputs = run_onnx(checked.onnx_bytes, inputs)
+    names, output = (labels[0], labels[1]) if labels else ([], None)
+    source: Literal["reference", "samples"] = "reference" if reference is not None else "samples"
+    return dump_profile(build_profile(inputs, outputs, source, reduction, output, names))
+
+
 def _rows(arrays: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(arrays.values())).shape[0])
 
@@ -392,11 +420,23 @@ def _contents(
     labels: tuple[list[str], str] | None,
     include_source: bool,
     optimization: Optimization | None = None,
+    profile: bytes | None = None,
 ) -> tuple[Manifest, dict[str, bytes | Path]]:
     entries: dict[str, bytes | Path] = {
         MODEL_ENTRY: checked.onnx_bytes,
         SAMPLES_ENTRY: dump_samples(checked.samples),
     }
+    reference = None
+    if profile is not None:
+        entries[REFERENCE_ENTRY] = profile
+        parsed = parse_profile(profile)
+        reference = ReferenceSummary(
+            sha256=hashlib.sha256(profile).hexdigest(),
+            rows=parsed.rows,
+            source=parsed.source,
+            input_features=len(parsed.inputs),
+            output_features=len(parsed.outputs),
+        )
     if include_source:
         entries |= _source_entries(checked.converted.source)
     converted = checked.converted
@@ -415,6 +455,7 @@ def _contents(
             parity=parity_record(checked.parity),
             files={name: _sha256(value) for name, value in entries.items()},
             optimization=optimization,
+            reference=reference,
         )
     except ValidationError as exc:
         raise InvalidInput(f"invalid package metadata: {first_error(exc)}") from None

@@ -186,6 +186,17 @@ class Optimization(_Model):
     accuracy_delta: float | None = Field(default=None, ge=-1.0, le=1.0)
 
 
+class ReferenceSummary(_Model):
+    """The reference profile the package carries (``modelpkg.reference``, entry reference.json)."""
+
+    sha256: Sha256
+    rows: int = Field(ge=1)
+    source: Literal["reference", "samples"]
+    """Rows given for it, or the package's samples (a weak reference)."""
+    input_features: int = Field(ge=0)
+    output_features: int = Field(ge=0)
+
+
 class Metadata(_Model):
     """What the person packaging the model states about it."""
 
@@ -209,6 +220,8 @@ class Manifest(Metadata):
     files: dict[str, Sha256]
     optimization: Optimization | None = None
     """Set when the model was optimised or quantised after conversion."""
+    reference: ReferenceSummary | None = None
+    """The reference profile's digest and rows; None for packages made before profiles."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -235,10 +248,9 @@ def _check_labels(labels: Labels, signature: ManifestSignature) -> None:
 
 def dump_manifest(manifest: Manifest) -> bytes:
     """Canonical JSON bytes: sorted keys, fixed separators, trailing newline."""
-    # A package without optimisation has no such key: its bytes are what they were before the field.
-    data = manifest.model_dump(
-        mode="json", exclude={"optimization"} if manifest.optimization is None else None
-    )
+    # Optional parts a package lacks have no key: its bytes are what they were before the fields.
+    left_out = {name for name in ("optimization", "reference") if getattr(manifest, name) is None}
+    data = manifest.model_dump(mode="json", exclude=left_out)
     return (
         json.dumps(data, sort_keys=True, indent=2, separators=(",", ": "), ensure_ascii=False) + "\n"
     ).encode()

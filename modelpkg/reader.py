@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from core.errors import PackageError
 from modelpkg.archive import (
     Entry,
@@ -30,9 +32,11 @@ from modelpkg.manifest import (
     SAMPLES_ENTRY,
     SOURCE_PREFIX,
     Manifest,
+    first_error,
     parse_manifest,
 )
 from modelpkg.onnx_checks import check_model, external_data, parse_model, write_model
+from modelpkg.reference import REFERENCE_ENTRY, ReferenceProfile, parse_profile
 from modelpkg.samples import Samples, parse_samples
 from modelpkg.signature import check_array, check_signature
 
@@ -50,6 +54,8 @@ class Package:
     samples: Samples
     external_data: dict[str, bytes] = field(default_factory=dict)
     """Files model.onnx keeps tensor data in, by the name it refers to them with."""
+    reference: ReferenceProfile | None = None
+    """The reference profile, when the package has one."""
 
     def write_model(self, folder: Path) -> Path:
         """Write model.onnx (and its external data files) into ``folder``; return its path."""
@@ -120,7 +126,32 @@ def _assemble(manifest: Manifest, digest: str, entries: dict[str, Entry]) -> Pac
     check_signature(model, manifest.signature)
     samples = parse_samples(entries[SAMPLES_ENTRY].data or b"")
     _check_samples(samples, manifest)
-    return Package(manifest=manifest, digest=digest, model=raw, samples=samples, external_data=external)
+    return Package(
+        manifest=manifest,
+        digest=digest,
+        model=raw,
+        samples=samples,
+        external_data=external,
+        reference=_reference(manifest, entries),
+    )
+
+
+def _reference(manifest: Manifest, entries: dict[str, Entry]) -> ReferenceProfile | None:
+    entry = entries.get(REFERENCE_ENTRY)
+    if entry is None:
+        if manifest.reference is not None:
+            raise PackageError(
+                f"the manifest describes a reference profile but there is no {REFERENCE_ENTRY!r}"
+            )
+        return None
+    if manifest.reference is None or manifest.reference.sha256 != entry.sha256:
+        raise PackageError(f"{REFERENCE_ENTRY!r} does not match the manifest's reference profile")
+    try:
+        return parse_profile(entry.data or b"")
+    except ValidationError as error:
+        raise PackageError(
+            f"{REFERENCE_ENTRY!r} is not a valid reference profile: {first_error(error)}"
+        ) from None
 
 
 def _sizes(entries: dict[str, Entry]) -> dict[str, int]:
@@ -131,7 +162,10 @@ def _check_extra(entries: dict[str, Entry], external: dict[str, bytes]) -> None:
     extra = sorted(
         name
         for name in entries
-        if name not in REQUIRED_ENTRIES and name not in external and not name.startswith(SOURCE_PREFIX)
+        if name not in REQUIRED_ENTRIES
+        and name not in external
+        and name != REFERENCE_ENTRY
+        and not name.startswith(SOURCE_PREFIX)
     )
     if extra:
         raise PackageError(f"entry {extra[0]!r} is not part of the package format")

@@ -85,6 +85,8 @@ def _overview(manifest: Manifest) -> Table:
         ("converter", f"{framework.converter}, opset {framework.opset}"),
         ("labels", f"{labels.output}: {_shorten(labels.names)}" if labels else "-"),
         ("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(manifest.metrics.items())) or "-"),
+        ("reference", _reference(manifest)),
+        ("optimised", _optimised(manifest)),
         (
             "serving",
             f"max batch {serving.max_batch_size}, preferred {serving.preferred_batch_sizes or '-'}, "
@@ -93,6 +95,30 @@ def _overview(manifest: Manifest) -> Table:
         ),
     ]
     return _pairs("Package", rows)
+
+
+def _reference(manifest: Manifest) -> str:
+    reference = manifest.reference
+    if reference is None:
+        return "none (drift is reported as 'no reference')"
+    weak = ", the samples: a weak reference" if reference.source == "samples" else ""
+    return (
+        f"{reference.rows} rows{weak}; {reference.input_features} input and {reference.output_features} "
+        f"output features; sha256:{reference.sha256[:12]}"
+    )
+
+
+def _optimised(manifest: Manifest) -> str:
+    record = manifest.optimization
+    if record is None:
+        return "-"
+    what = [f"{record.quantization} int8"] if record.quantization else []
+    if record.graph_optimized:
+        what.append("graph optimised")
+    return (
+        f"{' + '.join(what)} from float sha256:{record.float_model_sha256[:12]}; answers as the float "
+        f"model on {record.agreement_with_float:.1%} of {record.evaluation_rows} {record.evaluated_on} rows"
+    )
 
 
 def _shorten(names: list[str], limit: int = 12) -> str:

@@ -47,6 +47,7 @@ def register(subparsers: Any) -> None:
     _metadata_arguments(parser)
     _serving_arguments(parser)
     _optimization_arguments(parser)
+    _reference_arguments(parser)
     parser.add_argument("-o", "--output", required=True, type=Path, help="the package file to write")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.set_defaults(handler=run)
@@ -197,6 +198,25 @@ def _optimization_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _reference_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "reference profile",
+        "what the inputs and outputs looked like in training, for drift detection by the gateway",
+    )
+    group.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="training rows (.npy, or .npz by input name); default: the samples, a weak reference",
+    )
+    group.add_argument(
+        "--profile-reduction",
+        choices=["channel-mean", "mean"],
+        default="channel-mean",
+        help="inputs of 3+ dimensions (images) as one feature per channel (default) or one mean",
+    )
+
+
 MAX_OPTIMIZATION_ROWS = 100_000
 
 
@@ -267,6 +287,14 @@ def _serving(args: argparse.Namespace) -> ServingHints:
 def run(args: argparse.Namespace) -> int:
     progress = Console(stderr=True)
     optimization = _optimization(args, progress)
+    if args.reference is None:
+        progress.print(
+            "warning: no --reference: the reference profile for drift detection is made of the "
+            f"{args.sample_rows} sample rows, a weak reference; give the training rows with --reference",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
     built = build(
         args.model,
         args.output,
@@ -293,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
         created_by=args.created_by,
         steps=QuietSteps() if args.quiet else RichSteps(progress),
         optimization=optimization,
+        reference=args.reference,
+        reference_reduction=args.profile_reduction,
     )
     parity = built.manifest.parity
     console = Console(soft_wrap=True)

@@ -65,7 +65,7 @@ def test_duplicate_entries_are_refused(files: dict[str, bytes]) -> None:
 
 def test_more_entries_than_the_limit_are_refused(files: dict[str, bytes]) -> None:
     many = [(f"source/{i}", b"") for i in range(10_000)]
-    refused(make_zip([*files.items(), *many]), "has 10003 entries; the limit is 10000")
+    refused(make_zip([*files.items(), *many]), f"has {len(files) + 10_000} entries; the limit is 10000")
 
 
 def test_entries_over_the_size_bound_are_refused(files: dict[str, bytes]) -> None:
