@@ -220,20 +220,12 @@ def _reference_arguments(parser: argparse.ArgumentParser) -> None:
 MAX_OPTIMIZATION_ROWS = 100_000
 
 
-def _optimization(args: argparse.Namespace, console: Console) -> OptimizationRequest | None:
+def _optimization(args: argparse.Namespace) -> OptimizationRequest | None:
     if args.quantize is None and not args.optimize:
         for flag, value in (("--calibration", args.calibration), ("--eval-data", args.eval_data)):
             if value is not None:
                 raise InvalidInput(f"{flag} goes with --quantize or --optimize")
         return None
-    if args.quantize == "static" and args.calibration is None:
-        console.print(
-            "warning: static quantization calibrates on the samples; a few rows make a weak "
-            "calibration: give --calibration rows.npy",
-            style="yellow",
-            soft_wrap=True,
-            highlight=False,
-        )
     labels = None
     if args.eval_labels is not None:
         labels = next(iter(load_samples(args.eval_labels, MAX_OPTIMIZATION_ROWS).values())).reshape(-1)
@@ -286,15 +278,7 @@ def _serving(args: argparse.Namespace) -> ServingHints:
 
 def run(args: argparse.Namespace) -> int:
     progress = Console(stderr=True)
-    optimization = _optimization(args, progress)
-    if args.reference is None:
-        progress.print(
-            "warning: no --reference: the reference profile for drift detection is made of the "
-            f"{args.sample_rows} sample rows, a weak reference; give the training rows with --reference",
-            style="yellow",
-            soft_wrap=True,
-            highlight=False,
-        )
+    optimization = _optimization(args)
     built = build(
         args.model,
         args.output,
@@ -334,6 +318,25 @@ def run(args: argparse.Namespace) -> int:
     )
     if built.manifest.optimization is not None:
         console.print(describe_optimization(built.manifest.optimization), highlight=False, markup=False)
+    record = built.manifest.optimization
+    if record is not None and record.calibration_source == "samples":
+        progress.print(
+            "warning: static quantization calibrated on the samples; a few rows make a weak "
+            "calibration: give --calibration rows.npy",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
+    reference = built.manifest.reference
+    if reference is not None and reference.source == "samples":
+        # After the build: a failed one says one thing only, its error.
+        progress.print(
+            f"warning: no --reference: the reference profile for drift detection is made of the "
+            f"{reference.rows} sample rows, a weak reference; give the training rows with --reference",
+            style="yellow",
+            soft_wrap=True,
+            highlight=False,
+        )
     return 0
 
 
