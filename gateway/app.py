@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import sqlite3
@@ -34,12 +35,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from core.errors import MdeployError
+from core.errors import MdeployError, NotFound
 from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
 from gateway.dataplane import DataPlane
 from gateway.db import open_database
+from gateway.drift.monitor import DriftMonitor, StoredVersion
 from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
 from gateway.registry.evaluations import EvaluationStore
@@ -50,6 +52,7 @@ from gateway.rest import (
     admin_keys,
     admin_packages,
     admin_releases,
+    drift,
     inference,
     models,
     openapi,
@@ -107,6 +110,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *admin_packages.routes(),
         *admin_deployments.routes(),
         *admin_releases.routes(),
+        *drift.routes(),
         *openapi.routes(),
     ]
 
@@ -132,6 +136,11 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             metrics.batch_rows.labels(served.name, served.version).observe(rows)
 
         router = _router(settings, connection, registry, metrics)
+        monitor = DriftMonitor(
+            functools.partial(_stored_version, registry),
+            settings.drift_sample_rate,
+            on_dropped=metrics.drift_dropped.inc,
+        )
         dataplane = DataPlane(
             registry,
             pool,
@@ -139,6 +148,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             on_batch,
             router=router,
             on_shadow=lambda model, version, result: metrics.shadow.labels(model, version, result).inc(),
+            on_answer=monitor.observe if settings.drift_sample_rate > 0 else None,
         )
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
@@ -146,12 +156,13 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         evaluations = EvaluationStore(connection, settings.data_dir / "evalsets")
         releases = Releases(registry, router, dataplane, evaluations, settings.max_eval_rows)
         app.state.gateway = GatewayState(
-            settings, pool, registry, dataplane, metrics, registry, router, releases
+            settings, pool, registry, dataplane, metrics, registry, router, releases, monitor
         )
         predictions.bind(app.state.auth, app.state.gateway)
         await pool.start()
         await registry.start()
         await router.start()
+        monitor.start()
         expiries = asyncio.create_task(app.state.auth.keys.audit_expiries_every(KEY_EXPIRY_AUDIT_S))
         listener = None
         if settings.grpc_port:
@@ -170,6 +181,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await expiries
             await router.close()
+            await monitor.close()
             await registry.close()
             await dataplane.close()
             await router.stats.aclose()
@@ -185,6 +197,14 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def _stored_version(registry: Registry, model: str, version: str) -> StoredVersion:
+    """A loaded or deleted version's manifest and package file, for its reference profile."""
+    if not version.isdecimal():
+        raise NotFound(f"model '{model}' has no version {version!r}")
+    record = registry.version_record(model, int(version))
+    return StoredVersion(record.manifest, registry.package_path(model, int(version)))
 
 
 def _router(

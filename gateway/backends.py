@@ -10,7 +10,6 @@ is retried once on another; it comes back when its health check passes again, an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from core.errors import (
     Unavailable,
     Unsupported,
 )
+from core.tasks import cancelled
 from gateway.backend_address import BackendTls, parse_backend
 from gateway.backend_statistics import merge_statistics
 from protos.generated import inference_pb2 as pb
@@ -98,10 +98,7 @@ class BackendPool:
         self._health_task = asyncio.create_task(self._health_loop(), name="backend-health")
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        await cancelled(self._health_task)
         for task in list(self._notifications):
             task.cancel()
         await asyncio.gather(*(b.channel.close(grace=None) for b in self.backends))

@@ -62,6 +62,8 @@ class InferenceResult:
 
 
 ShadowListener = Callable[[str, str, str], None]  # model, candidate version, agree|differ|error
+AnswerListener = Callable[[ServedVersion, Mapping[str, np.ndarray], Tensors], None]
+"""Hears every answered request: the version, its inputs and outputs (drift sketches them)."""
 
 
 class InferenceBackends(Protocol):
@@ -92,6 +94,7 @@ class DataPlane:
         on_batch: Callable[[ServedVersion, int], None] | None = None,
         router: Router | None = None,
         on_shadow: ShadowListener | None = None,
+        on_answer: AnswerListener | None = None,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
@@ -99,6 +102,7 @@ class DataPlane:
         self.router = router
         self._on_batch = on_batch or (lambda served, rows: None)
         self._on_shadow = on_shadow or (lambda model, version, result: None)
+        self._on_answer = on_answer
         self._batchers: dict[tuple[str, str], Batcher[TensorRequest, Tensors]] = {}
         self._shadows: set[asyncio.Task[None]] = set()
 
@@ -111,6 +115,8 @@ class DataPlane:
             served = self.catalog.resolve(request.model, request.version)
         work = self._checked(served, request)
         outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
+        if self._on_answer is not None:
+            self._on_answer(served, request.inputs, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
 
     async def _infer_routed(self, request: InferenceRequest, router: Router) -> InferenceResult:
@@ -134,6 +140,8 @@ class DataPlane:
             await router.remember(request.request_id, served.name, served.version)
         if routed.shadow is not None:
             self._start_shadow(served, routed.shadow, work, outputs, elapsed)
+        if self._on_answer is not None:
+            self._on_answer(served, request.inputs, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
 
     def _checked(self, served: ServedVersion, request: InferenceRequest) -> TensorRequest:

@@ -143,6 +143,11 @@ class Metrics:
             ["model", "version", "result"],
             registry=self.registry,
         )
+        self.drift_dropped = Counter(
+            "mdeploy_drift_samples_dropped",
+            "Sampled requests not sketched for drift because the sketching queue was full",
+            registry=self.registry,
+        )
 
         self.routed = Counter(
             "mdeploy_routed_requests",

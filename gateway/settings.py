@@ -109,6 +109,10 @@ class GatewaySettings(BaseSettings):
     routing_seed: int | None = None
     """Seed of the routing policies' random draws (reproducible simulations); None: from the OS."""
 
+    # ---- drift ----
+    drift_sample_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Share of answered requests whose inputs and outputs are sketched for drift (0: none)."""
+
     # ---- auth and rate limits ----
     rate_limit_storage: str = "memory://"
     """Where rate-limit counters live: memory:// (one process) or redis://host:port (shared)."""

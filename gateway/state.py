@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog
 from gateway.dataplane import DataPlane
+from gateway.drift.monitor import DriftMonitor
 from gateway.metrics import Metrics
 from gateway.routing.router import Router
 from gateway.settings import GatewaySettings
@@ -27,3 +28,4 @@ class GatewayState:
     registry: Registry
     router: Router
     releases: Releases
+    drift: DriftMonitor

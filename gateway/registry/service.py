@@ -35,7 +35,6 @@ the database's write lock and the session locks keep them apart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import sqlite3
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import Conflict, Internal, NotFound
+from core.tasks import cancelled
 from gateway.backends import Backend, BackendPool
 from gateway.catalog import ServedVersion
 from gateway.db import ensure_schema
@@ -115,10 +115,7 @@ class Registry:
         self._loop_task = asyncio.create_task(self._reconcile_loop(), name="registry-reconcile")
 
     async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancelled(self._loop_task)
         self.storage.session.close()
 
     # ---- ModelCatalog ----

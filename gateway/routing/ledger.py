@@ -21,6 +21,7 @@ from typing import Protocol
 import redis.asyncio
 
 from core.errors import Conflict, NotFound
+from core.tasks import cancelled
 from gateway.db import ensure_schema
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,7 @@ class SQLiteLedger:
                 log.warning("feedback ledger not written yet (%s); retrying", error)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
         self.flush()
 
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.tasks import cancelled
 from gateway.catalog import ModelCatalog, ServedVersion
 from gateway.routing.comparison import reward_difference
 from gateway.routing.deployment_status import ArmStatus, DeploymentStatus, GuardStatus
@@ -100,10 +100,7 @@ class Router:
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="deployments-refresh")
 
     async def close(self) -> None:
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh_task
+        await cancelled(self._refresh_task)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -11,7 +11,6 @@ most every ``max_age_s``. Rewards are written at once: a reward, once acknowledg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -21,6 +20,7 @@ from typing import Protocol
 
 import redis.asyncio
 
+from core.tasks import cancelled
 from gateway.db import ensure_schema
 from gateway.routing.policies import ArmStats
 
@@ -208,10 +208,7 @@ class BufferedStats:
                 log.warning("bandit pulls not written yet (%s); retrying", error)
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await cancelled(self._flusher)
         try:
             await self.flush()
         finally:

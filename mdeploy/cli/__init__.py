@@ -40,6 +40,7 @@ COMMAND_ORDER = (
     "predict_cmd",
     "deployment_cmd",
     "gates_cmd",
+    "drift_cmd",
     "delete_cmd",
     "keys_cmd",
     "serve_cmd",

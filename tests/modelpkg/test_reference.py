@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +15,8 @@ from examples.digits import LABELS, load_data, train_sklearn
 from examples.onnx_models import mlp
 from mdeploy.cli import main
 from modelpkg import build, read_package
-from modelpkg.archive import write_archive
-from modelpkg.manifest import MANIFEST_ENTRY
 from modelpkg.reference import REFERENCE_ENTRY, features_of
-from tests.modelpkg.zips import FIXED_TIME
+from tests.modelpkg.zips import FIXED_TIME, rewritten
 
 
 @pytest.fixture(scope="module")
@@ -94,34 +90,16 @@ def test_profiles_are_deterministic_and_their_digest_is_in_the_manifest(
     assert manifest.files[REFERENCE_ENTRY] == manifest.reference.sha256
 
 
-def _rewritten(source: Path, target: Path, *, keep_reference: bool, profile: bytes | None = None) -> Path:
-    with zipfile.ZipFile(source) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    manifest = json.loads(entries.pop(MANIFEST_ENTRY))
-    if keep_reference:
-        entries[REFERENCE_ENTRY] = profile if profile is not None else entries[REFERENCE_ENTRY]
-    else:
-        entries.pop(REFERENCE_ENTRY)
-        manifest.pop("reference")
-        manifest["files"].pop(REFERENCE_ENTRY)
-    entries[MANIFEST_ENTRY] = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
-    with target.open("wb") as stream:
-        write_archive(stream, entries)
-    return target
-
-
 def test_a_package_made_before_profiles_reads_without_one(
     digits_with_reference: Path, tmp_path: Path
 ) -> None:
-    old = read_package(_rewritten(digits_with_reference, tmp_path / "old.pkg", keep_reference=False))
+    old = read_package(rewritten(digits_with_reference, tmp_path / "old.pkg", keep_reference=False))
     assert old.reference is None
     assert old.manifest.reference is None
 
 
 def test_an_altered_profile_is_refused(digits_with_reference: Path, tmp_path: Path) -> None:
-    altered = _rewritten(
-        digits_with_reference, tmp_path / "altered.pkg", keep_reference=True, profile=b"{}\n"
-    )
+    altered = rewritten(digits_with_reference, tmp_path / "altered.pkg", keep_reference=True, profile=b"{}\n")
     with pytest.raises(PackageError, match=r"reference\.json"):
         read_package(altered)
 

@@ -12,6 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelpkg.archive import write_archive
+from modelpkg.manifest import MANIFEST_ENTRY
+from modelpkg.reference import REFERENCE_ENTRY
+
 FIXED_TIME = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 Member = tuple[str | zipfile.ZipInfo, bytes]
 
@@ -65,3 +69,20 @@ def _central_record(package: bytes, name: str) -> int:
             return start
         start = package.find(b"PK\x01\x02", start + 4)
     raise KeyError(name)
+
+
+def rewritten(source: Path, target: Path, *, keep_reference: bool, profile: bytes | None = None) -> Path:
+    """``source`` written again at ``target``: without its reference profile (as packages were made
+    before profiles), or with ``profile`` in place of it (its manifest left as it was)."""
+    files = entries(source)
+    manifest = json.loads(files.pop(MANIFEST_ENTRY))
+    if keep_reference:
+        files[REFERENCE_ENTRY] = profile if profile is not None else files[REFERENCE_ENTRY]
+    else:
+        files.pop(REFERENCE_ENTRY)
+        manifest.pop("reference")
+        manifest["files"].pop(REFERENCE_ENTRY)
+    files[MANIFEST_ENTRY] = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode()
+    with target.open("wb") as stream:
+        write_archive(stream, files)
+    return target

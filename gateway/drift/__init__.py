@@ -1,0 +1,1 @@
+"""Drift: live traffic compared with the reference profile each package carries."""

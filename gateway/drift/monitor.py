@@ -1,0 +1,169 @@
+"""The drift monitor: samples answered requests, sketches them off the request path, and reports.
+
+On the request path :meth:`DriftMonitor.observe` costs one random draw, and for a sampled
+request an append to a bounded queue (a full queue drops the sample and counts it). Every
+``flush_s`` a background task takes the queue and adds each version's rows to its live sketches
+(``gateway.drift.live``) in one batch per version and window.
+
+A version's reference profile is read once from its stored package (``reference.json``,
+checked against the sha256 the manifest records). A version without one is reported as
+"no reference", never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import zipfile
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InvalidInput
+from core.tasks import cancelled
+from gateway.catalog import ServedVersion
+from gateway.drift.live import WINDOWS, VersionSketches
+from gateway.drift.report import DriftReport, drift_report
+from modelpkg import Manifest
+from modelpkg.reference import REFERENCE_ENTRY, ReferenceProfile, parse_profile, profile_digest
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+"""Sampled requests waiting to be sketched; more are dropped (and counted), never waited for."""
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """Where a version's package is and what its manifest says (from the registry)."""
+
+    manifest: Manifest
+    package: Path
+
+
+VersionLookup = Callable[[str, str], StoredVersion]
+
+
+@dataclass(slots=True)
+class _Sample:
+    served: ServedVersion
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+
+
+class DriftMonitor:
+    def __init__(
+        self,
+        lookup: VersionLookup,
+        sample_rate: float,
+        *,
+        flush_s: float = 0.2,
+        seed: int | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self._lookup = lookup
+        self.sample_rate = sample_rate
+        self._flush_s = flush_s
+        self._random = random.Random(seed).random
+        self._queue: deque[_Sample] = deque()
+        self._sketches: dict[tuple[str, str], VersionSketches | None] = {}
+        self._on_dropped = on_dropped or (lambda count: None)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def observe(
+        self, served: ServedVersion, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> None:
+        """On the request path: keep this answered request for sketching, if it is sampled."""
+        if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
+            return
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            self._on_dropped(1)
+            return
+        if served.max_batch_size <= 0:  # a model without batching: one row, without its dimension
+            inputs = {name: np.asarray(array)[np.newaxis] for name, array in inputs.items()}
+            outputs = {name: np.asarray(array)[np.newaxis] for name, array in outputs.items()}
+        self._queue.append(_Sample(served, inputs, outputs))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="drift-sketching")
+
+    async def close(self) -> None:
+        await cancelled(self._task)
+        self.flush()
+
+    def flush(self) -> None:
+        """Sketch every queued sample: one batch per version."""
+        batches: dict[tuple[str, str], list[_Sample]] = {}
+        while self._queue:
+            sample = self._queue.popleft()
+            batches.setdefault((sample.served.name, sample.served.version), []).append(sample)
+        for key, samples in batches.items():
+            sketches = self._version(key, samples[0].served)
+            if sketches is None:
+                continue
+            sketches.ingest(_joined([s.inputs for s in samples]), _joined([s.outputs for s in samples]))
+
+    def report(self, model: str, version: str, window: str) -> DriftReport:
+        if window not in WINDOWS:
+            raise InvalidInput(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+        self.flush()
+        stored = self._lookup(model, version)
+        sketches = self._sketches.get((model, version))
+        reference = sketches.reference if sketches is not None else self._reference(model, version, stored)
+        live = sketches.window(window) if sketches is not None else None
+        return drift_report(model, version, window, reference, live)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            try:
+                self.flush()
+            except Exception:  # a bad sample must not stop the sketching of the others
+                log.exception("drift sketching failed")
+
+    def _version(self, key: tuple[str, str], served: ServedVersion) -> VersionSketches | None:
+        if key not in self._sketches:
+            stored = self._lookup(*key)
+            reference = self._reference(*key, stored)
+            labels = stored.manifest.labels
+            self._sketches[key] = (
+                VersionSketches(
+                    reference, list(labels.names) if labels else [], labels.output if labels else None
+                )
+                if reference is not None
+                else None
+            )
+        return self._sketches[key]
+
+    @staticmethod
+    def _reference(model: str, version: str, stored: StoredVersion) -> ReferenceProfile | None:
+        summary = stored.manifest.reference
+        if summary is None:
+            return None
+        try:
+            with zipfile.ZipFile(stored.package) as archive:
+                raw = archive.read(REFERENCE_ENTRY)
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
+            log.warning("reference profile of %s version %s unreadable: %s", model, version, error)
+            return None
+        if profile_digest(raw) != summary.sha256:
+            log.warning("reference profile of %s version %s does not match its manifest", model, version)
+            return None
+        return parse_profile(raw)
+
+
+def _joined(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The samples' tensors, row-concatenated by name (names every sample has)."""
+    names = set(parts[0]).intersection(*parts[1:]) if len(parts) > 1 else set(parts[0])
+    joined: dict[str, np.ndarray] = {}
+    for name in names:
+        arrays = [np.asarray(part[name]) for part in parts]
+        if all(a.ndim >= 1 for a in arrays) and len({a.shape[1:] for a in arrays}) == 1:
+            joined[name] = np.concatenate(arrays)
+    return joined
