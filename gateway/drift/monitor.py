@@ -95,7 +95,10 @@ class DriftMonitor:
 
     async def close(self) -> None:
         await cancelled(self._task)
-        self.flush()
+        self._queue.clear()
+        # The sketches are C++ objects: let them go with the app, not at interpreter exit, where
+        # nanobind reports every one still alive as a leak.
+        self._sketches.clear()
 
     def flush(self) -> None:
         """Sketch every queued sample: one batch per version."""
