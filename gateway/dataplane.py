@@ -51,6 +51,8 @@ class InferenceRequest:
     read its JSON), reused unless a deployment policy picks the version."""
     timeout_s: float | None = None
     """The client's deadline (gRPC): past it a request still queued is dropped (DEADLINE_EXCEEDED)."""
+    live: bool = True
+    """Live traffic, which drift sketches; False for the gateway's own evaluation sets."""
 
 
 @dataclass(slots=True)  # per request: a frozen dataclass costs ~4x to build
@@ -115,7 +117,7 @@ class DataPlane:
             served = self.catalog.resolve(request.model, request.version)
         work = self._checked(served, request)
         outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
-        if self._on_answer is not None:
+        if self._on_answer is not None and request.live:
             self._on_answer(served, request.inputs, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
 
@@ -140,7 +142,7 @@ class DataPlane:
             await router.remember(request.request_id, served.name, served.version)
         if routed.shadow is not None:
             self._start_shadow(served, routed.shadow, work, outputs, elapsed)
-        if self._on_answer is not None:
+        if self._on_answer is not None and request.live:
             self._on_answer(served, request.inputs, outputs)
         return InferenceResult(served.name, served.version, outputs, served)
 

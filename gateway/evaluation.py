@@ -138,7 +138,8 @@ async def evaluate(
 
 
 def _request(served: ServedVersion, inputs: Mapping[str, np.ndarray]) -> InferenceRequest:
-    return InferenceRequest(served.name, served.version, inputs, served=served)
+    # Not live traffic: an evaluation set must not count as what clients send (drift).
+    return InferenceRequest(served.name, served.version, inputs, served=served, live=False)
 
 
 async def _answers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -108,3 +109,21 @@ def test_drift_needs_a_known_model_version_and_window(watched: Watched) -> None:
     missing = run_cli(watched.gateway, "drift", MODEL, "--version", "7")
     assert missing.returncode == 1
     assert "no live version '7'" in missing.stderr
+
+
+def test_an_evaluation_set_is_not_counted_as_live_traffic(watched: Watched, tmp_path: Path) -> None:
+    before = watched.drift(MODEL, "--window", "5m")["rows"]
+    data = tmp_path / "eval.npz"
+    np.savez(data, pixels=watched.rows[:100])
+    answer = httpx.post(
+        f"{watched.gateway.url}/v1/admin/models/{MODEL}/versions/1/evaluations",
+        content=data.read_bytes(),
+        headers={
+            "Authorization": f"Bearer {watched.gateway.admin_key}",
+            "Content-Type": "application/octet-stream",
+        },
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rows"] == 100
+    assert watched.drift(MODEL, "--window", "5m")["rows"] == before
