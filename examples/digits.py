@@ -93,6 +93,8 @@ def build_demo_packages(
         "labels": LABELS,
         "labels_output": "probabilities",
         "tags": ["demo", "digits"],
+        # The training rows are the reference profile: drift is measured against them.
+        "reference": data.x_train,
         "created_at": created_at,
         "steps": steps,
     }
