@@ -31,7 +31,6 @@ from gateway.registry.evaluations import EvaluationStore, GateConfig
 from gateway.registry.records import ModelInfo, PushOutcome, PushStatus, VersionDetail, VersionRecord
 from gateway.registry.service import PhaseObserver, Registry, ignore_phase
 from gateway.routing.router import Router
-from gateway.serving import Serving
 
 UNLOAD_REASON = "RepositoryModelUnload"
 
@@ -206,9 +205,6 @@ class Releases:
             summary.info(await self.router.serving(summary.name) if summary.loaded else None)
             for summary in self.registry.models(include_retired=include_retired)
         ]
-
-    async def serving(self, model: str) -> Serving:
-        return await self.router.serving(model)
 
     def _in_use(self, model: str, version: int, role: str) -> str:
         deployment = self.router.deployment(model)

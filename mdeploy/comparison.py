@@ -15,7 +15,6 @@ each column shows:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -318,7 +317,3 @@ def report(columns: list[Column]) -> dict[str, Any]:
             for c in columns
         ]
     }
-
-
-def digest_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
