@@ -25,14 +25,13 @@ from gateway.registry.records import ModelInfo, PushStatus, VersionInfo
 from gateway.registry.service import Registry
 from gateway.releases import PushReport, VersionReport
 from gateway.rest.api_doc import Operation, Param, documented
+from gateway.rest.query import flag
 from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 1000
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"", "0", "false", "no"}
 _MAX_VERSION = 2**63 - 1
 
 
@@ -95,7 +94,7 @@ def routes() -> list[Route]:
 @requires(KeyScope.ADMIN)
 async def push_package(request: Request) -> Response:
     state = gateway_state(request)
-    promote = _flag(request, "promote")
+    promote = flag(request, "promote")
     limit = state.settings.max_upload_bytes
     _check_upload_headers(request, limit)
     path = state.registry.new_upload_path()
@@ -113,7 +112,7 @@ async def push_package(request: Request) -> Response:
 )
 @requires(KeyScope.ADMIN)
 async def list_models(request: Request) -> Response:
-    models = await gateway_state(request).releases.models(include_retired=_flag(request, "all"))
+    models = await gateway_state(request).releases.models(include_retired=flag(request, "all"))
     return ModelResponse(ModelList(models=models))
 
 
@@ -152,7 +151,7 @@ async def delete_version(request: Request) -> Response:
         raise InvalidInput(f"reason must be printable text of at most {MAX_REASON} characters")
     model, version = request.path_params["model"], _version(request)
     record = await gateway_state(request).releases.delete_version(
-        model, version, _actor(request), force=_flag(request, "force"), reason=reason
+        model, version, _actor(request), force=flag(request, "force"), reason=reason
     )
     return ModelResponse(record.info())
 
@@ -235,15 +234,6 @@ def _version(request: Request) -> int:
             "versions are numbers (see GET /v1/admin/models)"
         )
     return int(text)
-
-
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name, "").lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidInput(f"query parameter '{name}' must be true or false, not {value!r}")
 
 
 def _integer(request: Request, name: str) -> int | None:

@@ -18,11 +18,10 @@ from gateway.evaluation import Evaluation
 from gateway.registry.evaluations import GateConfig
 from gateway.rest.api_doc import Operation, Param, documented
 from gateway.rest.inference import read_body
+from gateway.rest.query import flag
 from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
 
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"", "0", "false", "no"}
 FLAG = {"type": "boolean"}
 GATE = Param(
     "gate",
@@ -41,15 +40,6 @@ class Evaluations(BaseModel):
 class Cleared(BaseModel):
     model: str
     cleared: bool
-
-
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name, "").lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidInput(f"{name} must be true or false, not {value!r}")
 
 
 def _version(request: Request) -> str:
@@ -86,14 +76,14 @@ def _actor(request: Request) -> str:
 @requires(KeyScope.ADMIN)
 async def evaluate(request: Request) -> Response:
     state = gateway_state(request)
-    record = "record" not in request.query_params or _flag(request, "record")
+    record = "record" not in request.query_params or flag(request, "record")
     result = await state.releases.evaluate(
         request.path_params["model"],
         _version(request),
         await _data(request),
         request.query_params.getlist("gate"),
         _actor(request),
-        promote=_flag(request, "promote"),
+        promote=flag(request, "promote"),
         record=record,
     )
     return ModelResponse(result)
@@ -127,7 +117,7 @@ async def set_gates(request: Request) -> Response:
     config = await gateway_state(request).releases.set_gates(
         request.path_params["model"],
         gates,
-        _flag(request, "auto_promote"),
+        flag(request, "auto_promote"),
         await _data(request),
         _actor(request),
     )

@@ -19,10 +19,9 @@ from modelpkg.reference import REFERENCE_ENTRY, features_of
 from tests.modelpkg.zips import FIXED_TIME, rewritten
 
 
-@pytest.fixture(scope="module")
-def digits_with_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits_package(target: Path) -> Path:
+    """The demo's scikit-learn digits model, its training rows as the reference."""
     data = load_data()
-    target = tmp_path_factory.mktemp("reference") / "digits.pkg"
     build(
         train_sklearn(data),
         target,
@@ -37,6 +36,11 @@ def digits_with_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
         reference=data.x_train,
     )
     return target
+
+
+@pytest.fixture(scope="module")
+def digits_with_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return digits_package(tmp_path_factory.mktemp("reference") / "digits.pkg")
 
 
 def test_the_profile_names_each_feature_and_sketches_its_distribution(digits_with_reference: Path) -> None:
@@ -69,22 +73,8 @@ def test_the_profile_names_each_feature_and_sketches_its_distribution(digits_wit
 def test_profiles_are_deterministic_and_their_digest_is_in_the_manifest(
     digits_with_reference: Path, tmp_path: Path
 ) -> None:
-    again = tmp_path / "again.pkg"
+    again = digits_package(tmp_path / "again.pkg")
     manifest = read_package(digits_with_reference).manifest
-    data = load_data()
-    build(
-        train_sklearn(data),
-        again,
-        name="digits",
-        samples=data.x_test[:8],
-        input_names=["pixels"],
-        output_names=["label", "probabilities"],
-        labels=LABELS,
-        labels_output="probabilities",
-        created_at=FIXED_TIME,
-        code_dir=None,
-        reference=data.x_train,
-    )
     assert again.read_bytes() == digits_with_reference.read_bytes()
     assert manifest.reference is not None
     assert manifest.files[REFERENCE_ENTRY] == manifest.reference.sha256
