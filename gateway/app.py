@@ -27,23 +27,33 @@ import functools
 import gc
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from core.errors import MdeployError, NotFound
+from core.tensor_batch import Tensors
 from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
-from gateway.dataplane import DataPlane
+from gateway.dataplane import AnswerListener, DataPlane
 from gateway.db import open_database
+from gateway.drift.alerts import AlertStore
 from gateway.drift.monitor import DriftMonitor, StoredVersion
+from gateway.drift.shared import RedisBuckets, SharedBuckets, SQLiteBuckets
+from gateway.drift.watch import DriftWatch
+from gateway.drift.windows import windows_of
 from gateway.grpc_api.server import start_grpc_listener
 from gateway.metrics import Metrics
+from gateway.predictionlog.control import PredictionLogs
+from gateway.predictionlog.folder import FOLDER_NAME, LogFolder
+from gateway.predictionlog.log import LogCounters, PredictionLog
+from gateway.predictionlog.store import LogConfigStore
 from gateway.registry.evaluations import EvaluationStore
 from gateway.registry.service import Registry
 from gateway.releases import Releases
@@ -56,6 +66,7 @@ from gateway.rest import (
     inference,
     models,
     openapi,
+    prediction_logs,
     triton_extensions,
 )
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
@@ -67,6 +78,7 @@ from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
+from gateway.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +123,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *admin_deployments.routes(),
         *admin_releases.routes(),
         *drift.routes(),
+        *prediction_logs.routes(),
         *openapi.routes(),
     ]
 
@@ -136,11 +149,34 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             metrics.batch_rows.labels(served.name, served.version).observe(rows)
 
         router = _router(settings, connection, registry, metrics)
+        url = settings.shared_state_url
+        shared_buckets: SharedBuckets = RedisBuckets(url) if url else SQLiteBuckets(connection)
         monitor = DriftMonitor(
             functools.partial(_stored_version, registry),
             settings.drift_sample_rate,
+            windows=windows_of(settings.drift_windows),
+            shared=shared_buckets,
+            publish_s=settings.drift_publish_s,
             on_dropped=metrics.drift_dropped.inc,
         )
+        alerts = AlertStore(connection)
+        webhooks = (
+            WebhookSender(
+                settings.webhook_secret, on_result=lambda result: metrics.webhooks.labels(result).inc()
+            )
+            if settings.webhook_secret
+            else None
+        )
+        watch = DriftWatch(
+            monitor,
+            alerts,
+            connection,
+            functools.partial(_served_versions, registry),
+            check_s=settings.drift_check_s,
+            webhooks=webhooks,
+        )
+        metrics.watch_drift(lambda: watch.scores)
+        logs = _prediction_logs(settings, connection, registry, metrics)
         dataplane = DataPlane(
             registry,
             pool,
@@ -148,7 +184,9 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             on_batch,
             router=router,
             on_shadow=lambda model, version, result: metrics.shadow.labels(model, version, result).inc(),
-            on_answer=monitor.observe if settings.drift_sample_rate > 0 else None,
+            on_answer=_answer_listeners(
+                monitor.observe if settings.drift_sample_rate > 0 else None, logs.log.observe
+            ),
         )
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
@@ -156,13 +194,15 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         evaluations = EvaluationStore(connection, settings.data_dir / "evalsets")
         releases = Releases(registry, router, dataplane, evaluations, settings.max_eval_rows)
         app.state.gateway = GatewayState(
-            settings, pool, registry, dataplane, metrics, registry, router, releases, monitor
+            settings, pool, registry, dataplane, metrics, registry, router, releases, monitor, alerts, logs
         )
         predictions.bind(app.state.auth, app.state.gateway)
         await pool.start()
         await registry.start()
         await router.start()
         monitor.start()
+        logs.start()
+        watch.start()
         expiries = asyncio.create_task(app.state.auth.keys.audit_expiries_every(KEY_EXPIRY_AUDIT_S))
         listener = None
         if settings.grpc_port:
@@ -181,9 +221,14 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await expiries
             await router.close()
+            await watch.close()
             await monitor.close()
+            if webhooks is not None:
+                await webhooks.aclose()
+            await shared_buckets.aclose()
             await registry.close()
             await dataplane.close()
+            await logs.close()
             await router.stats.aclose()
             await router.ledger.aclose()
             await pool.close()
@@ -197,6 +242,47 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def _answer_listeners(*listeners: AnswerListener | None) -> AnswerListener | None:
+    """One listener that tells each of ``listeners`` (those not None); None when there are none."""
+    chosen = [listener for listener in listeners if listener is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def tell_all(
+        served: ServedVersion, inputs: Mapping[str, np.ndarray], outputs: Tensors, request_id: str
+    ) -> None:
+        for listener in chosen:
+            listener(served, inputs, outputs, request_id)
+
+    return tell_all
+
+
+def _prediction_logs(
+    settings: GatewaySettings, connection: sqlite3.Connection, registry: Registry, metrics: Metrics
+) -> PredictionLogs:
+    """Per-model prediction logs in the data folder, set in the database, counted in metrics."""
+    counters = LogCounters(
+        written=lambda model, kind, rows: metrics.prediction_log_rows.labels(model, kind).inc(rows),
+        dropped=lambda model, reason, rows: metrics.prediction_log_dropped.labels(model, reason).inc(rows),
+        rotated=lambda model, files: metrics.prediction_log_rotated.labels(model).inc(files),
+    )
+    return PredictionLogs(
+        LogConfigStore(connection),
+        PredictionLog(LogFolder(settings.data_dir / FOLDER_NAME), counters=counters),
+        check_model=registry.model_summary,
+        transaction=registry.storage.tables.transaction,
+        refresh_s=settings.deployment_refresh_s,
+        max_export_rows=settings.prediction_log_max_export_rows,
+        max_export_bytes=settings.prediction_log_max_export_bytes,
+    )
+
+
+def _served_versions(registry: Registry) -> list[tuple[str, str]]:
+    return [
+        (name, served.version) for name in registry.model_names() for served in registry.served_versions(name)
+    ]
 
 
 def _stored_version(registry: Registry, model: str, version: str) -> StoredVersion:

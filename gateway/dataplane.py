@@ -64,8 +64,9 @@ class InferenceResult:
 
 
 ShadowListener = Callable[[str, str, str], None]  # model, candidate version, agree|differ|error
-AnswerListener = Callable[[ServedVersion, Mapping[str, np.ndarray], Tensors], None]
-"""Hears every answered request: the version, its inputs and outputs (drift sketches them)."""
+AnswerListener = Callable[[ServedVersion, Mapping[str, np.ndarray], Tensors, str], None]
+"""Hears every answered live request: the version, its inputs, outputs and request id (drift
+sketches them, the prediction log keeps them)."""
 
 
 class InferenceBackends(Protocol):
@@ -118,7 +119,7 @@ class DataPlane:
         work = self._checked(served, request)
         outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
         if self._on_answer is not None and request.live:
-            self._on_answer(served, request.inputs, outputs)
+            self._on_answer(served, request.inputs, outputs, request.request_id)
         return InferenceResult(served.name, served.version, outputs, served)
 
     async def _infer_routed(self, request: InferenceRequest, router: Router) -> InferenceResult:
@@ -143,7 +144,7 @@ class DataPlane:
         if routed.shadow is not None:
             self._start_shadow(served, routed.shadow, work, outputs, elapsed)
         if self._on_answer is not None and request.live:
-            self._on_answer(served, request.inputs, outputs)
+            self._on_answer(served, request.inputs, outputs, request.request_id)
         return InferenceResult(served.name, served.version, outputs, served)
 
     def _checked(self, served: ServedVersion, request: InferenceRequest) -> TensorRequest:

@@ -7,6 +7,8 @@ Each part (registry, API keys, audit log) owns its tables and passes its schema 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -38,3 +40,15 @@ def ensure_columns(connection: sqlite3.Connection, table: str, columns: dict[str
         except sqlite3.OperationalError as error:
             if "duplicate column" not in str(error):  # another process added it first
                 raise
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE: take the write lock first, so concurrent writers queue, not fail."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from gateway.backends import BackendPool
 from gateway.dataplane import BatcherStats
+from gateway.drift.watch import VersionScore
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -60,6 +61,31 @@ class _LiveState(Collector):
         for (model, version), value in self._shares().items():
             share.add_metric([model, version], value)
         yield from (up, in_flight, queue, batches, share)
+
+
+class _DriftScores(Collector):
+    """The last drift scores ``gateway.drift.watch`` computed: one series per served version, and
+    its most drifted features (at most ``TOP_FEATURES`` each), so labels stay bounded."""
+
+    def __init__(self, scores: Callable[[], dict[tuple[str, str], VersionScore]]) -> None:
+        self._scores = scores
+
+    def collect(self) -> Iterable[Metric]:
+        score = GaugeMetricFamily(
+            "mdeploy_drift_score",
+            "Drift of a version's live traffic from its reference: mean PSI of its features, shortest window",
+            labels=["model", "version"],
+        )
+        feature = GaugeMetricFamily(
+            "mdeploy_feature_drift",
+            "PSI of a version's most drifted features, shortest window",
+            labels=["model", "version", "feature"],
+        )
+        for (model, version), value in self._scores().items():
+            score.add_metric([model, version], value.score)
+            for name, psi in value.top_features:
+                feature.add_metric([model, version, name], psi)
+        yield from (score, feature)
 
 
 class _RequestMetrics(Collector):
@@ -148,7 +174,33 @@ class Metrics:
             "Sampled requests not sketched for drift because the sketching queue was full",
             registry=self.registry,
         )
+        self.prediction_log_rows = Counter(
+            "mdeploy_prediction_log_rows",
+            "Prediction log rows written to Parquet files, by kind (predictions, rewards)",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.prediction_log_dropped = Counter(
+            "mdeploy_prediction_log_dropped",
+            "Prediction log rows dropped, by reason: queue_full (the writer is behind), write_error "
+            "(the folder cannot be written, e.g. a full disk), over_cap (one file over the cap); "
+            "reward_* for rewards",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.prediction_log_rotated = Counter(
+            "mdeploy_prediction_log_rotated_files",
+            "Prediction log files deleted, oldest first, to keep a model's folder under its cap",
+            ["model"],
+            registry=self.registry,
+        )
 
+        self.webhooks = Counter(
+            "mdeploy_webhook_deliveries",
+            "Webhook deliveries by result (delivered, refused, failed after retries, dropped)",
+            ["result"],
+            registry=self.registry,
+        )
         self.routed = Counter(
             "mdeploy_routed_requests",
             "Requests whose version a deployment policy chose, per version",
@@ -167,3 +219,6 @@ class Metrics:
         shares: Callable[[], dict[tuple[str, str], float]] = dict,
     ) -> None:
         self.registry.register(_LiveState(pool, batchers, shares))
+
+    def watch_drift(self, scores: Callable[[], dict[tuple[str, str], VersionScore]]) -> None:
+        self.registry.register(_DriftScores(scores))

@@ -22,6 +22,7 @@ from pydantic_settings import (
 from core.errors import InvalidInput
 from core.settings_file import read_settings_file
 from gateway.backend_address import BackendTls, parse_backend
+from gateway.drift.windows import windows_of
 
 MiB = 1024 * 1024
 SETTINGS_FILE_VARIABLE = "MDEPLOY_SETTINGS_FILE"
@@ -112,6 +113,21 @@ class GatewaySettings(BaseSettings):
     # ---- drift ----
     drift_sample_rate: float = Field(default=0.2, ge=0.0, le=1.0)
     """Share of answered requests whose inputs and outputs are sketched for drift (0: none)."""
+    drift_windows: list[str] = Field(default_factory=lambda: ["5m", "1h", "24h"])
+    """Windows drift is reported over (a number and s, m, h or d); each is kept in ten buckets."""
+    drift_publish_s: float = Field(default=2.0, gt=0)
+    """How often this process hands its drift sketches to the other gateway processes."""
+    drift_check_s: float = Field(default=10.0, gt=0)
+    """How often drift scores are computed for metrics and checked against the models' alerts."""
+    webhook_secret: str | None = Field(default=None, min_length=16, repr=False)
+    """Key of the HMAC-SHA256 signature on drift alert webhooks (header X-Mdeploy-Signature);
+    a model's alert can name a webhook only when it is set."""
+
+    # ---- prediction logs (turned on per model through the admin API) ----
+    prediction_log_max_export_rows: int = Field(default=1_000_000, ge=1)
+    """Most rows one prediction log export returns; a longer time range is refused (413)."""
+    prediction_log_max_export_bytes: int = Field(default=512 * MiB, ge=MiB)
+    """Most bytes (in memory, before compression) one prediction log export reads."""
 
     # ---- auth and rate limits ----
     rate_limit_storage: str = "memory://"
@@ -142,6 +158,15 @@ class GatewaySettings(BaseSettings):
     @property
     def backend_tls(self) -> BackendTls:
         return BackendTls(self.backend_tls_ca_file, self.backend_tls_cert_file, self.backend_tls_key_file)
+
+    @field_validator("drift_windows")
+    @classmethod
+    def _drift_windows_are_durations(cls, names: list[str]) -> list[str]:
+        try:
+            windows_of(names)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
+        return names
 
     @field_validator("backends")
     @classmethod

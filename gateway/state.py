@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from gateway.backends import BackendPool
 from gateway.catalog import ModelCatalog
 from gateway.dataplane import DataPlane
+from gateway.drift.alerts import AlertStore
 from gateway.drift.monitor import DriftMonitor
 from gateway.metrics import Metrics
+from gateway.predictionlog.control import PredictionLogs
 from gateway.routing.router import Router
 from gateway.settings import GatewaySettings
 
@@ -29,3 +31,5 @@ class GatewayState:
     router: Router
     releases: Releases
     drift: DriftMonitor
+    drift_alerts: AlertStore
+    prediction_logs: PredictionLogs

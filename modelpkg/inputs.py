@@ -13,6 +13,7 @@ import onnx
 from converters.rename import graph_inputs
 from core.datatypes import from_onnx, to_numpy
 from core.errors import ConversionError, InvalidInput
+from modelpkg.parquet_rows import read_parquet_rows
 
 SamplesLike = np.ndarray | Mapping[str, np.ndarray] | str | Path
 """One array (single-input models), arrays by input name, or a ``.npy``/``.npz`` file."""
@@ -24,23 +25,27 @@ _POSITIONAL = re.compile(r"^arr_(\d+)$")
 def load_samples(samples: SamplesLike, rows: int) -> dict[str, np.ndarray]:
     """Sample arrays by name (UNNAMED for a lone array), cut to the first ``rows`` rows."""
     if isinstance(samples, str | Path):
-        arrays = _load_sample_file(Path(samples))
+        arrays = _load_sample_file(Path(samples), rows)
     elif isinstance(samples, np.ndarray):
         arrays = {UNNAMED: samples}
     elif isinstance(samples, Mapping):
         arrays = {str(name): np.asarray(value) for name, value in samples.items()}
     else:
         raise InvalidInput(
-            f"samples must be an array, a mapping of arrays or a .npy/.npz path, not {type(samples).__name__}"
+            "samples must be an array, a mapping of arrays or a .npy/.npz/.parquet path, "
+            f"not {type(samples).__name__}"
         )
     return _checked(arrays, rows)
 
 
-def _load_sample_file(path: Path) -> dict[str, np.ndarray]:
+def _load_sample_file(path: Path, rows: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InvalidInput(f"samples file {path} does not exist")
+    if path.suffix.lower() == ".parquet":
+        table = read_parquet_rows(path, max(rows, 1))
+        return {UNNAMED: table} if isinstance(table, np.ndarray) else table
     if path.suffix.lower() not in (".npy", ".npz"):
-        raise InvalidInput(f"samples file {path} must be .npy or .npz")
+        raise InvalidInput(f"samples file {path} must be .npy, .npz or .parquet")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

@@ -28,7 +28,7 @@ import secrets
 import sqlite3
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from core.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import KeyScope, parse_scopes
-from gateway.db import ensure_columns, ensure_schema
+from gateway.db import ensure_columns, ensure_schema, transaction
 from gateway.registry import audit
 
 log = logging.getLogger(__name__)
@@ -240,15 +240,8 @@ class KeyStore:
                 log.warning("key expiries not audited yet (%s); retrying", error)
             await asyncio.sleep(seconds)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     def _audit(self, actor: str, action: str, record: KeyRecord, before: str | None, after: str) -> None:
         """The key's id, name, scopes and models; never its secret or the secret's digest."""

@@ -1,9 +1,10 @@
 """Live profiles: the same features as a version's reference profile, sketched from its traffic.
 
 Per model version, one array of KLL sketches (DataSketches' ``vector_of_kll_floats_sketches``:
-one C++ call updates every feature of a batch of rows) per time bucket, and bucket sizes per
-window: 30 s buckets for the last 5 minutes, 5 minutes for the hour, an hour for the day. A
-window's profile merges its buckets; buckets older than their window are dropped.
+one C++ call updates every feature of a batch of rows) per time bucket of each window
+(``gateway.drift.windows``: 30 s buckets for the last 5 minutes...). A window's profile merges
+its buckets, and the buckets other gateway processes published (``gateway.drift.shared``);
+buckets older than their window are dropped.
 
 Features come out of requests as the reference named them (``modelpkg.reference.features_of``);
 outputs too, with a classifier's confidence and predicted-class counts. Rows are what the
@@ -12,19 +13,19 @@ outputs too, with a classifier's confidence and predicted-class counts. Rows are
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from core.answers import predicted_labels, probabilities
+from gateway.drift.windows import DEFAULT_WINDOWS, Window, windows_of
 from modelpkg.reference import SKETCH_K, ReferenceProfile, features_of
-
-WINDOWS: dict[str, tuple[int, int]] = {"5m": (300, 30), "1h": (3600, 300), "24h": (86_400, 3_600)}
-"""Window name: (its span, its bucket size), in seconds."""
 
 
 def _vector(dimensions: int) -> Any:
@@ -40,6 +41,32 @@ class Bucket:
     outputs: Any
     classes: Counter[str] = field(default_factory=Counter)
     rows: int = 0
+
+    def to_bytes(self) -> bytes:
+        """What another gateway process needs to merge this bucket into its window."""
+        return orjson.dumps(
+            {
+                "start": self.start,
+                "rows": self.rows,
+                "classes": dict(self.classes),
+                "inputs": [base64.b64encode(raw).decode() for raw in self.inputs.serialize()],
+                "outputs": [base64.b64encode(raw).decode() for raw in self.outputs.serialize()],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, input_features: int, output_features: int) -> Bucket:
+        """A published bucket; ValueError when it does not fit this reference's features."""
+        data = orjson.loads(raw)
+        sketches = []
+        for encoded, dimensions in ((data["inputs"], input_features), (data["outputs"], output_features)):
+            vector = _vector(dimensions)
+            if len(encoded) != max(1, dimensions):
+                raise ValueError(f"published bucket has {len(encoded)} sketches, not {dimensions}")
+            for index, sketch in enumerate(encoded):
+                vector.deserialize(base64.b64decode(sketch), index)
+            sketches.append(vector)
+        return cls(int(data["start"]), sketches[0], sketches[1], Counter(data["classes"]), int(data["rows"]))
 
 
 @dataclass
@@ -69,14 +96,20 @@ class VersionSketches:
         class_names: list[str],
         label_output: str | None,
         clock: Callable[[], float] = time.time,
+        windows: Mapping[str, Window] | None = None,
+        key: tuple[str, str] = ("", ""),
     ) -> None:
         self.reference = reference
+        self.key = key
+        """(model, version) this profile is of."""
+        self.windows = dict(windows) if windows is not None else windows_of(DEFAULT_WINDOWS)
         self.input_names = [feature.name for feature in reference.inputs]
         self.output_names = [feature.name for feature in reference.outputs]
         self._class_names = class_names
         self._label_output = label_output
         self._clock = clock
-        self._levels: dict[str, deque[Bucket]] = {window: deque() for window in WINDOWS}
+        self._levels: dict[str, deque[Bucket]] = {window: deque() for window in self.windows}
+        self._changed: set[tuple[str, int]] = set()
 
     def ingest(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """Add a batch of rows (inputs and the answers to them) to every window's current bucket."""
@@ -84,8 +117,9 @@ class VersionSketches:
         output_features, classes = self._output_features(outputs)
         rows_out = self._matrix(output_features, self.output_names)
         now = int(self._clock())
-        for window, (span, size) in WINDOWS.items():
-            bucket = self._current(window, now, span, size)
+        for window in self.windows.values():
+            bucket = self._current(window, now)
+            self._changed.add((window.name, bucket.start))
             if rows_in is not None:
                 bucket.inputs.update(rows_in)
             if rows_out is not None:
@@ -93,15 +127,16 @@ class VersionSketches:
             bucket.classes.update(classes)
             bucket.rows += rows_in.shape[0] if rows_in is not None else 0
 
-    def window(self, name: str) -> WindowProfile:
-        """The merged profile of the last ``name`` (5m, 1h or 24h)."""
-        span, _ = WINDOWS[name]
-        oldest = int(self._clock()) - span
+    def window(self, name: str, published: Iterable[Bucket] = ()) -> WindowProfile:
+        """The merged profile of the last ``name`` (5m, 1h...): this process's buckets and
+        ``published`` ones (other processes')."""
+        window = self.windows[name]
+        now = int(self._clock())
         merged_in, merged_out = _vector(len(self.input_names)), _vector(len(self.output_names))
         classes: Counter[str] = Counter()
         rows = 0
-        for bucket in self._levels[name]:
-            if bucket.start + WINDOWS[name][1] <= oldest:
+        for bucket in (*self._levels[name], *published):
+            if not window.holds(bucket.start, now):
                 continue
             merged_in.merge(bucket.inputs)
             merged_out.merge(bucket.outputs)
@@ -109,10 +144,24 @@ class VersionSketches:
             rows += bucket.rows
         return WindowProfile(rows, merged_in, merged_out, classes, self.input_names, self.output_names)
 
-    def _current(self, window: str, now: int, span: int, size: int) -> Bucket:
-        buckets = self._levels[window]
-        start = now - now % size
-        while buckets and buckets[0].start + size <= now - span:
+    def take_changed(self) -> list[tuple[str, Bucket]]:
+        """The buckets that took rows since the last call, by window name (to publish them)."""
+        changed = [
+            (name, bucket)
+            for name, buckets in self._levels.items()
+            for bucket in buckets
+            if (name, bucket.start) in self._changed
+        ]
+        self._changed.clear()
+        return changed
+
+    def bucket_of(self, raw: bytes) -> Bucket:
+        return Bucket.from_bytes(raw, len(self.input_names), len(self.output_names))
+
+    def _current(self, window: Window, now: int) -> Bucket:
+        buckets = self._levels[window.name]
+        start = window.bucket_start(now)
+        while buckets and not window.holds(buckets[0].start, now):
             buckets.popleft()
         if not buckets or buckets[-1].start != start:
             buckets.append(Bucket(start, _vector(len(self.input_names)), _vector(len(self.output_names))))

@@ -3,7 +3,9 @@
 On the request path :meth:`DriftMonitor.observe` costs one random draw, and for a sampled
 request an append to a bounded queue (a full queue drops the sample and counts it). Every
 ``flush_s`` a background task takes the queue and adds each version's rows to its live sketches
-(``gateway.drift.live``) in one batch per version and window.
+(``gateway.drift.live``) in one batch per version and window; every ``publish_s`` it publishes
+the buckets that changed for the other gateway processes (``gateway.drift.shared``), and a
+report merges theirs with its own.
 
 A version's reference profile is read once from its stored package (``reference.json``,
 checked against the sha256 the manifest records). A version without one is reported as
@@ -26,8 +28,10 @@ import numpy as np
 from core.errors import InvalidInput
 from core.tasks import cancelled
 from gateway.catalog import ServedVersion
-from gateway.drift.live import WINDOWS, VersionSketches
-from gateway.drift.report import DriftReport, drift_report
+from gateway.drift.live import Bucket, VersionSketches, WindowProfile
+from gateway.drift.report import ArmsDrift, DriftReport, arms_drift, drift_report
+from gateway.drift.shared import Published, SharedBuckets
+from gateway.drift.windows import DEFAULT_WINDOWS, Window, windows_of
 from modelpkg import Manifest
 from modelpkg.reference import REFERENCE_ENTRY, ReferenceProfile, parse_profile, profile_digest
 
@@ -61,13 +65,19 @@ class DriftMonitor:
         lookup: VersionLookup,
         sample_rate: float,
         *,
+        windows: Mapping[str, Window] | None = None,
+        shared: SharedBuckets | None = None,
         flush_s: float = 0.2,
+        publish_s: float = 2.0,
         seed: int | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self._lookup = lookup
         self.sample_rate = sample_rate
+        self.windows = dict(windows) if windows is not None else windows_of(DEFAULT_WINDOWS)
+        self._shared = shared
         self._flush_s = flush_s
+        self._publish_s = publish_s
         self._random = random.Random(seed).random
         self._queue: deque[_Sample] = deque()
         self._sketches: dict[tuple[str, str], VersionSketches | None] = {}
@@ -76,7 +86,11 @@ class DriftMonitor:
         self.dropped = 0
 
     def observe(
-        self, served: ServedVersion, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+        self,
+        served: ServedVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        request_id: str = "",
     ) -> None:
         """On the request path: keep this answered request for sketching, if it is sampled."""
         if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
@@ -95,6 +109,11 @@ class DriftMonitor:
 
     async def close(self) -> None:
         await cancelled(self._task)
+        try:  # what this process saw last still counts in the others' reports
+            self.flush()
+            await self.publish()
+        except Exception:
+            log.exception("drift sketches not published at shutdown")
         self._queue.clear()
         # The sketches are C++ objects: let them go with the app, not at interpreter exit, where
         # nanobind reports every one still alive as a leak.
@@ -107,37 +126,94 @@ class DriftMonitor:
             sample = self._queue.popleft()
             batches.setdefault((sample.served.name, sample.served.version), []).append(sample)
         for key, samples in batches.items():
-            sketches = self._version(key, samples[0].served)
+            sketches = self._version(*key)
             if sketches is None:
                 continue
             sketches.ingest(_joined([s.inputs for s in samples]), _joined([s.outputs for s in samples]))
 
-    def report(self, model: str, version: str, window: str) -> DriftReport:
-        if window not in WINDOWS:
-            raise InvalidInput(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    async def report(self, model: str, version: str, window: str) -> DriftReport:
+        """``version``'s drift in ``window``, over every gateway process's traffic."""
+        self._check_window(window)
         self.flush()
-        stored = self._lookup(model, version)
-        sketches = self._sketches.get((model, version))
-        reference = sketches.reference if sketches is not None else self._reference(model, version, stored)
-        live = sketches.window(window) if sketches is not None else None
-        return drift_report(model, version, window, reference, live)
+        sketches = self._version(model, version)
+        if sketches is None:
+            return drift_report(model, version, window, None, None)
+        return drift_report(model, version, window, sketches.reference, await self._merged(sketches, window))
+
+    async def between(self, model: str, stable: str, candidate: str, window: str) -> ArmsDrift | None:
+        """How far ``candidate``'s live inputs and outputs are from ``stable``'s (rollouts);
+        None when either version has no reference profile (so no live sketches)."""
+        self._check_window(window)
+        self.flush()
+        first, second = self._version(model, stable), self._version(model, candidate)
+        if first is None or second is None:
+            return None
+        return arms_drift(
+            stable, candidate, window, await self._merged(first, window), await self._merged(second, window)
+        )
+
+    def keep_only(self, served: set[tuple[str, str]]) -> None:
+        """Let go of the sketches of versions no longer served (deleted ones)."""
+        for key in [key for key in self._sketches if key not in served]:
+            del self._sketches[key]
+
+    async def publish(self) -> None:
+        """Hand the buckets that took rows since last time to the other gateway processes."""
+        if self._shared is None:
+            return
+        changed = [
+            Published(model, version, self.windows[name], bucket.start, bucket.to_bytes())
+            for (model, version), sketches in self._sketches.items()
+            if sketches is not None
+            for name, bucket in sketches.take_changed()
+        ]
+        if changed:
+            await self._shared.publish(changed)
+
+    def _check_window(self, window: str) -> None:
+        if window not in self.windows:
+            raise InvalidInput(f"window must be one of {', '.join(self.windows)}, not {window!r}")
+
+    async def _merged(self, sketches: VersionSketches, window: str) -> WindowProfile:
+        published: list[Bucket] = []
+        if self._shared is not None:
+            model, version = sketches.key
+            for raw in await self._shared.fetch(model, version, self.windows[window]):
+                try:
+                    published.append(sketches.bucket_of(raw))
+                except (ValueError, KeyError) as error:  # another reference (a re-pushed version)
+                    log.warning("published drift bucket of %s version %s skipped: %s", model, version, error)
+        return sketches.window(window, published)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        published_at = loop.time()
         while True:
             await asyncio.sleep(self._flush_s)
             try:
                 self.flush()
             except Exception:  # a bad sample must not stop the sketching of the others
                 log.exception("drift sketching failed")
+            if loop.time() - published_at >= self._publish_s:
+                published_at = loop.time()
+                try:
+                    await self.publish()
+                except Exception as error:  # the store is down: keep sketching, publish later
+                    log.warning("drift sketches not published: %s", error)
 
-    def _version(self, key: tuple[str, str], served: ServedVersion) -> VersionSketches | None:
+    def _version(self, model: str, version: str) -> VersionSketches | None:
+        key = (model, version)
         if key not in self._sketches:
-            stored = self._lookup(*key)
-            reference = self._reference(*key, stored)
+            stored = self._lookup(model, version)
+            reference = self._reference(model, version, stored)
             labels = stored.manifest.labels
             self._sketches[key] = (
                 VersionSketches(
-                    reference, list(labels.names) if labels else [], labels.output if labels else None
+                    reference,
+                    list(labels.names) if labels else [],
+                    labels.output if labels else None,
+                    windows=self.windows,
+                    key=key,
                 )
                 if reference is not None
                 else None

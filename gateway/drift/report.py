@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal
 
 import numpy as np
@@ -52,17 +53,88 @@ def _shares(sketch: Any, edges: np.ndarray) -> list[float]:
 def _feature(profile: FeatureProfile, live: Any, side: Literal["input", "output"]) -> FeatureDrift | None:
     if profile.kll is None or live.is_empty():
         return None
-    reference = scores.load_sketch(profile.kll)
+    return _compared(profile.name, scores.load_sketch(profile.kll), live, side)
+
+
+def _compared(name: str, reference: Any, live: Any, side: Literal["input", "output"]) -> FeatureDrift:
     psi, ks = scores.psi(reference, live), scores.ks(reference, live)
     edges = np.unique(np.asarray(reference.get_quantiles(np.linspace(0, 1, scores.BINS + 1)[1:-1].tolist())))
     return FeatureDrift(
-        name=profile.name,
+        name=name,
         side=side,
         psi=round(psi, 6),
         ks=round(ks, 6),
         drifted=scores.drifted(psi, ks),
         reference_shares=_shares(reference, edges),
         live_shares=_shares(live, edges),
+    )
+
+
+class ArmsDrift(BaseModel):
+    """How far a rollout's candidate's live traffic is from the stable version's, in one window."""
+
+    stable: str
+    candidate: str
+    window: str
+    status: Literal["ok", "drift", "no traffic"]
+    stable_rows: int
+    candidate_rows: int
+    drifted_share: float | None
+    classes_js: float | None
+    features: list[FeatureDrift]
+    """The stable version's values are the reference; most drifted first, at most ``ARMS_SHOWN``."""
+
+
+ARMS_SHOWN = 5
+
+
+def _classes_js(reference: dict[str, float], live: Counter[str]) -> float | None:
+    if not reference or not live:
+        return None
+    total = sum(live.values())
+    return scores.js_distance(reference, {name: count / total for name, count in live.items()})
+
+
+def arms_drift(
+    stable: str, candidate: str, window: str, first: WindowProfile, second: WindowProfile
+) -> ArmsDrift:
+    """Features both versions have, by name: the candidate's against the stable's."""
+    answer = ArmsDrift(
+        stable=stable,
+        candidate=candidate,
+        window=window,
+        status="no traffic",
+        stable_rows=first.rows,
+        candidate_rows=second.rows,
+        drifted_share=None,
+        classes_js=None,
+        features=[],
+    )
+    if first.rows == 0 or second.rows == 0:
+        return answer
+    features: list[FeatureDrift] = []
+    for side, names, other_names, sketch_of, other_sketch_of in (
+        ("input", first.input_names, second.input_names, first.input_sketch, second.input_sketch),
+        ("output", first.output_names, second.output_names, first.output_sketch, second.output_sketch),
+    ):
+        for index, name in enumerate(names):
+            if name not in other_names:
+                continue
+            reference, live = sketch_of(index), other_sketch_of(other_names.index(name))
+            if not reference.is_empty() and not live.is_empty():
+                features.append(_compared(name, reference, live, side))  # type: ignore[arg-type]
+    features.sort(key=lambda f: (f.psi, f.ks), reverse=True)
+    total = sum(first.classes.values())
+    share = sum(f.drifted for f in features) / len(features) if features else None
+    return answer.model_copy(
+        update={
+            "status": "drift" if share else "ok",
+            "drifted_share": share,
+            "classes_js": _classes_js({k: v / total for k, v in first.classes.items()}, second.classes)
+            if total
+            else None,
+            "features": features[:ARMS_SHOWN],
+        }
     )
 
 
@@ -97,10 +169,7 @@ def drift_report(
         if (drift := _feature(profile, live.output_sketch(index), "output")) is not None
     ]
     features.sort(key=lambda f: (f.psi, f.ks), reverse=True)
-    classes_js = None
-    if reference.classes and live.classes:
-        total = sum(live.classes.values())
-        classes_js = scores.js_distance(reference.classes, {k: v / total for k, v in live.classes.items()})
+    classes_js = _classes_js(reference.classes, live.classes) if reference.classes else None
     share = sum(f.drifted for f in features) / len(features) if features else None
     return report.model_copy(
         update={

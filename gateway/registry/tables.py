@@ -12,11 +12,12 @@ another coroutine's statements would land inside them.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
+
+from gateway.db import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_models (
@@ -57,16 +58,9 @@ class Tables:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.db = connection
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock first, so concurrent writers queue, not fail."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        return transaction(self.db)
 
     # ---- reads ----
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TypeVar
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,15 +14,14 @@ from gateway.auth.authorization import requires
 from gateway.auth.scopes import KeyScope
 from gateway.registry.audit import AuditEntry
 from gateway.rest.api_doc import Operation, documented
-from gateway.rest.inference import read_body
+from gateway.rest.drift import default_window
+from gateway.rest.json_body import parse_body
 from gateway.rest.responses import ModelResponse
 from gateway.rest.state import gateway_state
 from gateway.routing.deployment_status import DeploymentStatus
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
 from gateway.routing.router import Router
-
-MAX_BODY = 64 * 1024
 
 
 class _Body(BaseModel):
@@ -52,9 +49,6 @@ class Promote(_Body):
     reason: str = Field(default="", max_length=1000)
 
 
-Body = TypeVar("Body", bound=_Body)
-
-
 class FeedbackReceipt(BaseModel):
     """A reward was counted for the version that answered ``request_id``."""
 
@@ -69,18 +63,6 @@ class History(BaseModel):
 
     model: str
     events: list[AuditEntry]
-
-
-async def _parse(request: Request, kind: type[Body]) -> Body:
-    body = await read_body(request.receive, request.headers.get("content-length"), MAX_BODY)
-    try:
-        return kind.model_validate(orjson.loads(body or b"{}"))
-    except orjson.JSONDecodeError as error:
-        raise InvalidInput(f"the request body is not valid JSON: {error}") from None
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidInput(f"{where}: {first['msg']}") from None
 
 
 def _change(summary: str, body: type[_Body]) -> Operation:
@@ -108,12 +90,14 @@ def _actor(request: Request) -> str:
 )
 @requires(KeyScope.FEEDBACK, model_param="model")
 async def feedback(request: Request) -> Response:
-    body = await _parse(request, Feedback)
+    body = await parse_body(request, Feedback)
     if not math.isfinite(body.reward):
         raise InvalidInput("reward must be a finite number between 0 and 1")
     model = request.path_params["model"]
     version = await _router(request).feedback(model, body.request_id, body.reward)
-    gateway_state(request).metrics.rewards.labels(model, version).inc(body.reward)
+    state = gateway_state(request)
+    state.metrics.rewards.labels(model, version).inc(body.reward)
+    state.prediction_logs.reward(model, version, body.request_id, body.reward)
     return ModelResponse(
         FeedbackReceipt(request_id=body.request_id, model=model, version=version, counted=True)
     )
@@ -128,7 +112,14 @@ async def feedback(request: Request) -> Response:
 )
 @requires(KeyScope.ADMIN)
 async def status(request: Request) -> Response:
-    return ModelResponse(await _router(request).status(request.path_params["model"]))
+    model = request.path_params["model"]
+    status = await _router(request).status(model)
+    drift = gateway_state(request).drift
+    window = default_window(list(drift.windows))
+    candidates = [arm.version for arm in status.arms if not arm.stable and arm.role != "shadow"]
+    compared = [await drift.between(model, status.stable, version, window) for version in candidates]
+    status.arms_drift = [arms for arms in compared if arms is not None]
+    return ModelResponse(status)
 
 
 @documented(
@@ -138,7 +129,7 @@ async def status(request: Request) -> Response:
 )
 @requires(KeyScope.ADMIN)
 async def rollout(request: Request) -> Response:
-    body = await _parse(request, Rollout)
+    body = await parse_body(request, Rollout)
     model = request.path_params["model"]
     await _router(request).rollout(model, body.policy, body.guard, _actor(request), body.reason)
     return ModelResponse(await _router(request).status(model))
@@ -153,7 +144,7 @@ async def rollout(request: Request) -> Response:
 )
 @requires(KeyScope.ADMIN)
 async def rollback(request: Request) -> Response:
-    body = await _parse(request, Rollback)
+    body = await parse_body(request, Rollback)
     model = request.path_params["model"]
     await _router(request).rollback(model, body.to, _actor(request), body.reason)
     return ModelResponse(await _router(request).status(model))
@@ -162,7 +153,7 @@ async def rollback(request: Request) -> Response:
 @documented(_change("Make a loaded (staged) version live: all traffic that names no version", Promote))
 @requires(KeyScope.ADMIN)
 async def promote(request: Request) -> Response:
-    body = await _parse(request, Promote)
+    body = await parse_body(request, Promote)
     model = request.path_params["model"]
     await _router(request).promote(model, body.version, _actor(request), body.reason)
     return ModelResponse(await _router(request).status(model))

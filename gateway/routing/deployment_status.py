@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from gateway.drift.report import ArmsDrift
 from gateway.routing.comparison import RewardDifference
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
@@ -74,3 +75,6 @@ class DeploymentStatus(BaseModel):
     """Every loaded version: the arms and the staged ones."""
     checked_at: float
     """When these numbers were read (seconds since the epoch)."""
+    arms_drift: list[ArmsDrift] = Field(default_factory=list)
+    """Each candidate's live inputs and outputs against the stable version's (``GET`` status only;
+    versions whose packages carry reference profiles)."""

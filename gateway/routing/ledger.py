@@ -10,11 +10,10 @@ between gateway processes on several hosts, each id expiring after ``ttl_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +21,7 @@ import redis.asyncio
 
 from core.errors import Conflict, NotFound
 from core.tasks import cancelled
-from gateway.db import ensure_schema
+from gateway.db import ensure_schema, transaction
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class SQLiteLedger:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        with _transaction(self._connection):
+        with transaction(self._connection):
             self._connection.executemany(
                 "INSERT OR REPLACE INTO feedback_ledger (request_id, model, version, at) VALUES (?, ?, ?, ?)",
                 [(request_id, *entry) for request_id, entry in pending.items()],
@@ -164,17 +163,6 @@ class SQLiteLedger:
     async def aclose(self) -> None:
         await cancelled(self._task)
         self.flush()
-
-
-@contextlib.contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 # KEYS[1]: the entry (a hash of model, version, at, claimed). ARGV[1]: the model.

@@ -41,6 +41,7 @@ COMMAND_ORDER = (
     "deployment_cmd",
     "gates_cmd",
     "drift_cmd",
+    "logs_cmd",
     "delete_cmd",
     "keys_cmd",
     "serve_cmd",

@@ -299,6 +299,22 @@ def comparison_lines(status: dict[str, Any]) -> list[str]:
     lines.append(
         f"guard: {guard['state']}" + (f"; {guard['last_rollback']}" if guard["last_rollback"] else "")
     )
+    for arms in status.get("arms_drift", []):
+        lines.append(arms_drift_line(arms))
     back = status.get("can_roll_back_to")
     lines.append(f"rollback returns to: {back}" if back else "rollback: nothing before this")
     return lines
+
+
+def arms_drift_line(arms: dict[str, Any]) -> str:
+    """A candidate's live traffic against the stable version's: its most drifted feature."""
+    head = f"drift {arms['candidate']} vs {arms['stable']} (last {arms['window']}): "
+    if arms["status"] == "no traffic":
+        return head + f"not enough traffic yet ({arms['stable_rows']} / {arms['candidate_rows']} rows)"
+    parts = [f"{arms['status'].upper()}, {arms['drifted_share'] or 0:.0%} of features drifted"]
+    if arms["features"]:
+        top = arms["features"][0]
+        parts.append(f"most: {top['name']} ({top['side']}) PSI {top['psi']:.3f}, KS {top['ks']:.3f}")
+    if arms["classes_js"] is not None:
+        parts.append(f"classes JS {arms['classes_js']:.3f}")
+    return head + "; ".join(parts)

@@ -207,7 +207,8 @@ def _reference_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference",
         type=Path,
         metavar="FILE",
-        help="training rows (.npy, or .npz by input name); default: the samples, a weak reference",
+        help="training rows: .npy, .npz by input name, or .parquet (numeric columns, or the input.<name> "
+        "columns of `mdeploy logs export`); default: the samples, a weak reference",
     )
     group.add_argument(
         "--profile-reduction",

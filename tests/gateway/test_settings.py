@@ -87,3 +87,12 @@ def test_serve_on_a_busy_grpc_port_fails_first_naming_the_flag(tmp_path: Path) -
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
     assert "--grpc-port (or MDEPLOY_GRPC_PORT; 0 turns it off)" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_drift_windows_are_durations_and_a_bad_one_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDEPLOY_DRIFT_WINDOWS", '["10s", "1h"]')
+    assert GatewaySettings().drift_windows == ["10s", "1h"]
+    with pytest.raises(ValueError, match="a drift window is a number and a unit"):
+        GatewaySettings(drift_windows=["5 minutes"])
+    with pytest.raises(ValueError, match="at least 16"):
+        GatewaySettings(webhook_secret="short")

@@ -28,7 +28,8 @@ def test_commands_are_listed_in_the_order_of_a_models_life(capsys: pytest.Captur
     listed = [line.split()[0] for line in lines if line.startswith("    ") and line[4] != " "]
     assert listed == [
         "package", "inspect", "push", "list", "search", "info", "compare", "pull", "predict",
-        "rollout", "status", "rollback", "promote", "history", "gates", "drift", "delete", "keys", "serve",
+        "rollout", "status", "rollback", "promote", "history", "gates", "drift", "logs", "delete", "keys",
+        "serve",
     ]  # fmt: skip
 
 

@@ -126,7 +126,7 @@ BAD_PACKAGE_ARGS: list[tuple[list[str], int, str]] = [
     (["{skops}", "--framework", "torch"], 2, "invalid choice: 'torch'"),
     (["{skops}", "--name", "bad name"], 2, "name: String should match pattern"),
     (["{pickle}"], 2, "would run arbitrary code"),
-    (["{skops}", "--samples", "{labels}"], 2, "must be .npy or .npz"),
+    (["{skops}", "--samples", "{labels}"], 2, "must be .npy, .npz or .parquet"),
     (["{skops}", "--labels", "{missing}"], 2, "labels file"),
     (["{skops}", "--preferred-batch-size", "500"], 2, "exceed max_batch_size"),
     (["{skops}", "--framework", "keras"], 1, "cannot load a Keras model"),

@@ -1,0 +1,143 @@
+"""Live drift buckets shared between gateway processes, so each reports the merged traffic.
+
+Every gateway process sketches the requests it answered. Every few seconds it publishes the
+buckets that took rows (``Bucket.to_bytes``: the serialized KLL sketches, class counts and row
+count) under its instance id; a report merges its own buckets with the others' published ones.
+KLL sketches merge without loss of their error bound, so the merged report is the report of
+all traffic, up to one publish interval late for other processes' rows.
+
+``SQLiteBuckets`` shares them through the gateway database (processes on one host);
+``RedisBuckets`` through Redis (``shared_state_url``, several hosts). Published buckets expire
+when they leave their window.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote
+
+import redis.asyncio
+
+from gateway.db import ensure_schema, transaction
+from gateway.drift.windows import Window
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drift_buckets (
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    window TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    expires REAL NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (model, version, window, start, instance)
+);
+CREATE INDEX IF NOT EXISTS drift_buckets_expiry ON drift_buckets (expires);
+"""
+
+
+@dataclass(frozen=True)
+class Published:
+    model: str
+    version: str
+    window: Window
+    start: int
+    data: bytes
+
+    @property
+    def expires(self) -> float:
+        return float(self.start + self.window.bucket_s + self.window.span_s)
+
+
+class SharedBuckets(Protocol):
+    instance: str
+    """This process's id: its own buckets are read locally, never fetched back."""
+
+    async def publish(self, buckets: list[Published]) -> None: ...
+
+    async def fetch(self, model: str, version: str, window: Window) -> list[bytes]:
+        """Other processes' buckets of ``window`` that still overlap it."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def new_instance_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class SQLiteBuckets:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.instance = new_instance_id()
+        self._connection = connection
+        ensure_schema(connection, _SCHEMA)
+
+    async def publish(self, buckets: list[Published]) -> None:
+        now = time.time()
+        with transaction(self._connection):  # one commit for all of them
+            self._connection.executemany(
+                "INSERT INTO drift_buckets (model, version, window, start, instance, expires, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, version, window, start, instance) "
+                "DO UPDATE SET data = excluded.data, expires = excluded.expires",
+                [
+                    (b.model, b.version, b.window.name, b.start, self.instance, b.expires, b.data)
+                    for b in buckets
+                ],
+            )
+            self._connection.execute("DELETE FROM drift_buckets WHERE expires < ?", (now,))
+
+    async def fetch(self, model: str, version: str, window: Window) -> list[bytes]:
+        oldest = int(time.time()) - window.span_s - window.bucket_s
+        rows = self._connection.execute(
+            "SELECT data FROM drift_buckets WHERE model = ? AND version = ? AND window = ? AND start > ? "
+            "AND instance != ?",
+            (model, version, window.name, oldest, self.instance),
+        ).fetchall()
+        return [bytes(row[0]) for row in rows]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RedisBuckets:
+    """One hash per (model, version, window, bucket start), a field per process, expiring with it."""
+
+    def __init__(self, url: str, timeout_s: float = 1.0) -> None:
+        self.instance = new_instance_id()
+        self._redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    @staticmethod
+    def _key(model: str, version: str, window: Window, start: int) -> str:
+        return f"mdeploy:drift:{quote(model, safe='')}:{quote(version, safe='')}:{window.name}:{start}"
+
+    async def publish(self, buckets: list[Published]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                key = self._key(bucket.model, bucket.version, bucket.window, bucket.start)
+                pipe.hset(key, mapping={self.instance: bucket.data})
+                pipe.expireat(key, int(bucket.expires) + 1)
+            await pipe.execute()
+
+    async def fetch(self, model: str, version: str, window: Window) -> list[bytes]:
+        now = int(time.time())
+        newest = window.bucket_start(now)
+        starts = range(newest - window.span_s - window.bucket_s, newest + 1, window.bucket_s)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(self._key(model, version, window, start))
+            answers = await pipe.execute()
+        return [
+            bytes(data)
+            for answer in answers
+            for instance, data in answer.items()
+            if (instance.decode() if isinstance(instance, bytes) else instance) != self.instance
+        ]
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
