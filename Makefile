@@ -16,11 +16,12 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 
 setup: $(STAMP) system-deps
 
-# Debian packages the tests and benchmarks use: a real redis-server, and wrk as load generator.
+# Debian packages the tests and benchmarks use: a real redis-server, PostgreSQL (the database
+# for several hosts; tests start their own cluster), and wrk as load generator.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@command -v redis-server >/dev/null && command -v wrk >/dev/null || \
-		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk )
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk postgresql )
 
 # Re-run pip only when the declared dependencies or the runtime change.
 $(STAMP): pyproject.toml

@@ -26,7 +26,6 @@ import contextlib
 import functools
 import gc
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -41,19 +40,20 @@ from core.tensor_batch import Tensors
 from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
+from gateway.database.engine import Database, SQLiteDatabase
 from gateway.dataplane import AnswerListener, DataPlane
 from gateway.db import open_database
 from gateway.drift.alerts import AlertStore
 from gateway.drift.monitor import DriftMonitor, StoredVersion
-from gateway.drift.shared import RedisBuckets, SharedBuckets, SQLiteBuckets
+from gateway.drift.shared import DatabaseBuckets, RedisBuckets, SharedBuckets
 from gateway.drift.watch import DriftWatch
 from gateway.drift.windows import windows_of
 from gateway.grpc_api.server import start_grpc_listener
+from gateway.leadership import Leadership, SoleProcess
 from gateway.metrics import Metrics
 from gateway.predictionlog.control import PredictionLogs
 from gateway.predictionlog.folder import FOLDER_NAME, LogFolder
 from gateway.predictionlog.log import LogCounters, PredictionLog
-from gateway.predictionlog.store import LogConfigStore
 from gateway.registry.evaluations import EvaluationStore
 from gateway.registry.service import Registry
 from gateway.releases import Releases
@@ -73,9 +73,9 @@ from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
 from gateway.routing.deployments import DeploymentStore
-from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
+from gateway.routing.ledger import DatabaseLedger, Ledger, RedisLedger
 from gateway.routing.router import Router
-from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats, StatsStore
+from gateway.routing.stats import BufferedStats, DatabaseStats, RedisStats, StatsStore
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
 from gateway.webhooks import WebhookSender
@@ -128,14 +128,22 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
     ]
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
-    """A gateway for ``settings``; its parts start and stop with the ASGI lifespan."""
+def create_app(
+    settings: GatewaySettings, *, leadership: Leadership | None = None, shared_ports: bool = False
+) -> GatewayApp:
+    """A gateway for ``settings``; its parts start and stop with the ASGI lifespan.
+
+    ``leadership`` says when this process runs the singleton work (default: always, the only
+    process); ``shared_ports``: other worker processes listen on the same ports (SO_REUSEPORT).
+    """
     predictions = inference.PredictionRoutes()
+    leader = leadership or SoleProcess()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         connection = open_database(settings.database_path)
+        database = SQLiteDatabase.open(connection)  # the schema's migrations run here
         metrics = Metrics()
         pool = BackendPool(
             settings.backends,
@@ -148,9 +156,9 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         def on_batch(served: ServedVersion, rows: int) -> None:
             metrics.batch_rows.labels(served.name, served.version).observe(rows)
 
-        router = _router(settings, connection, registry, metrics)
+        router = _router(settings, database, registry, metrics, leader)
         url = settings.shared_state_url
-        shared_buckets: SharedBuckets = RedisBuckets(url) if url else SQLiteBuckets(connection)
+        shared_buckets: SharedBuckets = RedisBuckets(url) if url else DatabaseBuckets(database)
         monitor = DriftMonitor(
             functools.partial(_stored_version, registry),
             settings.drift_sample_rate,
@@ -159,7 +167,7 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             publish_s=settings.drift_publish_s,
             on_dropped=metrics.drift_dropped.inc,
         )
-        alerts = AlertStore(connection)
+        alerts = AlertStore(database)
         webhooks = (
             WebhookSender(
                 settings.webhook_secret, on_result=lambda result: metrics.webhooks.labels(result).inc()
@@ -170,13 +178,12 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         watch = DriftWatch(
             monitor,
             alerts,
-            connection,
             functools.partial(_served_versions, registry),
             check_s=settings.drift_check_s,
             webhooks=webhooks,
         )
         metrics.watch_drift(lambda: watch.scores)
-        logs = _prediction_logs(settings, connection, registry, metrics)
+        logs = _prediction_logs(settings, database, registry, metrics)
         dataplane = DataPlane(
             registry,
             pool,
@@ -191,22 +198,27 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
         app.state.limiter = app.state.auth.limiter.slowapi  # where slowapi's 429 handler looks
-        evaluations = EvaluationStore(connection, settings.data_dir / "evalsets")
-        releases = Releases(registry, router, dataplane, evaluations, settings.max_eval_rows)
+        evaluations = EvaluationStore(settings.data_dir / "evalsets")
+        releases = Releases(registry, router, dataplane, evaluations, database, settings.max_eval_rows)
         app.state.gateway = GatewayState(
             settings, pool, registry, dataplane, metrics, registry, router, releases, monitor, alerts, logs
         )
         predictions.bind(app.state.auth, app.state.gateway)
+        await leader.start()
         await pool.start()
-        await registry.start()
+        await registry.start(leader)
         await router.start()
         monitor.start()
-        logs.start()
+        await logs.start()
         watch.start()
-        expiries = asyncio.create_task(app.state.auth.keys.audit_expiries_every(KEY_EXPIRY_AUDIT_S))
+        expiries = asyncio.create_task(
+            app.state.auth.keys.audit_expiries_every(KEY_EXPIRY_AUDIT_S, when=lambda: leader.is_leader)
+        )
         listener = None
         if settings.grpc_port:
-            listener = await start_grpc_listener(settings, app.state.auth, app.state.gateway)
+            listener = await start_grpc_listener(
+                settings, app.state.auth, app.state.gateway, reuse_port=shared_ports
+            )
         # What exists now (modules, app, settings) lives as long as the process: keep it out of
         # the cyclic collector, whose full passes over it paused requests for tens of ms.
         gc.collect()
@@ -233,6 +245,8 @@ def create_app(settings: GatewaySettings) -> GatewayApp:
             await router.ledger.aclose()
             await pool.close()
             await app.state.auth.aclose()
+            await leader.close()
+            await database.close()
             connection.close()
 
     return GatewayApp(
@@ -260,7 +274,7 @@ def _answer_listeners(*listeners: AnswerListener | None) -> AnswerListener | Non
 
 
 def _prediction_logs(
-    settings: GatewaySettings, connection: sqlite3.Connection, registry: Registry, metrics: Metrics
+    settings: GatewaySettings, database: Database, registry: Registry, metrics: Metrics
 ) -> PredictionLogs:
     """Per-model prediction logs in the data folder, set in the database, counted in metrics."""
     counters = LogCounters(
@@ -269,10 +283,9 @@ def _prediction_logs(
         rotated=lambda model, files: metrics.prediction_log_rotated.labels(model).inc(files),
     )
     return PredictionLogs(
-        LogConfigStore(connection),
+        database,
         PredictionLog(LogFolder(settings.data_dir / FOLDER_NAME), counters=counters),
         check_model=registry.model_summary,
-        transaction=registry.storage.tables.transaction,
         refresh_s=settings.deployment_refresh_s,
         max_export_rows=settings.prediction_log_max_export_rows,
         max_export_bytes=settings.prediction_log_max_export_bytes,
@@ -294,7 +307,11 @@ def _stored_version(registry: Registry, model: str, version: str) -> StoredVersi
 
 
 def _router(
-    settings: GatewaySettings, connection: sqlite3.Connection, registry: Registry, metrics: Metrics
+    settings: GatewaySettings,
+    database: Database,
+    registry: Registry,
+    metrics: Metrics,
+    leader: Leadership,
 ) -> Router:
     """Deployments in the database; bandit statistics and the feedback ledger in Redis when shared."""
     store: StatsStore
@@ -303,10 +320,15 @@ def _router(
         store = RedisStats(settings.shared_state_url)
         ledger = RedisLedger(settings.shared_state_url, settings.feedback_ttl_s)
     else:
-        store = SQLiteStats(connection)
-        ledger = SQLiteLedger(connection, settings.feedback_ttl_s, settings.feedback_max_entries)
+        store = DatabaseStats(database)
+        ledger = DatabaseLedger(
+            database,
+            settings.feedback_ttl_s,
+            settings.feedback_max_entries,
+            sweeps=lambda: leader.is_leader,
+        )
     return Router(
-        DeploymentStore(connection),
+        DeploymentStore(database),
         registry,
         BufferedStats(store),
         ledger,

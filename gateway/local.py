@@ -4,7 +4,9 @@ Creates the data folder; on first run makes an admin API key (printed once, save
 ``<data-dir>/admin-key`` with mode 0600); starts ``mdeploy-server`` as a child process
 by its command unless backends are given; serves the gateway under uvicorn (uvloop +
 httptools); runs the caller's start-up work (the CLI's demo) once it listens.
-SIGINT/SIGTERM stop the gateway, then drain and stop the inference server.
+SIGINT/SIGTERM stop the gateway, then drain and stop the inference server. With
+``workers`` > 1 this process supervises that many gateway processes on the same ports
+(``gateway.workers``) and shares the admin key and the inference server with them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 import uvicorn
@@ -24,11 +28,13 @@ import uvloop
 from core.errors import InvalidInput
 from core.server_process import ServerProcess, start_server_process
 from core.server_token import ensure_token
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.auth.keys import KeyStore
 from gateway.auth.scopes import KeyScope
 from gateway.db import open_database
+from gateway.leadership import lock_path
 from gateway.settings import GatewaySettings
+from gateway.workers.supervisor import check_shared_limits, run_workers, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,10 @@ class AdminKey:
 
 
 def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
-    """The admin key of this data folder, made on first run (all scopes; stored hashed in the database)."""
+    """The admin key of this data folder, made on first run (all scopes; stored hashed in the database),
+    or the one in ``settings.admin_key_file``."""
+    if settings.admin_key_file is not None:
+        return AdminKey(_register_admin_key(settings, settings.admin_key_file), created=False)
     path = settings.data_dir / ADMIN_KEY_FILE
     if path.exists():
         return AdminKey(path.read_text().strip(), created=False)
@@ -60,6 +69,24 @@ def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
     with os.fdopen(descriptor, "w") as file:
         file.write(created.key + "\n")
     return AdminKey(created.key, created=True)
+
+
+def _register_admin_key(settings: GatewaySettings, key_file: Path) -> str:
+    try:
+        key = key_file.read_text().strip()
+    except OSError as error:
+        raise InvalidInput(f"cannot read the admin key file {key_file}: {error.strerror}") from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    connection = open_database(settings.database_path)
+    try:
+        KeyStore(connection).register(
+            key, list(KeyScope), name="admin (admin_key_file)", actor="mdeploy serve"
+        )
+    except InvalidInput as error:
+        raise InvalidInput(f"admin key file {key_file}: {error.message}") from None
+    finally:
+        connection.close()
+    return key
 
 
 SERVER_TOKEN_FILE = "server-token"
@@ -93,17 +120,40 @@ async def _when_started(server: uvicorn.Server, then: AfterStart, admin_key: str
         if server.should_exit:
             return
         await asyncio.sleep(0.1)
+    await asyncio.to_thread(_run_then, then, bound_url(server), admin_key)
+
+
+def _run_then(then: AfterStart, url: str, admin_key: str) -> None:
     try:
-        await asyncio.to_thread(then, bound_url(server), admin_key)
+        then(url, admin_key)
     except Exception as error:
         log.error(
             "%s failed: %s: %s", getattr(then, "__name__", "start-up work"), type(error).__name__, error
         )
 
 
-async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | None) -> None:
-    config = uvicorn.Config(
-        create_app(settings),
+def _serve_workers(
+    settings: GatewaySettings, count: int, admin_key: str, then: AfterStart | None, *, own_lock: bool
+) -> None:
+    """``count`` gateway processes on the same ports (``gateway.workers``); ``then`` runs here."""
+    lock = lock_path(settings.data_dir, settings.backends)
+
+    def on_ready(url: str) -> None:
+        if then is not None:
+            threading.Thread(target=_run_then, args=(then, url, admin_key), daemon=True).start()
+
+    try:
+        run_workers(settings, count, lock, on_ready)
+    finally:
+        if own_lock:  # named after this run's own inference server: no other process uses it
+            lock.unlink(missing_ok=True)
+    log.info("gateway stopped")
+
+
+def uvicorn_config(settings: GatewaySettings, app: GatewayApp) -> uvicorn.Config:
+    """How a gateway process runs ``app`` under uvicorn (alone, or as one of several workers)."""
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -118,7 +168,10 @@ async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | N
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
     )
-    server = uvicorn.Server(config)
+
+
+async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | None) -> None:
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
     tasks = [asyncio.create_task(server.serve())]
     if then is not None:
         tasks.append(asyncio.create_task(_when_started(server, then, admin_key)))
@@ -148,6 +201,8 @@ def check_port_free(host: str, port: int, flag: str) -> None:
 def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
     """Run until interrupted; ``then(base_url, admin_key)`` runs once the gateway listens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = worker_count(settings.workers)
+    check_shared_limits(settings, workers)
     check_port_free(settings.host, settings.port, "--port (or MDEPLOY_PORT)")
     if settings.grpc_port:
         check_port_free(
@@ -170,6 +225,9 @@ def serve(settings: GatewaySettings, *, then: AfterStart | None = None) -> None:
     if settings.grpc_port:
         print(f"gRPC API (KServe v2, tritonclient.grpc) on {settings.host}:{settings.grpc_port}", flush=True)
     try:
+        if workers > 1:
+            _serve_workers(settings, workers, admin.value, then, own_lock=local is not None)
+            return
         # uvicorn's loop="uvloop" applies only when uvicorn makes the loop; this process makes it.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(settings, admin.value, then))

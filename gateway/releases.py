@@ -22,8 +22,11 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from core.errors import Conflict, NotFound
 from core.gates import parse_gates
+from gateway.database.engine import Database
 from gateway.dataplane import DataPlane
 from gateway.evaluation import Evaluation, evaluate, read_eval_set
 from gateway.registry import audit
@@ -53,6 +56,7 @@ class Releases:
     router: Router
     dataplane: DataPlane
     evaluations: EvaluationStore
+    database: Database
     max_eval_rows: int = 100_000
 
     async def push(
@@ -63,16 +67,16 @@ class Releases:
         result = await self.registry.push(upload, actor, observe=observe)
         record = result.record
         model, version = record.model, str(record.version)
-        gates = self.evaluations.gates(model)
+        gates = await self.database.read(self.evaluations.gates, model)
         evaluation = None
         if [served.version for served in self.registry.served_versions(model)] == [version]:
-            self.router.adopt(model, version, actor)  # the only loaded version: the model's first
+            await self.router.adopt(model, version, actor)  # the only loaded version: the model's first
         elif gates is not None and result.status is not PushStatus.UNCHANGED:
             data = await asyncio.to_thread(self.evaluations.data_path(gates.data_sha256).read_bytes)
             evaluation = await self.evaluate(
                 model, version, data, gates.gates, actor, promote=promote or gates.auto_promote
             )
-        elif promote and self.router.role(model, version) != "live":
+        elif promote and await self.router.role(model, version) != "live":
             await self.router.promote(model, version, actor, "pushed with promote")
         outcome = result.outcome(await self.router.serving(model))
         return result.status, PushReport(**dict(outcome), evaluation=evaluation)
@@ -94,81 +98,88 @@ class Releases:
         parsed = parse_gates(gates)
         served = self.registry.resolve(model, version)
         evalset = await asyncio.to_thread(read_eval_set, data, served, self.max_eval_rows)
-        live = self.registry.resolve(model, self.router.live_version(model))
+        live = self.registry.resolve(model, await self.router.live_version(model))
         result = await evaluate(self.dataplane, served, live, evalset, parsed)
-        if promote and result.passed is not False and self.router.role(model, version) != "live":
+        if promote and result.passed is not False and await self.router.role(model, version) != "live":
             reason = f"passed {', '.join(gates)}" if gates else "evaluated and promoted"
             await self.router.promote(model, version, actor, reason)
             result.promoted = True
         if record:
-            self._record(result, actor)
+            await self._record(result, actor)
         return result
 
-    def _record(self, result: Evaluation, actor: str) -> None:
+    async def _record(self, result: Evaluation, actor: str) -> None:
         result.at = audit.now()
         result.by = actor
         verdict = {True: "passed", False: "failed", None: "measured"}[result.passed]
         failed = [g.reason for g in result.gates if not g.passed]
-        with self.registry.storage.tables.transaction() as connection:
-            self.evaluations.record(result.model, result.version, actor, result.model_dump_json())
-            audit.append(
-                connection,
-                audit.AuditEvent(
-                    actor=actor,
-                    action="evaluate",
-                    model=result.model,
-                    version=result.version,
-                    to_value=f"{verdict}{' and promoted' if result.promoted else ''}",
-                    reason="; ".join(failed),
-                    details={
-                        "metrics": result.metrics,
-                        "gates": [g.model_dump() for g in result.gates],
-                        "rows": result.rows,
-                        "data_sha256": result.data_sha256,
-                    },
-                ),
-            )
+        event = audit.AuditEvent(
+            actor=actor,
+            action="evaluate",
+            model=result.model,
+            version=result.version,
+            to_value=f"{verdict}{' and promoted' if result.promoted else ''}",
+            reason="; ".join(failed),
+            details={
+                "metrics": result.metrics,
+                "gates": [g.model_dump() for g in result.gates],
+                "rows": result.rows,
+                "data_sha256": result.data_sha256,
+            },
+        )
+
+        def write(connection: sa.Connection) -> None:
+            self.evaluations.record(connection, result.model, result.version, actor, result.model_dump_json())
+            audit.append(connection, event)
+
+        await self.database.run(write)
 
     async def set_gates(
         self, model: str, gates: list[str], auto_promote: bool, data: bytes, actor: str
     ) -> GateConfig:
         """``model``'s default gates and evaluation set, checked against its live version."""
         parse_gates(gates)
-        served = self.registry.resolve(model, self.router.live_version(model))
+        served = self.registry.resolve(model, await self.router.live_version(model))
         evalset = await asyncio.to_thread(read_eval_set, data, served, self.max_eval_rows)
-        with self.registry.storage.tables.transaction() as connection:
-            self.evaluations.set_gates(model, gates, auto_promote, data, evalset.digest, evalset.rows, actor)
-            audit.append(
-                connection,
-                audit.AuditEvent(
-                    actor=actor,
-                    action="gates-set",
-                    model=model,
-                    to_value=", ".join(gates) + (" (auto-promote)" if auto_promote else ""),
-                    details={"data_sha256": evalset.digest, "rows": evalset.rows},
-                ),
+        await asyncio.to_thread(self.evaluations.save_data, data, evalset.digest)
+        event = audit.AuditEvent(
+            actor=actor,
+            action="gates-set",
+            model=model,
+            to_value=", ".join(gates) + (" (auto-promote)" if auto_promote else ""),
+            details={"data_sha256": evalset.digest, "rows": evalset.rows},
+        )
+
+        def write(connection: sa.Connection) -> GateConfig | None:
+            self.evaluations.set_gates(
+                connection, model, gates, auto_promote, evalset.digest, evalset.rows, actor
             )
-        config = self.evaluations.gates(model)
+            audit.append(connection, event)
+            return self.evaluations.gates(connection, model)
+
+        config = await self.database.run(write)
         assert config is not None
         return config
 
-    def gates(self, model: str) -> GateConfig:
-        config = self.evaluations.gates(model)
+    async def gates(self, model: str) -> GateConfig:
+        config = await self.database.read(self.evaluations.gates, model)
         if config is None:
             how = f"mdeploy gates set {model} --eval eval.npz --gate ..."
             raise NotFound(f"model '{model}' has no default gates; set them with: {how}")
         return config
 
-    def clear_gates(self, model: str, actor: str) -> None:
-        with self.registry.storage.tables.transaction() as connection:
-            if not self.evaluations.clear_gates(model):
+    async def clear_gates(self, model: str, actor: str) -> None:
+        def write(connection: sa.Connection) -> None:
+            if not self.evaluations.clear_gates(connection, model):
                 raise NotFound(f"model '{model}' has no default gates")
             audit.append(connection, audit.AuditEvent(actor=actor, action="gates-clear", model=model))
+
+        await self.database.run(write)
 
     async def version_report(self, model: str, version: int) -> VersionReport:
         record = self.registry.version_record(model, version)
         serving = await self.router.serving(model) if self.registry.is_loaded(model) else None
-        stored = self.evaluations.of_version(model, str(version))
+        stored = await self.database.read(self.evaluations.of_version, model, str(version))
         evaluations = [Evaluation.model_validate_json(text) for text in stored]
         return VersionReport(**dict(record.detail(serving)), evaluations=evaluations)
 
@@ -176,7 +187,7 @@ class Releases:
         self, model: str, version: int, actor: str, *, force: bool, reason: str
     ) -> VersionRecord:
         """Retire ``version``; one that serves only with ``force``, its traffic moved first."""
-        role = self.router.role(model, str(version))
+        role = await self.router.role(model, str(version))
         if role is not None:
             if not force:
                 raise Conflict(self._in_use(model, version, role))

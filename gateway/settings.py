@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -51,6 +52,10 @@ class GatewaySettings(BaseSettings):
     """Largest gRPC metadata (headers) of a request."""
     shutdown_grace_s: int = Field(default=30, ge=1)
     """On SIGTERM: requests in flight get this many seconds to finish; new connections are refused."""
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    """Gateway processes serving the same HTTP and gRPC ports (``mdeploy serve``; SO_REUSEPORT);
+    ``auto``: one per core this process may use. More than one needs shared rate-limit counters
+    (``rate_limit_storage`` on Redis). README "Gateway workers"."""
     backends: list[str] = Field(default_factory=list)
     """The inference servers: ``host:port``, or ``grpc://host:port?token_file=PATH`` for one that
     checks a server token (``gateway.backend_address``); empty with ``mdeploy serve``, which
@@ -130,6 +135,10 @@ class GatewaySettings(BaseSettings):
     """Most bytes (in memory, before compression) one prediction log export reads."""
 
     # ---- auth and rate limits ----
+    admin_key_file: Path | None = None
+    """File holding the admin API key (``mdk_...``; a mounted secret, e.g. Kubernetes'): registered
+    with every scope if it is not yet, and nothing is written to the data folder. None: the first
+    start makes a key and saves it as ``<data_dir>/admin-key``."""
     rate_limit_storage: str = "memory://"
     """Where rate-limit counters live: memory:// (one process) or redis://host:port (shared)."""
     rate_limit_predict: str = "6000/minute"

@@ -7,12 +7,15 @@ marked ``e2e``: every test under ``tests/e2e`` and the modules that say ``pytest
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import RedisServer
+from gateway.database.engine import Database, PostgresDatabase, SQLiteDatabase
+from gateway.db import open_database
+from tests.services import PostgresServer, RedisServer
 
 
 @pytest.fixture
@@ -24,8 +27,58 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole run (initdb takes seconds); tests take a database each."""
+    cluster = PostgresServer()
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresServer) -> str:
+    """The URL of a new, empty PostgreSQL database for this test."""
+    return postgres_cluster.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty gateway database on each back end: the SQLite file, then a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+async def open_any(url: str) -> Database:
+    """The gateway database at ``url`` (``sqlite:///path`` or ``postgresql://``), migrated."""
+    if url.startswith("sqlite:///"):
+        return SQLiteDatabase.open(open_database(Path(url.removeprefix("sqlite:///"))))
+    return await PostgresDatabase.open(url)
+
+
+async def close_any(database: Database) -> None:
+    await database.close()
+    if isinstance(database, SQLiteDatabase):
+        database.connection.close()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A new gateway database, migrated, on each back end (see ``database_url``)."""
+    opened = await open_any(database_url)
+    yield opened
+    await close_any(opened)
+
+
 # Fixtures that start a process: a test that uses one is e2e wherever it is.
-PROCESS_FIXTURES = frozenset({"redis_server", "start_server", "server", "client", "server_address"})
+PROCESS_FIXTURES = frozenset(
+    {"redis_server", "start_server", "server", "client", "server_address", "postgres_cluster", "postgres_url"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""Real services the tests start on loopback (redis-server) and free ports for them.
+"""Real services the tests start on loopback (redis-server, PostgreSQL) and free ports for them.
 
 Kept outside any conftest so that every test folder, and the root conftest, can import them.
 """
@@ -6,8 +6,11 @@ Kept outside any conftest so that every test folder, and the root conftest, can 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,3 +51,76 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL program: on PATH, or where Debian's postgresql package puts it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
+    if not candidates:
+        raise RuntimeError(f"{name} not found: install Debian's postgresql package (make system-deps)")
+    return str(candidates[0])
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on a free loopback port (``initdb`` + ``postgres``, no
+    fsync), trusting local connections; run as the ``postgres`` user when the tests run as root,
+    which PostgreSQL refuses to run as."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="mdeploy-postgres-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = self.folder / "data"
+        subprocess.run(
+            [*self._as_user, _postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        command = [*self._as_user, _postgres_bin("postgres"), "-D", str(self.data), "-p", str(self.port)]
+        command += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.folder}"]
+        command += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        with (self.folder / "postgres.log").open("ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"postgres did not start:\n{(self.folder / 'postgres.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        probe = [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        psql = [_postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q"]
+        subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # smart shutdown: waits for clients, then stops
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

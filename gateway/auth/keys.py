@@ -179,8 +179,53 @@ class KeyStore:
     ) -> CreatedKey:
         """Create a key (audited: its id, scopes and models, never the secret); raises InvalidInput
         saying what to fix."""
+        secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
+        return self._add(
+            secrets.token_hex(_ID_BYTES),
+            secret,
+            scopes,
+            models=models,
+            rate_limit=rate_limit,
+            expires_at=expires_at,
+            name=name,
+            actor=actor,
+        )
+
+    def register(
+        self, key: str, scopes: Iterable[str], *, name: str = "", actor: str = "gateway"
+    ) -> KeyRecord:
+        """Make ``key``, made outside the gateway (an operator's secret), a key of this store, unless
+        its hash is stored already (then its record is returned as it is: a revoked key stays
+        revoked). InvalidInput when it is malformed or its id belongs to another key."""
+        match = _KEY_FORMAT.match(key.strip())
+        if match is None:
+            raise InvalidInput(
+                f"malformed API key; expected {PREFIX}_<16 hex digits>_<{_SECRET_LENGTH} letters or digits>"
+                f" ({len(key.strip())} characters given)"
+            )
+        key_id, secret = match[1], match[2]
+        if self._look_up(key_id)[1] is None:
+            with contextlib.suppress(sqlite3.IntegrityError):  # another process registered it first
+                return self._add(key_id, secret, scopes, name=name, actor=actor).record
+        record, digest = self._look_up(key_id)
+        if record is None or digest is None or not hmac.compare_digest(digest, _digest(secret)):
+            raise InvalidInput(f"API key id {key_id} belongs to another key; make a new key")
+        return record
+
+    def _add(
+        self,
+        key_id: str,
+        secret: str,
+        scopes: Iterable[str],
+        *,
+        models: Iterable[str] | None = None,
+        rate_limit: str | None = None,
+        expires_at: datetime | None = None,
+        name: str,
+        actor: str,
+    ) -> CreatedKey:
         record = KeyRecord(
-            id=secrets.token_hex(_ID_BYTES),
+            id=key_id,
             name=_check_name(name),
             scopes=parse_scopes(scopes),
             models=_check_models(models),
@@ -189,7 +234,6 @@ class KeyStore:
             expires_at=self._check_expiry(expires_at),
             revoked_at=None,
         )
-        secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
         with self._transaction():
             self._insert(record, _digest(secret))
             self._audit(actor, "key-create", record, None, "active")
@@ -231,11 +275,13 @@ class KeyStore:
                 self._audit("gateway (expiry)", "key-expire", _record(row), "active", "expired")
         return len(rows)
 
-    async def audit_expiries_every(self, seconds: float) -> None:
-        """Run :meth:`audit_expiries` every ``seconds`` until cancelled."""
+    async def audit_expiries_every(self, seconds: float, when: Callable[[], bool] | None = None) -> None:
+        """Run :meth:`audit_expiries` every ``seconds`` until cancelled; only in rounds where
+        ``when()`` holds, if given (of several processes, the leader: ``gateway.leadership``)."""
         while True:
             try:
-                self.audit_expiries()
+                if when is None or when():
+                    self.audit_expiries()
             except sqlite3.Error as error:
                 log.warning("key expiries not audited yet (%s); retrying", error)
             await asyncio.sleep(seconds)

@@ -18,38 +18,22 @@ from __future__ import annotations
 
 import operator
 import re
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel
 
 from core.errors import InvalidInput
-from gateway.db import ensure_schema, transaction
+from gateway.database.engine import Database
+from gateway.database.schema import drift_alert_states, drift_alerts
+from gateway.database.statements import insert_missing, upsert
 from gateway.drift.report import DriftReport
 from gateway.registry import audit
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS drift_alerts (
-    model TEXT PRIMARY KEY,
-    conditions TEXT NOT NULL,   -- as given, e.g. 'psi>0.2, share>0.3'
-    min_rows INTEGER NOT NULL,
-    window TEXT NOT NULL,
-    webhook TEXT,               -- URL that gets each change of state, signed; NULL: none
-    updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS drift_alert_states (
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    state TEXT NOT NULL,        -- ok | firing
-    changed_at REAL NOT NULL,
-    PRIMARY KEY (model, version)
-) STRICT;
-"""
 MAX_CONDITIONS = 8
 MAX_WEBHOOK_CHARS = 2048
 MAX_MIN_ROWS = 10_000_000
@@ -150,90 +134,98 @@ def check_webhook(url: str) -> str:
 
 
 class AlertStore:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        ensure_schema(connection, SCHEMA)
-        ensure_schema(connection, audit.SCHEMA)
-        self._db = connection
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
-    def set(
+    async def set(
         self, model: str, when: str, min_rows: int, window: str, webhook: str | None, actor: str
     ) -> AlertRule:
         """Set ``model``'s rule (checked), with its audit event; its versions' states start over."""
         conditions = parse_conditions(when)
         if not 1 <= min_rows <= MAX_MIN_ROWS:
             raise InvalidInput(f"min_rows must be between 1 and {MAX_MIN_ROWS}, not {min_rows}")
-        when = ", ".join(str(condition) for condition in conditions)
-        with transaction(self._db) as connection:
-            self._write(model, when, min_rows, window, webhook, actor)
-            connection.execute("DELETE FROM drift_alert_states WHERE model = ?", (model,))
-            audit.append(
-                connection,
-                audit.AuditEvent(
-                    actor=actor,
-                    action="drift-alert-set",
-                    model=model,
-                    to_value=f"{when} over {window}, at least {min_rows} rows",
-                    details={"webhook": webhook} if webhook else {},
-                ),
-            )
-        rule = self.rule(model)
-        assert rule is not None
-        return rule
+        given = ", ".join(str(condition) for condition in conditions)
+        row = {
+            "model": model,
+            "conditions": given,
+            "min_rows": min_rows,
+            "window": window,
+            "webhook": webhook,
+            "updated_at": time.time(),
+            "updated_by": actor,
+        }
 
-    def clear(self, model: str, actor: str) -> bool:
-        with transaction(self._db) as connection:
-            connection.execute("DELETE FROM drift_alert_states WHERE model = ?", (model,))
-            if connection.execute("DELETE FROM drift_alerts WHERE model = ?", (model,)).rowcount == 0:
+        def write(connection: sa.Connection) -> AlertRule:
+            connection.execute(upsert(connection, drift_alerts, row, ["model"]))
+            connection.execute(sa.delete(drift_alert_states).where(drift_alert_states.c.model == model))
+            event = audit.AuditEvent(
+                actor=actor,
+                action="drift-alert-set",
+                model=model,
+                to_value=f"{given} over {window}, at least {min_rows} rows",
+                details={"webhook": webhook} if webhook else {},
+            )
+            audit.append(connection, event)
+            return _rule(row)
+
+        return await self._db.run(write)
+
+    async def clear(self, model: str, actor: str) -> bool:
+        def write(connection: sa.Connection) -> bool:
+            connection.execute(sa.delete(drift_alert_states).where(drift_alert_states.c.model == model))
+            if connection.execute(sa.delete(drift_alerts).where(drift_alerts.c.model == model)).rowcount == 0:
                 return False
             audit.append(connection, audit.AuditEvent(actor=actor, action="drift-alert-clear", model=model))
-        return True
+            return True
 
-    def _write(
-        self, model: str, when: str, min_rows: int, window: str, webhook: str | None, actor: str
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO drift_alerts (model, conditions, min_rows, window, webhook, updated_at, updated_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET"
-            " conditions = excluded.conditions, min_rows = excluded.min_rows, window = excluded.window,"
-            " webhook = excluded.webhook,"
-            " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            (model, when, min_rows, window, webhook, time.time(), actor),
-        )
+        return await self._db.run(write)
 
-    def rule(self, model: str) -> AlertRule | None:
-        row = self._db.execute("SELECT * FROM drift_alerts WHERE model = ?", (model,)).fetchone()
+    async def rule(self, model: str) -> AlertRule | None:
+        query = sa.select(drift_alerts).where(drift_alerts.c.model == model)
+        row = await self._db.read(lambda c: c.execute(query).mappings().first())
         return _rule(row) if row is not None else None
 
-    def rules(self) -> list[AlertRule]:
-        return [_rule(row) for row in self._db.execute("SELECT * FROM drift_alerts ORDER BY model")]
+    async def rules(self) -> list[AlertRule]:
+        query = sa.select(drift_alerts).order_by(drift_alerts.c.model)
+        return [_rule(row) for row in await self._db.read(lambda c: c.execute(query).mappings().all())]
 
-    def states(self, model: str) -> list[VersionAlertState]:
-        rows = self._db.execute(
-            "SELECT version, state, changed_at FROM drift_alert_states WHERE model = ? ORDER BY version",
-            (model,),
-        )
+    async def states(self, model: str) -> list[VersionAlertState]:
+        table = drift_alert_states
+        query = sa.select(table).where(table.c.model == model).order_by(table.c.version)
+        rows = await self._db.read(lambda c: c.execute(query).mappings().all())
         return [
-            VersionAlertState(version=row[0], state=row[1], since=datetime.fromtimestamp(row[2], UTC))
+            VersionAlertState(
+                version=row["version"],
+                state=row["state"],
+                since=datetime.fromtimestamp(row["changed_at"], UTC),
+            )
             for row in rows
         ]
 
-    def change(self, model: str, version: str, state: Literal["ok", "firing"]) -> bool:
-        """Move ``version`` to ``state``; True only for the caller that made the change (a version
-        first seen ok is no change)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO drift_alert_states (model, version, state, changed_at)"
-            " VALUES (?, ?, 'ok', ?)",
-            (model, version, time.time()),
-        )
-        cursor = self._db.execute(
-            "UPDATE drift_alert_states SET state = ?, changed_at = ?"
-            " WHERE model = ? AND version = ? AND state != ?",
-            (state, time.time(), model, version, state),
-        )
-        return cursor.rowcount == 1
+    async def change(
+        self, model: str, version: str, state: Literal["ok", "firing"], then: Callable[[sa.Connection], None]
+    ) -> bool:
+        """Move ``version`` to ``state`` and, in the same transaction, ``then`` (its audit event);
+        True only for the caller that made the change (a version first seen ok is no change)."""
+        table = drift_alert_states
+
+        def write(connection: sa.Connection) -> bool:
+            first = {"model": model, "version": version, "state": "ok", "changed_at": time.time()}
+            connection.execute(insert_missing(connection, table, first, ["model", "version"]))
+            changed = connection.execute(
+                sa.update(table)
+                .where(table.c.model == model, table.c.version == version, table.c.state != state)
+                .values(state=state, changed_at=time.time())
+            )
+            if changed.rowcount != 1:
+                return False
+            then(connection)
+            return True
+
+        return await self._db.run(write)
 
 
-def _rule(row: sqlite3.Row) -> AlertRule:
+def _rule(row: Mapping[str, Any]) -> AlertRule:
     return AlertRule(
         model=row["model"],
         when=row["conditions"],

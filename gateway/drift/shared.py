@@ -6,14 +6,14 @@ count) under its instance id; a report merges its own buckets with the others' p
 KLL sketches merge without loss of their error bound, so the merged report is the report of
 all traffic, up to one publish interval late for other processes' rows.
 
-``SQLiteBuckets`` shares them through the gateway database (processes on one host);
+``DatabaseBuckets`` shares them through the gateway database (SQLite for processes on one
+host, PostgreSQL for several);
 ``RedisBuckets`` through Redis (``shared_state_url``, several hosts). Published buckets expire
 when they leave their window.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,23 +21,14 @@ from typing import Protocol
 from urllib.parse import quote
 
 import redis.asyncio
+import sqlalchemy as sa
 
-from gateway.db import ensure_schema, transaction
+from gateway.database.engine import Database
+from gateway.database.schema import drift_buckets
+from gateway.database.statements import upsert
 from gateway.drift.windows import Window
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS drift_buckets (
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    window TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    instance TEXT NOT NULL,
-    expires REAL NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (model, version, window, start, instance)
-);
-CREATE INDEX IF NOT EXISTS drift_buckets_expiry ON drift_buckets (expires);
-"""
+_KEY = ["model", "version", "window", "start", "instance"]
 
 
 @dataclass(frozen=True)
@@ -70,34 +61,44 @@ def new_instance_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class SQLiteBuckets:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+class DatabaseBuckets:
+    """Through the gateway database: one row per (model, version, window, bucket, process)."""
+
+    def __init__(self, database: Database) -> None:
         self.instance = new_instance_id()
-        self._connection = connection
-        ensure_schema(connection, _SCHEMA)
+        self._db = database
 
     async def publish(self, buckets: list[Published]) -> None:
         now = time.time()
-        with transaction(self._connection):  # one commit for all of them
-            self._connection.executemany(
-                "INSERT INTO drift_buckets (model, version, window, start, instance, expires, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, version, window, start, instance) "
-                "DO UPDATE SET data = excluded.data, expires = excluded.expires",
-                [
-                    (b.model, b.version, b.window.name, b.start, self.instance, b.expires, b.data)
-                    for b in buckets
-                ],
-            )
-            self._connection.execute("DELETE FROM drift_buckets WHERE expires < ?", (now,))
+
+        def write(connection: sa.Connection) -> None:
+            for bucket in buckets:
+                row = {
+                    "model": bucket.model,
+                    "version": bucket.version,
+                    "window": bucket.window.name,
+                    "start": bucket.start,
+                    "instance": self.instance,
+                    "expires": bucket.expires,
+                    "data": bucket.data,
+                }
+                connection.execute(upsert(connection, drift_buckets, row, _KEY))
+            connection.execute(sa.delete(drift_buckets).where(drift_buckets.c.expires < now))
+
+        await self._db.run(write)
 
     async def fetch(self, model: str, version: str, window: Window) -> list[bytes]:
         oldest = int(time.time()) - window.span_s - window.bucket_s
-        rows = self._connection.execute(
-            "SELECT data FROM drift_buckets WHERE model = ? AND version = ? AND window = ? AND start > ? "
-            "AND instance != ?",
-            (model, version, window.name, oldest, self.instance),
-        ).fetchall()
-        return [bytes(row[0]) for row in rows]
+        table = drift_buckets
+        query = sa.select(table.c.data).where(
+            table.c.model == model,
+            table.c.version == version,
+            table.c.window == window.name,
+            table.c.start > oldest,
+            table.c.instance != self.instance,
+        )
+        rows = await self._db.read(lambda connection: connection.execute(query).scalars().all())
+        return [bytes(data) for data in rows]
 
     async def aclose(self) -> None:
         return None

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.db import transaction
 from gateway.drift.alerts import AlertRule, AlertStore, Verdict, judge
 from gateway.drift.monitor import DriftMonitor
 from gateway.drift.report import DriftReport
@@ -50,7 +48,6 @@ class DriftWatch:
         self,
         monitor: DriftMonitor,
         alerts: AlertStore,
-        connection: sqlite3.Connection,
         versions: Callable[[], list[tuple[str, str]]],
         *,
         check_s: float,
@@ -58,7 +55,6 @@ class DriftWatch:
     ) -> None:
         self._monitor = monitor
         self._alerts = alerts
-        self._db = connection
         self._versions = versions
         self._check_s = check_s
         self._webhooks = webhooks
@@ -85,7 +81,7 @@ class DriftWatch:
                 log.exception("drift check failed")
 
     async def check(self) -> None:
-        rules = {rule.model: rule for rule in self._alerts.rules()}
+        rules = {rule.model: rule for rule in await self._alerts.rules()}
         scores: dict[tuple[str, str], VersionScore] = {}
         served = self._versions()
         self._monitor.keep_only(set(served))
@@ -101,7 +97,7 @@ class DriftWatch:
                 report = await self._monitor.report(model, version, rule.window)
             verdict = judge(rule, report)
             if verdict.state is not None and not self._too_soon_to_clear(rule, version, verdict):
-                self._settle(rule, report, verdict)
+                await self._settle(rule, report, verdict)
         self.scores = scores
 
     def _too_soon_to_clear(self, rule: AlertRule, version: str, verdict: Verdict) -> bool:
@@ -112,26 +108,25 @@ class DriftWatch:
         breached = self._breached_at.get(key)
         return breached is not None and now - breached < self._monitor.windows[rule.window].span_s
 
-    def _settle(self, rule: AlertRule, report: DriftReport, verdict: Verdict) -> None:
+    async def _settle(self, rule: AlertRule, report: DriftReport, verdict: Verdict) -> None:
         assert verdict.state is not None
-        with transaction(self._db) as connection:
-            if not self._alerts.change(rule.model, report.version, verdict.state):
-                return
-            firing = verdict.state == "firing"
-            summary = _summary(report)
-            audit.append(
-                connection,
-                audit.AuditEvent(
-                    actor=ACTOR,
-                    action="drift-alert" if firing else "drift-recovered",
-                    model=rule.model,
-                    version=report.version,
-                    from_value="ok" if firing else "firing",
-                    to_value=verdict.state,
-                    reason=", ".join(verdict.breached) if firing else f"no condition of '{rule.when}' holds",
-                    details=summary,
-                ),
-            )
+        firing = verdict.state == "firing"
+        summary = _summary(report)
+        event = audit.AuditEvent(
+            actor=ACTOR,
+            action="drift-alert" if firing else "drift-recovered",
+            model=rule.model,
+            version=report.version,
+            from_value="ok" if firing else "firing",
+            to_value=verdict.state,
+            reason=", ".join(verdict.breached) if firing else f"no condition of '{rule.when}' holds",
+            details=summary,
+        )
+        changed = await self._alerts.change(
+            rule.model, report.version, verdict.state, lambda connection: audit.append(connection, event)
+        )
+        if not changed:
+            return
         log.warning(
             "drift alert of %s version %s: %s (%s)",
             rule.model,

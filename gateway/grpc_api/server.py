@@ -39,17 +39,21 @@ class GrpcListener:
         await self.server.stop(grace_s)
 
 
-def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
+def server_options(settings: GatewaySettings, *, reuse_port: bool = False) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_metadata_size", settings.grpc_max_metadata_bytes),
-        ("grpc.so_reuseport", 0),  # two gateways must not silently share a port
+        # Two gateways must not silently share a port; the workers of one ``mdeploy serve
+        # --workers N`` do (its supervisor checked that the port was free, and holds it).
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
-async def start_grpc_listener(settings: GatewaySettings, auth: Auth, state: GatewayState) -> GrpcListener:
-    server = grpc.aio.server(options=server_options(settings))
+async def start_grpc_listener(
+    settings: GatewaySettings, auth: Auth, state: GatewayState, *, reuse_port: bool = False
+) -> GrpcListener:
+    server = grpc.aio.server(options=server_options(settings, reuse_port=reuse_port))
     add_inference_service(GatewayInferenceService(auth, state), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

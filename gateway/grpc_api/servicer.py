@@ -151,7 +151,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
         catalog = self.state.catalog
-        version = request.version or self.state.router.live_version(request.name)
+        version = request.version or await self.state.router.live_version(request.name)
         served = catalog.resolve(request.name, version)
         return model_metadata(served, [v.version for v in catalog.served_versions(request.name)])
 

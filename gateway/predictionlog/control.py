@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel
 
 from core.errors import InvalidInput
 from core.tasks import cancelled
+from gateway.database.engine import Database
 from gateway.predictionlog.folder import PREDICTIONS, REWARDS
 from gateway.predictionlog.log import PredictionLog
 from gateway.predictionlog.rows import TIMESTAMP, join_rewards
-from gateway.predictionlog.store import LogConfig, LogConfigStore
+from gateway.predictionlog.store import LogConfig, all_configs, config_of, delete_config, put_config
 from gateway.registry import audit
 
 log = logging.getLogger(__name__)
@@ -85,26 +85,24 @@ class Export:
 class PredictionLogs:
     def __init__(
         self,
-        store: LogConfigStore,
+        database: Database,
         prediction_log: PredictionLog,
         *,
         check_model: Callable[[str], object],
-        transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
         refresh_s: float,
         max_export_rows: int,
         max_export_bytes: int,
     ) -> None:
         self.log = prediction_log
-        self._store = store
+        self._db = database
         self._check_model = check_model
-        self._transaction = transaction
         self._refresh_s = refresh_s
         self._max_export_rows = max_export_rows
         self._max_export_bytes = max_export_bytes
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self.refresh()
+    async def start(self) -> None:
+        await self.refresh()
         self.log.start()
         self._task = asyncio.create_task(self._refresh_every(), name="prediction-log-settings")
 
@@ -113,15 +111,15 @@ class PredictionLogs:
         await cancelled(self._task)
         await asyncio.to_thread(self.log.close)
 
-    def refresh(self) -> None:
-        self.log.configure(self._store.all())
+    async def refresh(self) -> None:
+        self.log.configure(await self._db.read(all_configs))
 
     async def _refresh_every(self) -> None:
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
-                self.refresh()
-            except sqlite3.Error as error:  # a locked database: the next round tries again
+                await self.refresh()
+            except sa.exc.SQLAlchemyError as error:  # a locked or unreachable database: try again
                 log.warning("prediction log settings not read: %s", error)
 
     # ---- the admin API ----
@@ -132,11 +130,12 @@ class PredictionLogs:
         """Log ``model`` (a value not given keeps its current one, or the default)."""
         self._check_model(model)
         _check_setting(sample_rate, max_mb)
-        with self._transaction() as connection:
-            before = self._store.get(model)
+
+        def write(connection: sa.Connection) -> None:
+            before = config_of(connection, model)
             rate, cap = _setting(before, sample_rate, max_mb)
             if before is None or (before.sample_rate, before.max_bytes) != (rate, cap):
-                self._store.put(model, rate, cap, actor)
+                put_config(connection, model, rate, cap, actor)
                 event = audit.AuditEvent(
                     actor=actor,
                     action="logs-enable" if before is None else "logs-change",
@@ -146,15 +145,18 @@ class PredictionLogs:
                     details={"sample_rate": rate, "max_mb": cap // MiB},
                 )
                 audit.append(connection, event)
-        self.refresh()
+
+        await self._db.run(write)
+        await self.refresh()
         return await self.status(model)
 
     async def disable(self, model: str, purge: bool, actor: str) -> LogStatus:
         """Stop logging ``model``; with ``purge`` its files are deleted too."""
         self._check_model(model)
-        with self._transaction() as connection:
-            before = self._store.get(model)
-            if self._store.delete(model):
+
+        def write(connection: sa.Connection) -> None:
+            before = config_of(connection, model)
+            if delete_config(connection, model):
                 event = audit.AuditEvent(
                     actor=actor,
                     action="logs-disable",
@@ -166,14 +168,16 @@ class PredictionLogs:
                 audit.append(connection, event)
             elif purge:
                 audit.append(connection, audit.AuditEvent(actor=actor, action="logs-purge", model=model))
-        self.refresh()
+
+        await self._db.run(write)
+        await self.refresh()
         if purge:
             await asyncio.to_thread(self._purge, model)
         return await self.status(model)
 
     async def status(self, model: str) -> LogStatus:
         self._check_model(model)
-        config = self._store.get(model)
+        config = await self._db.read(config_of, model)
         stats = await asyncio.to_thread(self.log.folder.stats, model)
         return LogStatus(
             model=model,

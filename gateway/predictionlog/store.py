@@ -1,23 +1,21 @@
 """Which models keep a prediction log, with what sample rate and cap: one table in the gateway's
-database, so that every gateway process on the data folder logs the same models."""
+database (``prediction_logs``), so that every gateway process logs the same models.
+
+Each function is a statement on a SQLAlchemy connection, so a change and its audit event go
+in one transaction (``gateway.database.engine.Database.run``).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.db import ensure_schema
+import sqlalchemy as sa
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS prediction_logs (
-    model TEXT PRIMARY KEY,
-    sample_rate REAL NOT NULL,  -- share of answered requests logged, in (0, 1]
-    max_bytes INTEGER NOT NULL, -- the model's folder is kept under this
-    updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL
-) STRICT;
-"""
+from gateway.database.schema import prediction_logs
+from gateway.database.statements import upsert
 
 
 @dataclass(frozen=True)
@@ -29,27 +27,33 @@ class LogConfig:
     updated_by: str
 
 
-class LogConfigStore:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        ensure_schema(connection, SCHEMA)
-        self._db = connection
-
-    def all(self) -> dict[str, LogConfig]:
-        return {row["model"]: _config(row) for row in self._db.execute("SELECT * FROM prediction_logs")}
-
-    def get(self, model: str) -> LogConfig | None:
-        row = self._db.execute("SELECT * FROM prediction_logs WHERE model = ?", (model,)).fetchone()
-        return _config(row) if row is not None else None
-
-    def put(self, model: str, sample_rate: float, max_bytes: int, actor: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO prediction_logs VALUES (?, ?, ?, ?, ?)",
-            (model, sample_rate, max_bytes, time.time(), actor),
-        )
-
-    def delete(self, model: str) -> bool:
-        return self._db.execute("DELETE FROM prediction_logs WHERE model = ?", (model,)).rowcount == 1
+def all_configs(connection: sa.Connection) -> dict[str, LogConfig]:
+    rows = connection.execute(sa.select(prediction_logs)).mappings()
+    return {row["model"]: _config(row) for row in rows}
 
 
-def _config(row: sqlite3.Row) -> LogConfig:
+def config_of(connection: sa.Connection, model: str) -> LogConfig | None:
+    query = sa.select(prediction_logs).where(prediction_logs.c.model == model)
+    row = connection.execute(query).mappings().first()
+    return _config(row) if row is not None else None
+
+
+def put_config(connection: sa.Connection, model: str, sample_rate: float, max_bytes: int, actor: str) -> None:
+    row = {
+        "model": model,
+        "sample_rate": sample_rate,
+        "max_bytes": max_bytes,
+        "updated_at": time.time(),
+        "updated_by": actor,
+    }
+    connection.execute(upsert(connection, prediction_logs, row, ["model"]))
+
+
+def delete_config(connection: sa.Connection, model: str) -> bool:
+    return (
+        connection.execute(sa.delete(prediction_logs).where(prediction_logs.c.model == model)).rowcount == 1
+    )
+
+
+def _config(row: Mapping[Any, Any]) -> LogConfig:
     return LogConfig(row["model"], row["sample_rate"], row["max_bytes"], row["updated_at"], row["updated_by"])

@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import AliasChoices, AwareDatetime, BaseModel, Field
+
+from gateway.database.legacy import execute
+from gateway.database.schema import audit_log
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -93,27 +98,40 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def append(connection: sqlite3.Connection, event: AuditEvent) -> None:
+def append(connection: sqlite3.Connection | sa.Connection, event: AuditEvent) -> None:
     """Append ``event``; call it inside the transaction that makes the change."""
-    connection.execute(
-        "INSERT INTO audit_log (at, actor, action, model, version, from_value, to_value, reason, details)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            time.time(),
-            event.actor,
-            event.action,
-            event.model,
-            event.version,
-            event.from_value,
-            event.to_value,
-            event.reason,
-            json.dumps(event.details, sort_keys=True),
+    execute(
+        connection,
+        sa.insert(audit_log).values(
+            at=time.time(),
+            actor=event.actor,
+            action=event.action,
+            model=event.model,
+            version=event.version,
+            from_value=event.from_value,
+            to_value=event.to_value,
+            reason=event.reason,
+            details=json.dumps(event.details, sort_keys=True),
         ),
     )
 
 
+_COLUMNS = (
+    audit_log.c.id,
+    audit_log.c.at,
+    audit_log.c.actor,
+    audit_log.c.action,
+    audit_log.c.model,
+    audit_log.c.version,
+    audit_log.c.from_value,
+    audit_log.c.to_value,
+    audit_log.c.reason,
+    audit_log.c.details,
+)
+
+
 def events(
-    connection: sqlite3.Connection,
+    connection: sqlite3.Connection | sa.Connection,
     *,
     model: str | None = None,
     actor: str | None = None,
@@ -123,32 +141,30 @@ def events(
 ) -> list[AuditEvent]:
     """Newest first, of one model, actor or action when given; ``before`` (an event id) pages back
     through older ones."""
-    clauses: list[str] = ["1 = 1"]
-    parameters: list[str | int] = []
-    for column, value in (("model", model), ("actor", actor), ("action", action)):
+    query = sa.select(*_COLUMNS).order_by(audit_log.c.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
+    for column, value in (
+        (audit_log.c.model, model),
+        (audit_log.c.actor, actor),
+        (audit_log.c.action, action),
+    ):
         if value is not None:
-            clauses.append(f"{column} = ?")
-            parameters.append(value)
+            query = query.where(column == value)
     if before is not None:
-        clauses.append("id < ?")
-        parameters.append(min(before, _MAX_ID))
-    rows = connection.execute(
-        f"SELECT * FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?",
-        (*parameters, max(1, min(limit, MAX_PAGE))),
-    ).fetchall()
-    return [_event(row) for row in rows]
+        query = query.where(audit_log.c.id < min(before, _MAX_ID))
+    return [_event(tuple(row)) for row in execute(connection, query)]
 
 
-def _event(row: sqlite3.Row) -> AuditEvent:
+def _event(row: Sequence[Any]) -> AuditEvent:
+    id_, at, actor, action, model, version, from_value, to_value, reason, details = row
     return AuditEvent(
-        id=row["id"],
-        at=datetime.fromtimestamp(row["at"], UTC),
-        actor=row["actor"],
-        action=row["action"],
-        model=row["model"],
-        version=row["version"],
-        from_value=row["from_value"],
-        to_value=row["to_value"],
-        reason=row["reason"],
-        details=json.loads(row["details"]),
+        id=int(id_),
+        at=datetime.fromtimestamp(float(at), UTC),
+        actor=str(actor),
+        action=str(action),
+        model=model,
+        version=version,
+        from_value=from_value,
+        to_value=to_value,
+        reason=str(reason),
+        details=json.loads(str(details)),
     )

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel
 
-from gateway.db import ensure_schema
+from gateway.database.schema import model_gates, version_evaluations
+from gateway.database.statements import upsert
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS version_evaluations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    evaluation TEXT NOT NULL  -- the Evaluation as JSON
-) STRICT;
-CREATE INDEX IF NOT EXISTS version_evaluations_version ON version_evaluations (model, version, id);
-CREATE TABLE IF NOT EXISTS model_gates (
-    model TEXT PRIMARY KEY,
-    gates TEXT NOT NULL,            -- JSON list of gate expressions
-    auto_promote INTEGER NOT NULL,  -- 1: a push that passes every gate goes live
-    data_sha256 TEXT NOT NULL,      -- the evaluation set, in evalsets/<sha256>.npz
-    rows INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL
-) STRICT;
-"""
 MAX_KEPT = 100
 """Evaluations kept per version (the newest)."""
 
@@ -56,53 +37,77 @@ class GateConfig(BaseModel):
 
 
 class EvaluationStore:
-    def __init__(self, connection: sqlite3.Connection, folder: Path) -> None:
-        ensure_schema(connection, SCHEMA)
-        self._db = connection
+    """Statements on a SQLAlchemy connection (so a change and its audit event go in one
+    transaction), and the evaluation sets' files."""
+
+    def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def record(self, model: str, version: str, actor: str, evaluation_json: str) -> None:
-        self._db.execute(
-            "INSERT INTO version_evaluations (model, version, at, actor, evaluation) VALUES (?, ?, ?, ?, ?)",
-            (model, version, time.time(), actor, evaluation_json),
-        )
-        self._db.execute(
-            "DELETE FROM version_evaluations WHERE model = ? AND version = ? AND id NOT IN"
-            " (SELECT id FROM version_evaluations WHERE model = ? AND version = ? ORDER BY id DESC LIMIT ?)",
-            (model, version, model, version, MAX_KEPT),
-        )
-
-    def of_version(self, model: str, version: str) -> list[str]:
-        """The version's evaluations as JSON, newest first."""
-        rows = self._db.execute(
-            "SELECT evaluation FROM version_evaluations WHERE model = ? AND version = ? ORDER BY id DESC",
-            (model, version),
-        )
-        return [row["evaluation"] for row in rows]
-
-    def set_gates(  # one row's columns
-        self,
-        model: str,
-        gates: list[str],
-        auto_promote: bool,
-        data: bytes,
-        digest: str,
-        rows: int,
-        actor: str,
+    def record(
+        self, connection: sa.Connection, model: str, version: str, actor: str, evaluation_json: str
     ) -> None:
+        table = version_evaluations
+        connection.execute(
+            sa.insert(table).values(
+                model=model, version=version, at=time.time(), actor=actor, evaluation=evaluation_json
+            )
+        )
+        kept = (
+            sa.select(table.c.id)
+            .where(table.c.model == model, table.c.version == version)
+            .order_by(table.c.id.desc())
+            .limit(MAX_KEPT)
+        )
+        connection.execute(
+            sa.delete(table).where(
+                table.c.model == model, table.c.version == version, table.c.id.not_in(kept)
+            )
+        )
+
+    def of_version(self, connection: sa.Connection, model: str, version: str) -> list[str]:
+        """The version's evaluations as JSON, newest first."""
+        table = version_evaluations
+        query = (
+            sa.select(table.c.evaluation)
+            .where(table.c.model == model, table.c.version == version)
+            .order_by(table.c.id.desc())
+        )
+        return list(connection.execute(query).scalars())
+
+    def save_data(self, data: bytes, digest: str) -> None:
+        """The evaluation set's file, once per digest (written whole, then renamed)."""
         self._folder.mkdir(parents=True, exist_ok=True)
         path = self.data_path(digest)
         if not path.exists():
             partial = path.with_suffix(f".{os.getpid()}.partial")
             partial.write_bytes(data)
             os.replace(partial, path)
-        self._db.execute(
-            "INSERT OR REPLACE INTO model_gates VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (model, json.dumps(gates), int(auto_promote), digest, rows, time.time(), actor),
-        )
 
-    def gates(self, model: str) -> GateConfig | None:
-        row = self._db.execute("SELECT * FROM model_gates WHERE model = ?", (model,)).fetchone()
+    def set_gates(  # one row's columns
+        self,
+        connection: sa.Connection,
+        model: str,
+        gates: list[str],
+        auto_promote: bool,
+        digest: str,
+        rows: int,
+        actor: str,
+    ) -> None:
+        row = {
+            "model": model,
+            "gates": json.dumps(gates),
+            "auto_promote": int(auto_promote),
+            "data_sha256": digest,
+            "rows": rows,
+            "updated_at": time.time(),
+            "updated_by": actor,
+        }
+        connection.execute(upsert(connection, model_gates, row, ["model"]))
+
+    def gates(self, connection: sa.Connection, model: str) -> GateConfig | None:
+        row = (
+            connection.execute(sa.select(model_gates).where(model_gates.c.model == model)).mappings().first()
+        )
         if row is None:
             return None
         return GateConfig(
@@ -115,8 +120,8 @@ class EvaluationStore:
             updated_by=row["updated_by"],
         )
 
-    def clear_gates(self, model: str) -> bool:
-        return self._db.execute("DELETE FROM model_gates WHERE model = ?", (model,)).rowcount == 1
+    def clear_gates(self, connection: sa.Connection, model: str) -> bool:
+        return connection.execute(sa.delete(model_gates).where(model_gates.c.model == model)).rowcount == 1
 
     def data_path(self, digest: str) -> Path:
         return self._folder / f"{digest}.npz"

@@ -29,15 +29,20 @@ later re-push that restores it). Which versions take traffic is the deployments'
 unless forced, and moves the traffic first.
 
 Mutations and reconciles run one at a time in a process (one asyncio lock); across processes
-the database's write lock and the session locks keep them apart.
+the database's write lock and the session locks keep them apart. Of processes that manage the
+same inference servers, only the leader (``gateway.leadership``) runs the reconcile loop; the
+others re-read the live versions every ``deployment_refresh_s``, so they serve what the leader,
+or a push through any process, made live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ from core.tasks import cancelled
 from gateway.backends import Backend, BackendPool
 from gateway.catalog import ServedVersion
 from gateway.db import ensure_schema
+from gateway.leadership import Leadership, SoleProcess
 from gateway.registry import audit, tables
 from gateway.registry.admission import check_compatible, choose_version, verify_upload
 from gateway.registry.audit import AuditEvent
@@ -84,6 +90,7 @@ class Registry:
         self._lock = asyncio.Lock()
         self._snapshot = Snapshot([])
         self._loop_task: asyncio.Task[None] | None = None
+        self._leadership: Leadership = SoleProcess()
 
     @classmethod
     def open(cls, settings: GatewaySettings, connection: sqlite3.Connection, pool: BackendPool) -> Registry:
@@ -109,8 +116,10 @@ class Registry:
             raise
         return registry
 
-    async def start(self) -> None:
-        """Reconcile now, whenever a backend comes up, and every ``reconcile_interval_s``."""
+    async def start(self, leadership: Leadership | None = None) -> None:
+        """Reconcile now, whenever a backend comes up, and every ``reconcile_interval_s`` (while
+        ``leadership`` says this process leads; re-read the live versions otherwise)."""
+        self._leadership = leadership or SoleProcess()
         self.pool.on_backend_up(self._on_backend_up)
         self._loop_task = asyncio.create_task(self._reconcile_loop(), name="registry-reconcile")
 
@@ -365,15 +374,23 @@ class Registry:
             await asyncio.gather(*(self.deployer.reconcile(b) for b in targets))
 
     async def _on_backend_up(self, backend: Backend) -> None:
-        await self.reconcile([backend])
+        if self._leadership.is_leader:
+            await self.reconcile([backend])
 
     async def _reconcile_loop(self) -> None:
+        interval_s = self.settings.reconcile_interval_s
+        tick_s = min(interval_s, self.settings.deployment_refresh_s)
+        reconciled = -math.inf  # a process that comes to lead reconciles at once
         while True:
             try:
-                await self.reconcile()
+                if self._leadership.is_leader and time.monotonic() - reconciled >= interval_s:
+                    reconciled = time.monotonic()
+                    await self.reconcile()
+                else:
+                    self._refresh()  # what other processes made live (or retired) meanwhile
             except Exception:
-                log.exception("reconcile failed; retrying in %s s", self.settings.reconcile_interval_s)
-            await asyncio.sleep(self.settings.reconcile_interval_s)
+                log.exception("reconcile (or re-reading the registry) failed; retrying in %s s", tick_s)
+            await asyncio.sleep(tick_s)
 
     # ---- helpers ----
 

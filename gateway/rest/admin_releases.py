@@ -127,14 +127,14 @@ async def set_gates(request: Request) -> Response:
 @documented(Operation("A model's default gates", answer=GateConfig, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_gates(request: Request) -> Response:
-    return ModelResponse(gateway_state(request).releases.gates(request.path_params["model"]))
+    return ModelResponse(await gateway_state(request).releases.gates(request.path_params["model"]))
 
 
 @documented(Operation("Remove a model's default gates", answer=Cleared, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def clear_gates(request: Request) -> Response:
     model = request.path_params["model"]
-    gateway_state(request).releases.clear_gates(model, _actor(request))
+    await gateway_state(request).releases.clear_gates(model, _actor(request))
     return ModelResponse(Cleared(model=model, cleared=True))
 
 

@@ -41,7 +41,7 @@ DEFAULT_WINDOW = "1h"
 async def drift(request: Request) -> Response:
     state = gateway_state(request)
     model = request.path_params["model"]
-    version = request.query_params.get("version") or state.router.live_version(model)
+    version = request.query_params.get("version") or await state.router.live_version(model)
     state.catalog.resolve(model, version)  # NotFound names the loaded versions
     window = request.query_params.get("window") or default_window(list(state.drift.windows))
     return ModelResponse(await state.drift.report(model, version, window))
@@ -105,7 +105,9 @@ async def set_alert(request: Request) -> Response:
                 "this gateway signs webhooks with MDEPLOY_WEBHOOK_SECRET, which is not set: set it "
                 "(16+ characters) and restart, or leave the webhook out"
             )
-    rule = state.drift_alerts.set(model, body.when, body.min_rows, window, body.webhook, _actor(request))
+    rule = await state.drift_alerts.set(
+        model, body.when, body.min_rows, window, body.webhook, _actor(request)
+    )
     return ModelResponse(AlertStatus(rule=rule, versions=[]))
 
 
@@ -114,17 +116,17 @@ async def set_alert(request: Request) -> Response:
 async def get_alert(request: Request) -> Response:
     alerts = gateway_state(request).drift_alerts
     model = request.path_params["model"]
-    rule = alerts.rule(model)
+    rule = await alerts.rule(model)
     if rule is None:
         raise NotFound(f"model '{model}' has no drift alert (set one with PUT)")
-    return ModelResponse(AlertStatus(rule=rule, versions=alerts.states(model)))
+    return ModelResponse(AlertStatus(rule=rule, versions=await alerts.states(model)))
 
 
 @documented(Operation("Remove a model's drift alert", answer=AlertCleared, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def clear_alert(request: Request) -> Response:
     model = request.path_params["model"]
-    if not gateway_state(request).drift_alerts.clear(model, _actor(request)):
+    if not await gateway_state(request).drift_alerts.clear(model, _actor(request)):
         raise NotFound(f"model '{model}' has no drift alert")
     return ModelResponse(AlertCleared(model=model, cleared=True))
 

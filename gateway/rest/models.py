@@ -133,7 +133,7 @@ async def server_metadata(request: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     state = gateway_state(request)
     name, version = request.path_params["model"], request.path_params.get("version")
-    served = state.catalog.resolve(name, version or state.router.live_version(name))
+    served = state.catalog.resolve(name, version or await state.router.live_version(name))
     answer = _metadata(served, [v.version for v in state.catalog.served_versions(name)])
     if version is None:
         answer.serving = await state.router.serving(name)
@@ -188,7 +188,8 @@ async def list_models(request: Request) -> Response:
     found: dict[str, list[VersionMatch]] | None = None
     if not query.empty:
         loaded = [r for m in state.registry.models() for r in m.versions if key.allows_model(r.model)]
-        found = search(query, loaded, lambda model, version: state.router.role(model, version) or "staged")
+        roles = {(r.model, str(r.version)): await state.router.role(r.model, str(r.version)) for r in loaded}
+        found = search(query, loaded, lambda model, version: roles.get((model, version)) or "staged")
     models = []
     for name in state.catalog.model_names():
         if not key.allows_model(name) or (found is not None and name not in found):

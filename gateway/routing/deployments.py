@@ -14,32 +14,22 @@ them, so ``rollback`` always undoes the last change still in effect.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from core.errors import Conflict
-from gateway.db import ensure_columns, ensure_schema
+from gateway.database.engine import Database
+from gateway.database.schema import deployments
+from gateway.database.statements import upsert
 from gateway.registry import audit
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments (
-    model TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,         -- PolicySpec as JSON
-    guard TEXT NOT NULL,        -- GuardSpec as JSON
-    stable TEXT NOT NULL,       -- the version rollbacks return to
-    generation INTEGER NOT NULL,
-    updated_at REAL NOT NULL,
-    updated_by TEXT NOT NULL,
-    history TEXT NOT NULL DEFAULT '[]',  -- earlier live states, newest last (JSON)
-    started_at REAL NOT NULL DEFAULT 0   -- when this policy began: its figures count from here
-) STRICT;
-"""
 # Columns added after the first release, for databases made before them.
-ADDED_COLUMNS = {"history": "TEXT NOT NULL DEFAULT '[]'", "started_at": "REAL NOT NULL DEFAULT 0"}
 MAX_HISTORY = 50
 
 
@@ -119,21 +109,20 @@ class Change:
 
 
 class DeploymentStore:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        ensure_schema(connection, SCHEMA)
-        ensure_columns(connection, "deployments", ADDED_COLUMNS)
-        ensure_schema(connection, audit.SCHEMA)
+    """Deployments in the gateway database; each change with its audit event, in one transaction,
+    only if the row still has the generation the change was made from (else Conflict)."""
 
-    def all(self) -> dict[str, Deployment]:
-        rows = self._connection.execute("SELECT * FROM deployments").fetchall()
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def all(self) -> dict[str, Deployment]:
+        rows = await self._db.read(lambda c: c.execute(sa.select(deployments)).mappings().all())
         return {row["model"]: _deployment(row) for row in rows}
 
-    def get(self, model: str) -> Deployment | None:
-        row = self._connection.execute("SELECT * FROM deployments WHERE model = ?", (model,)).fetchone()
-        return _deployment(row) if row is not None else None
+    async def get(self, model: str) -> Deployment | None:
+        return await self._db.read(_current, model)
 
-    def save(self, new: Deployment, expected_generation: int | None, change: Change) -> Deployment:
+    async def save(self, new: Deployment, expected_generation: int | None, change: Change) -> Deployment:
         """Store ``new`` with its audit event if the row still has ``expected_generation`` (None: no row)."""
         history = new.history[-MAX_HISTORY:]
         saved = Deployment(
@@ -145,81 +134,78 @@ class DeploymentStore:
             history,
             new.started_at or time.time(),
         )
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            before = self._expect(new.model, expected_generation)
-            connection.execute(
-                "INSERT OR REPLACE INTO deployments (model, spec, guard, stable, generation, updated_at,"
-                " updated_by, history, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    saved.model,
-                    saved.spec.model_dump_json(),
-                    saved.guard.model_dump_json(),
-                    saved.stable,
-                    saved.generation,
-                    time.time(),
-                    change.actor,
-                    json.dumps([state.to_json() for state in history]),
-                    saved.started_at,
-                ),
-            )
-            self._audit(change, saved.model, saved.stable, before, saved.describe(), saved, connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        row = {
+            "model": saved.model,
+            "spec": saved.spec.model_dump_json(),
+            "guard": saved.guard.model_dump_json(),
+            "stable": saved.stable,
+            "generation": saved.generation,
+            "updated_at": time.time(),
+            "updated_by": change.actor,
+            "history": json.dumps([state.to_json() for state in history]),
+            "started_at": saved.started_at,
+        }
+
+        def write(connection: sa.Connection) -> None:
+            before = _expect(connection, new.model, expected_generation)
+            connection.execute(upsert(connection, deployments, row, ["model"]))
+            _audit(connection, change, saved.model, saved.stable, before, saved.describe(), saved)
+
+        await self._db.run(write)
         return saved
 
-    def drop(self, model: str, expected_generation: int, change: Change) -> None:
+    async def drop(self, model: str, expected_generation: int, change: Change) -> None:
         """Remove ``model``'s deployment (it has no version left to serve), with its audit event."""
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            before = self._expect(model, expected_generation)
-            connection.execute("DELETE FROM deployments WHERE model = ?", (model,))
-            self._audit(change, model, None, before, None, None, connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
 
-    def _expect(self, model: str, generation: int | None) -> str | None:
-        """The current row's description, if the row still has ``generation`` (None: no row)."""
-        current = self._connection.execute("SELECT * FROM deployments WHERE model = ?", (model,)).fetchone()
-        if (current["generation"] if current is not None else None) != generation:
-            raise Conflict(f"the deployment of '{model}' changed meanwhile; read it again and retry")
-        return _deployment(current).describe() if current is not None else None
+        def write(connection: sa.Connection) -> None:
+            before = _expect(connection, model, expected_generation)
+            connection.execute(sa.delete(deployments).where(deployments.c.model == model))
+            _audit(connection, change, model, None, before, None, None)
 
-    @staticmethod
-    def _audit(
-        change: Change,
-        model: str,
-        version: str | None,
-        before: str | None,
-        after: str | None,
-        saved: Deployment | None,
-        connection: sqlite3.Connection,
-    ) -> None:
-        details: dict[str, Any] = dict(change.details)
-        if saved is not None:
-            details |= {"generation": saved.generation, "spec": saved.spec.model_dump(mode="json")}
-        audit.append(
-            connection,
-            audit.AuditEvent(
-                actor=change.actor,
-                action=change.action,
-                model=model,
-                version=version,
-                from_value=before,
-                to_value=after,
-                reason=change.reason,
-                details=details,
-            ),
-        )
+        await self._db.run(write)
 
 
-def _deployment(row: sqlite3.Row) -> Deployment:
+def _current(connection: sa.Connection, model: str) -> Deployment | None:
+    row = connection.execute(sa.select(deployments).where(deployments.c.model == model)).mappings().first()
+    return _deployment(row) if row is not None else None
+
+
+def _expect(connection: sa.Connection, model: str, generation: int | None) -> str | None:
+    """The current row's description, if the row still has ``generation`` (None: no row)."""
+    current = _current(connection, model)
+    if (current.generation if current is not None else None) != generation:
+        raise Conflict(f"the deployment of '{model}' changed meanwhile; read it again and retry")
+    return current.describe() if current is not None else None
+
+
+def _audit(
+    connection: sa.Connection,
+    change: Change,
+    model: str,
+    version: str | None,
+    before: str | None,
+    after: str | None,
+    saved: Deployment | None,
+) -> None:
+    details: dict[str, Any] = dict(change.details)
+    if saved is not None:
+        details |= {"generation": saved.generation, "spec": saved.spec.model_dump(mode="json")}
+    audit.append(
+        connection,
+        audit.AuditEvent(
+            actor=change.actor,
+            action=change.action,
+            model=model,
+            version=version,
+            from_value=before,
+            to_value=after,
+            reason=change.reason,
+            details=details,
+        ),
+    )
+
+
+def _deployment(row: Mapping[Any, Any]) -> Deployment:
     return Deployment(
         row["model"],
         PolicySpec.model_validate_json(row["spec"]),

@@ -2,7 +2,7 @@
 
 A reward is counted once: the first feedback for a request id claims its entry, a second one is
 refused as a duplicate (409) while the entry is remembered, and an id that is unknown, expired,
-or answered by another model is refused as not found (404). ``SQLiteLedger`` keeps the ids in
+or answered by another model is refused as not found (404). ``DatabaseLedger`` keeps the ids in
 the gateway's database (at most ``max_entries``, each for ``ttl_s``); ``RedisLedger`` shares them
 between gateway processes on several hosts, each id expiring after ``ttl_s``.
 """
@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio
+import sqlalchemy as sa
 
 from core.errors import Conflict, NotFound
 from core.tasks import cancelled
-from gateway.db import ensure_schema, transaction
+from gateway.database.engine import Database
+from gateway.database.schema import feedback_ledger
+from gateway.database.statements import upsert_many
 
 log = logging.getLogger(__name__)
 
@@ -61,46 +63,36 @@ def _duplicate(request_id: str) -> Conflict:
     )
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback_ledger (
-    request_id TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    at REAL NOT NULL,           -- wall-clock seconds: shared by processes
-    claimed INTEGER NOT NULL DEFAULT 0
-) STRICT;
-CREATE INDEX IF NOT EXISTS feedback_ledger_at ON feedback_ledger (at);
-"""
-
-
-class SQLiteLedger:
+class DatabaseLedger:
     """The ledger in the gateway's database: memory stays flat however many ids are remembered,
-    gateway processes on one data folder share it, and it survives a restart.
+    the gateway processes on the database share it, and it survives a restart.
 
     New ids are written in one transaction every ``flush_s`` (an INSERT per request would cost
     more than routing it); a claim for an id not written yet writes the pending ones first.
-    Expired ids, and the oldest beyond ``max_entries``, are deleted every ``sweep_s``.
+    Expired ids, and the oldest beyond ``max_entries``, are deleted every ``sweep_s``, by one
+    process of several: the one for which ``sweeps()`` holds (``gateway.leadership``).
     """
 
     def __init__(
         self,
-        connection: sqlite3.Connection,
+        database: Database,
         ttl_s: float,
         max_entries: int,
         *,
         flush_s: float = 0.1,
         sweep_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        sweeps: Callable[[], bool] | None = None,
     ) -> None:
-        self._connection = connection
+        self._db = database
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._flush_s = flush_s
         self._sweep_s = sweep_s
         self._clock = clock
+        self._sweeps = sweeps
         self._pending: dict[str, tuple[str, str, float]] = {}
         self._task: asyncio.Task[None] | None = None
-        ensure_schema(connection, SCHEMA)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._maintain(), name="feedback-ledger")
@@ -110,59 +102,75 @@ class SQLiteLedger:
 
     async def claim(self, request_id: str, model: str) -> Entry:
         if request_id in self._pending:
-            self.flush()
+            await self.flush()
         oldest = self._clock() - self._ttl_s
-        connection = self._connection
-        claimed = connection.execute(
-            "UPDATE feedback_ledger SET claimed = 1 "
-            "WHERE request_id = ? AND model = ? AND claimed = 0 AND at >= ? RETURNING version, at",
-            (request_id, model, oldest),
-        ).fetchone()
-        if claimed is not None:
-            return Entry(model, claimed["version"], claimed["at"], claimed=True)
-        seen = connection.execute(
-            "SELECT claimed FROM feedback_ledger WHERE request_id = ? AND model = ? AND at >= ?",
-            (request_id, model, oldest),
-        ).fetchone()
-        if seen is not None:
+        table = feedback_ledger
+        mine = (table.c.request_id == request_id, table.c.model == model, table.c.at >= oldest)
+
+        def write(connection: sa.Connection) -> tuple[str, float] | bool | None:
+            claimed = connection.execute(
+                sa.update(table)
+                .where(*mine, table.c.claimed == 0)
+                .values(claimed=1)
+                .returning(table.c.version, table.c.at)
+            ).first()
+            if claimed is not None:
+                return claimed[0], claimed[1]
+            return connection.execute(sa.select(table.c.claimed).where(*mine)).first() is not None
+
+        answer = await self._db.run(write)
+        if isinstance(answer, tuple):
+            return Entry(model, answer[0], answer[1], claimed=True)
+        if answer:
             raise _duplicate(request_id)
         raise _unknown(request_id, model, self._ttl_s)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        with transaction(self._connection):
-            self._connection.executemany(
-                "INSERT OR REPLACE INTO feedback_ledger (request_id, model, version, at) VALUES (?, ?, ?, ?)",
-                [(request_id, *entry) for request_id, entry in pending.items()],
-            )
+        rows = [
+            {"request_id": request_id, "model": model, "version": version, "at": at, "claimed": 0}
+            for request_id, (model, version, at) in pending.items()
+        ]
 
-    def sweep(self) -> None:
+        try:
+            await self._db.run(upsert_many, feedback_ledger, rows, ["request_id"])
+        except BaseException:
+            self._pending = {**pending, **self._pending}  # written next time, not lost
+            raise
+
+    async def sweep(self) -> None:
         """Forget expired ids and the oldest beyond ``max_entries``."""
-        connection = self._connection
-        connection.execute("DELETE FROM feedback_ledger WHERE at < ?", (self._clock() - self._ttl_s,))
-        edge = connection.execute(
-            "SELECT at FROM feedback_ledger ORDER BY at DESC LIMIT 1 OFFSET ?", (self._max_entries - 1,)
-        ).fetchone()
-        if edge is not None:
-            connection.execute("DELETE FROM feedback_ledger WHERE at < ?", (edge["at"],))
+        table = feedback_ledger
+        expired = self._clock() - self._ttl_s
+
+        def write(connection: sa.Connection) -> None:
+            connection.execute(sa.delete(table).where(table.c.at < expired))
+            edge = connection.execute(
+                sa.select(table.c.at).order_by(table.c.at.desc()).limit(1).offset(self._max_entries - 1)
+            ).first()
+            if edge is not None:
+                connection.execute(sa.delete(table).where(table.c.at < edge[0]))
+
+        await self._db.run(write)
 
     async def _maintain(self) -> None:
         swept = time.monotonic()
         while True:
             await asyncio.sleep(self._flush_s)
             try:
-                self.flush()
+                await self.flush()
                 if time.monotonic() - swept >= self._sweep_s:
                     swept = time.monotonic()
-                    self.sweep()
-            except sqlite3.Error as error:
+                    if self._sweeps is None or self._sweeps():
+                        await self.sweep()
+            except sa.exc.SQLAlchemyError as error:
                 log.warning("feedback ledger not written yet (%s); retrying", error)
 
     async def aclose(self) -> None:
         await cancelled(self._task)
-        self.flush()
+        await self.flush()
 
 
 # KEYS[1]: the entry (a hash of model, version, at, claimed). ARGV[1]: the model.

@@ -76,7 +76,7 @@ class Router:
         self.ledger = ledger
         self._refresh_s = refresh_s
         self._rng = random.Random(seed)
-        self._deployments: dict[str, Deployment] = store.all()
+        self._deployments: dict[str, Deployment] = {}
         self._decisions: dict[str, int] = defaultdict(int)
         self._routed: dict[str, dict[str, int]] = defaultdict(
             lambda: defaultdict(int)
@@ -93,8 +93,9 @@ class Router:
 
     async def start(self) -> None:
         """Every served model gets a deployment (see ``_deployment_of``); upkeep begins."""
+        self._deployments = await self._store.all()
         for model in self._catalog.model_names():
-            self._deployment_of(model)
+            await self._deployment_of(model)
         self.stats.start()
         self.ledger.start()
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="deployments-refresh")
@@ -111,7 +112,7 @@ class Router:
 
     async def route(self, model: str, routing_key: str | None) -> Routed:
         """The version for a request that names none, by the model's deployment."""
-        deployment = self._deployments.get(model) or self._deployment_of(model)
+        deployment = self._deployments.get(model) or await self._deployment_of(model)
         spec = deployment.spec
         if spec.kind == "pinned":  # most requests: no draw, no statistics to read
             version = spec.versions[0]
@@ -185,16 +186,16 @@ class Router:
 
     # ---- changing the deployment ----
 
-    def adopt(self, model: str, version: str, actor: str) -> Deployment:
+    async def adopt(self, model: str, version: str, actor: str) -> Deployment:
         """A model's first version goes live: requests that name no version get it."""
-        current = self._store.get(model)
+        current = await self._store.get(model)
         if current is not None:
             return self._remember(current)
         change = Change(actor, "go-live", f"version {version} is the model's first")
         try:
-            return self._save(model, pinned(version), version, GuardSpec(), (), None, change)
+            return await self._save(model, pinned(version), version, GuardSpec(), (), None, change)
         except Conflict:  # another gateway process adopted it first
-            return self._remember(self._store.get(model) or self._deployment_of(model))
+            return self._remember(await self._store.get(model) or await self._deployment_of(model))
 
     async def rollout(
         self, model: str, spec: PolicySpec, guard: GuardSpec, actor: str, reason: str
@@ -203,7 +204,7 @@ class Router:
         policy's version becomes live itself)."""
         spec.check()
         self._check_served(model, spec.arms)
-        current = self._deployment_of(model)
+        current = await self._deployment_of(model)
         stable = spec.versions[0] if spec.kind == "pinned" else current.stable
         change = Change(actor, "promote" if spec.kind == "pinned" else "rollout", reason)
         return await self._move(current, spec, stable, guard, change)
@@ -211,14 +212,14 @@ class Router:
     async def promote(self, model: str, version: str, actor: str, reason: str) -> Deployment:
         """``version`` becomes live: all requests that name no version, and later rollouts' stable."""
         self._check_served(model, [version])
-        current = self._deployment_of(model)
+        current = await self._deployment_of(model)
         return await self._move(
             current, pinned(version), version, current.guard, Change(actor, "promote", reason)
         )
 
     async def rollback(self, model: str, to: str | None, actor: str, reason: str) -> Deployment:
         """Back to the live state before the last change (or ``to`` alone, itself undoable)."""
-        current = self._deployment_of(model)
+        current = await self._deployment_of(model)
         change = Change(actor, "rollback", reason)
         if to is not None:
             self._check_served(model, [to])
@@ -239,22 +240,22 @@ class Router:
     async def repoint(self, model: str, gone: str, actor: str, reason: str) -> None:
         """``gone`` was deleted although the deployment used it: its newest remaining version
         goes live, or the deployment goes with the model's last version."""
-        current = self._deployment_of(model)
+        current = await self._deployment_of(model)
         if gone not in current.spec.arms and gone != current.stable:
             return
         remaining = [v.version for v in self._served_or_none(model) if v.version != gone]
         change = Change(actor, "repoint", reason, {"deleted": gone})
         if not remaining:
-            self._store.drop(model, current.generation, change)
+            await self._store.drop(model, current.generation, change)
             self._deployments = {m: d for m, d in self._deployments.items() if m != model}
             self._forget_window(model)
             return
         newest = max(remaining, key=int)
         await self._move(current, pinned(newest), newest, current.guard, change)
 
-    def role(self, model: str, version: str) -> str | None:
+    async def role(self, model: str, version: str) -> str | None:
         """How the deployment uses ``version`` (``live``, ``stable``, ``candidate``, ``shadow``), or None."""
-        deployment = self._deployments.get(model) or self._store.get(model)
+        deployment = self._deployments.get(model) or await self._store.get(model)
         if deployment is None:
             return None
         if deployment.spec.kind == "pinned":
@@ -297,12 +298,12 @@ class Router:
                 {**change.details, "ended": await self._figures(current)},
             )
         started = time.time() if fresh else current.started_at
-        saved = self._save(model, spec, stable, guard, history, current, change, started)
+        saved = await self._save(model, spec, stable, guard, history, current, change, started)
         if fresh:
             await self.stats.reset(model, spec.versions)
         return saved
 
-    def _save(
+    async def _save(
         self,
         model: str,
         spec: PolicySpec,
@@ -314,7 +315,7 @@ class Router:
         started_at: float = 0.0,
     ) -> Deployment:
         new = Deployment(model, spec, guard, stable, 0, history, started_at)
-        saved = self._store.save(new, current.generation if current is not None else None, change)
+        saved = await self._store.save(new, current.generation if current is not None else None, change)
         fresh = current is None or current.spec != saved.spec
         self._deployments = {**self._deployments, model: saved}  # one swap: old or new, never both
         if fresh:
@@ -326,13 +327,13 @@ class Router:
         self._deployments = {**self._deployments, deployment.model: deployment}
         return deployment
 
-    def _deployment_of(self, model: str) -> Deployment:
+    async def _deployment_of(self, model: str) -> Deployment:
         """``model``'s deployment; read from the database when this process has not seen it yet.
         A model served before deployments were recorded gets one: its newest version stays live."""
         deployment = self._deployments.get(model)
         if deployment is not None:
             return deployment
-        stored = self._store.get(model)
+        stored = await self._store.get(model)
         if stored is not None:
             return self._remember(stored)
         newest = max((v.version for v in self._catalog.served_versions(model)), key=int)
@@ -340,9 +341,9 @@ class Router:
             ADOPTED, "go-live", "served before deployments were recorded; its newest version stays live"
         )
         try:
-            return self._save(model, pinned(newest), newest, GuardSpec(), (), None, change)
+            return await self._save(model, pinned(newest), newest, GuardSpec(), (), None, change)
         except Conflict:
-            return self._remember(self._store.get(model) or self._deployments[model])
+            return self._remember(await self._store.get(model) or self._deployments[model])
 
     def _served_or_none(self, model: str) -> list[ServedVersion]:
         try:
@@ -427,7 +428,7 @@ class Router:
         }
         change = Change(AUTOMATIC, "auto-rollback", why, {"ended": ended})
         try:
-            saved = self._store.save(back, old.generation, change)
+            saved = await self._store.save(back, old.generation, change)
         except Conflict:
             # Another gateway process changed it first (maybe the same rollback): refresh adopts theirs.
             log.info("the deployment of %s changed elsewhere before this rollback was written", old.model)
@@ -443,7 +444,7 @@ class Router:
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
-                stored = self._store.all()
+                stored = await self._store.all()
             except Exception:
                 log.exception("could not read deployments")
                 continue
@@ -477,9 +478,9 @@ class Router:
             f"watching {', '.join(deployment.candidates)}" if deployment.candidates else "idle (no candidate)"
         )
 
-    def live_version(self, model: str) -> str:
+    async def live_version(self, model: str) -> str:
         """The version a request naming none gets now: the live one, or a rollout's stable one."""
-        deployment = self._deployments.get(model) or self._deployment_of(model)
+        deployment = self._deployments.get(model) or await self._deployment_of(model)
         return deployment.live_version or deployment.stable
 
     async def _arm_stats(self, model: str) -> dict[str, ArmStats]:
@@ -490,13 +491,13 @@ class Router:
 
     async def serving(self, model: str) -> Serving:
         """What serves ``model``: the live version, or the arms and their shares; and what is staged."""
-        deployment = self._deployments.get(model) or self._deployment_of(model)
+        deployment = self._deployments.get(model) or await self._deployment_of(model)
         loaded = [v.version for v in self._catalog.served_versions(model)]
         stats = await self._arm_stats(model) if deployment.spec.kind in BANDITS else {}
         return _serving(deployment, loaded, stats)
 
     async def status(self, model: str) -> DeploymentStatus:
-        deployment = self._deployments.get(model) or self._deployment_of(model)
+        deployment = self._deployments.get(model) or await self._deployment_of(model)
         loaded = [v.version for v in self._catalog.served_versions(model)]
         stats = await self._arm_stats(model)
         serving = _serving(deployment, loaded, stats)

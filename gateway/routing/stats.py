@@ -1,7 +1,7 @@
 """Bandit statistics per (model, arm): pulls, rewards, reward sum and sum of squares.
 
-``SQLiteStats`` keeps them in the gateway's database, so they survive a restart and are shared
-by gateway processes on one data folder. ``RedisStats`` keeps them in Redis (``shared_state_url``)
+``DatabaseStats`` keeps them in the gateway's database, so they survive a restart and are shared
+by the gateway processes on it. ``RedisStats`` keeps them in Redis (``shared_state_url``)
 for gateway processes on several hosts. ``BufferedStats`` sits in front of either on the request
 path: a store round trip per request would cost more than the rest of the routing, so pulls are
 counted in memory and written every ``flush_s`` (and at shutdown), and snapshots are re-read at
@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
 import redis.asyncio
+import sqlalchemy as sa
 
 from core.tasks import cancelled
-from gateway.db import ensure_schema
+from gateway.database.engine import Database
+from gateway.database.schema import bandit_stats
+from gateway.database.statements import add_to
 from gateway.routing.policies import ArmStats
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bandit_stats (
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    pulls INTEGER NOT NULL DEFAULT 0,
-    rewards INTEGER NOT NULL DEFAULT 0,
-    reward_sum REAL NOT NULL DEFAULT 0,
-    reward_sq REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (model, version)
-) STRICT;
-"""
 
 
 class StatsStore(Protocol):
@@ -57,45 +47,41 @@ class StatsStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class SQLiteStats:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        ensure_schema(connection, SCHEMA)
+class DatabaseStats:
+    """Arm statistics in the gateway database (SQLite for one host, PostgreSQL for several): one
+    row per (model, version), added to in place, so concurrent gateway processes never lose a count."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     def start(self) -> None:
         return None
 
     async def add_pull(self, model: str, version: str, count: int = 1) -> None:
-        self._connection.execute(
-            "INSERT INTO bandit_stats (model, version, pulls) VALUES (?, ?, ?) "
-            "ON CONFLICT (model, version) DO UPDATE SET pulls = pulls + excluded.pulls",
-            (model, version, count),
-        )
+        await self._db.run(_add, model, version, {"pulls": count})
 
     async def add_reward(self, model: str, version: str, reward: float) -> None:
-        self._connection.execute(
-            "INSERT INTO bandit_stats (model, version, rewards, reward_sum, reward_sq) "
-            "VALUES (?, ?, 1, ?, ?) "
-            "ON CONFLICT (model, version) DO UPDATE SET rewards = rewards + 1, "
-            "reward_sum = reward_sum + excluded.reward_sum, reward_sq = reward_sq + excluded.reward_sq",
-            (model, version, reward, reward * reward),
+        await self._db.run(
+            _add, model, version, {"rewards": 1, "reward_sum": reward, "reward_sq": reward * reward}
         )
 
     async def snapshot(self, model: str) -> dict[str, ArmStats]:
-        rows = self._connection.execute(
-            "SELECT version, pulls, rewards, reward_sum, reward_sq FROM bandit_stats WHERE model = ?",
-            (model,),
-        ).fetchall()
-        return {
-            row["version"]: ArmStats(row["pulls"], row["rewards"], row["reward_sum"], row["reward_sq"])
-            for row in rows
-        }
+        table = bandit_stats
+        query = sa.select(
+            table.c.version, table.c.pulls, table.c.rewards, table.c.reward_sum, table.c.reward_sq
+        )
+        rows = await self._db.read(lambda c: c.execute(query.where(table.c.model == model)).all())
+        return {row[0]: ArmStats(row[1], row[2], row[3], row[4]) for row in rows}
 
     async def reset(self, model: str, versions: Sequence[str]) -> None:
-        self._connection.execute("DELETE FROM bandit_stats WHERE model = ?", (model,))
+        await self._db.run(lambda c: c.execute(sa.delete(bandit_stats).where(bandit_stats.c.model == model)))
 
     async def aclose(self) -> None:
         return None
+
+
+def _add(connection: sa.Connection, model: str, version: str, amounts: dict[str, float]) -> None:
+    connection.execute(add_to(connection, bandit_stats, {"model": model, "version": version}, amounts))
 
 
 _FIELDS = ("pulls", "rewards", "sum", "sq")

@@ -6,7 +6,8 @@ orjson (as the gateway's codecs do) and returns a fixed reply of the same shape 
 the gateway's answer to a 1-row digits-sklearn ``:predict``. No middleware, auth, metrics,
 batching or backend: whatever the gateway reaches over this is its own cost.
 
-Run alone: ``python -m loadtests.gateway.bare_http --port 0`` (prints uvicorn's "running on" line).
+Run alone: ``python -m loadtests.gateway.bare_http --port 0`` (prints uvicorn's "running on" line);
+``--workers N``: uvicorn's own worker processes, sharing the socket its parent binds.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class BareHttp:
 
 
 @contextmanager
-def bare_http() -> Iterator[BareHttp]:
-    """The bare endpoint in a process of its own (as the gateway is), stopped on exit."""
-    command = [sys.executable, "-m", "loadtests.gateway.bare_http", "--port", "0"]
+def bare_http(workers: int = 1) -> Iterator[BareHttp]:
+    """The bare endpoint in a process of its own (as the gateway is), stopped on exit; with
+    ``workers`` > 1, ``pid`` is uvicorn's supervisor and the workers are its children."""
+    command = [sys.executable, "-m", "loadtests.gateway.bare_http", "--port", "0", "--workers", str(workers)]
     child, running = spawn(command, RUNNING, cwd=ROOT)
     try:
         yield BareHttp(running.group(1), child.process.pid)
@@ -67,9 +69,13 @@ def bare_http() -> Iterator[BareHttp]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bare_http", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     uvicorn.run(
-        create_app(),
+        # Several workers each import the app: uvicorn needs where, not the object.
+        create_app() if args.workers == 1 else "loadtests.gateway.bare_http:create_app",
+        factory=args.workers > 1,
+        workers=args.workers,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

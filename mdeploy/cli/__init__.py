@@ -45,6 +45,7 @@ COMMAND_ORDER = (
     "delete_cmd",
     "keys_cmd",
     "serve_cmd",
+    "edge_cmd",
 )
 
 

@@ -50,8 +50,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--backend-tls-key", dest="backend_tls_key_file", type=Path, help="key of --backend-tls-cert"
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        type=_workers,
+        help="gateway processes on the same ports (default 1; auto: one per core); more than one "
+        "needs MDEPLOY_RATE_LIMIT_STORAGE=redis://... (README 'Gateway workers')",
+    )
     parser.add_argument("--demo", action="store_true", help="build and push the digits demo models")
     parser.set_defaults(handler=run)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdecimal() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number of processes (1 or more) nor 'auto'")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         "backend_tls_ca_file",
         "backend_tls_cert_file",
         "backend_tls_key_file",
+        "workers",
     )
     overrides = {k: v for k, v in vars(args).items() if k in wanted and v is not None}
     try:

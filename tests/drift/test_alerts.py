@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+import sqlalchemy as sa
 
 from core.errors import InvalidInput
-from gateway.db import open_database
+from gateway.database.engine import Database
 from gateway.drift.alerts import AlertStore, judge, parse_conditions
 from gateway.drift.report import DriftReport, FeatureDrift
 from gateway.registry import audit
+from tests.conftest import close_any, open_any
 
 
 def report(rows: int, psis: list[float], *, js: float | None = None) -> DriftReport:
@@ -55,10 +55,13 @@ def test_conditions_parse_and_name_what_is_wrong() -> None:
             parse_conditions(bad)
 
 
-def test_a_rule_fires_on_any_condition_and_says_nothing_below_its_minimum_rows(tmp_path: Path) -> None:
-    store = AlertStore(open_database(tmp_path / "db.sqlite"))
-    rule = store.set("m", "psi>0.2, js>0.3", 500, "5m", None, "key:a")
+async def test_a_rule_fires_on_any_condition_and_says_nothing_below_its_minimum_rows(
+    database: Database,
+) -> None:
+    store = AlertStore(database)
+    rule = await store.set("m", "psi>0.2, js>0.3", 500, "5m", None, "key:a")
     assert rule.when == "psi>0.2, js>0.3"
+    assert await store.rule("m") == rule
     assert judge(rule, report(400, [0.9, 0.0])).state is None  # too few rows to say
     fired = judge(rule, report(600, [0.9, 0.0]))
     assert fired.state == "firing"
@@ -68,25 +71,34 @@ def test_a_rule_fires_on_any_condition_and_says_nothing_below_its_minimum_rows(t
     assert judge(rule, report(600, [0.01], js=None).model_copy(update={"status": "no traffic"})).state is None
 
 
-def test_a_state_change_is_won_by_one_process_and_a_new_rule_starts_over(tmp_path: Path) -> None:
-    first = AlertStore(open_database(tmp_path / "db.sqlite"))
-    second = AlertStore(open_database(tmp_path / "db.sqlite"))  # another gateway process
-    first.set("m", "psi>0.2", 1, "5m", "http://127.0.0.1:9/hook", "key:a")
-    assert not first.change("m", "1", "ok")  # first seen ok: no change to tell
-    assert first.change("m", "1", "firing")
-    assert not second.change("m", "1", "firing")
-    assert second.change("m", "1", "ok")
-    assert [s.state for s in first.states("m")] == ["ok"]
-    second.set("m", "score>0.1", 10, "1h", None, "key:b")
-    assert first.states("m") == []
-    actions = [e.action for e in audit.events(first._db, model="m", limit=10)]
-    assert actions.count("drift-alert-set") == 2
-    assert first.clear("m", "key:a")
-    assert not second.clear("m", "key:a")
-    assert first.rule("m") is None
+def audited(connection: sa.Connection) -> None:
+    audit.append(connection, audit.AuditEvent(actor="drift-monitor", action="drift-alert", model="m"))
 
 
-def test_min_rows_is_bounded(tmp_path: Path) -> None:
-    store = AlertStore(open_database(tmp_path / "db.sqlite"))
+async def test_a_state_change_is_won_by_one_process_and_a_new_rule_starts_over(database_url: str) -> None:
+    first, second = await open_any(database_url), await open_any(database_url)  # two gateway processes
+    try:
+        one, other = AlertStore(first), AlertStore(second)
+        await one.set("m", "psi>0.2", 1, "5m", "http://127.0.0.1:9/hook", "key:a")
+        assert not await one.change("m", "1", "ok", audited)  # first seen ok: no change to tell
+        assert await one.change("m", "1", "firing", audited)
+        assert not await other.change("m", "1", "firing", audited)
+        assert await other.change("m", "1", "ok", audited)
+        assert [s.state for s in await one.states("m")] == ["ok"]
+        await other.set("m", "score>0.1", 10, "1h", None, "key:b")
+        assert await one.states("m") == []
+        actions = [e.action for e in await first.read(lambda c: audit.events(c, model="m", limit=10))]
+        assert actions.count("drift-alert-set") == 2
+        assert actions.count("drift-alert") == 2  # only the changes that happened
+        assert await one.clear("m", "key:a")
+        assert not await other.clear("m", "key:a")
+        assert await one.rule("m") is None
+        assert await one.rules() == []
+    finally:
+        await close_any(first)
+        await close_any(second)
+
+
+async def test_min_rows_is_bounded(database: Database) -> None:
     with pytest.raises(InvalidInput, match="min_rows must be between 1 and"):
-        store.set("m", "psi>0.2", 0, "5m", None, "key:a")
+        await AlertStore(database).set("m", "psi>0.2", 0, "5m", None, "key:a")

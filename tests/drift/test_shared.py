@@ -1,19 +1,17 @@
-"""Live drift buckets shared between gateway processes: through SQLite (one host) and a real
-redis-server (several hosts), a process's report merges the others' rows with its own."""
+"""Live drift buckets shared between gateway processes: through the gateway database (SQLite and
+a real PostgreSQL) and a real redis-server, a process's report merges the others' rows with its own."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gateway.db import open_database
 from gateway.drift.live import VersionSketches
 from gateway.drift.report import drift_report
-from gateway.drift.shared import Published, RedisBuckets, SharedBuckets, SQLiteBuckets
+from gateway.drift.shared import DatabaseBuckets, Published, RedisBuckets, SharedBuckets
 from gateway.drift.windows import windows_of
 from modelpkg.reference import build_profile
+from tests.conftest import close_any, open_any
 from tests.services import RedisServer
 
 WINDOWS = windows_of(["5m", "1h"])
@@ -54,9 +52,13 @@ async def exchange(first_store: SharedBuckets, second_store: SharedBuckets) -> N
         assert report.features[0].name == "x[1]"  # the second process's shift shows in both
 
 
-async def test_processes_on_one_host_share_buckets_through_sqlite(tmp_path: Path) -> None:
-    path = tmp_path / "gateway.sqlite"
-    await exchange(SQLiteBuckets(open_database(path)), SQLiteBuckets(open_database(path)))
+async def test_processes_share_buckets_through_the_gateway_database(database_url: str) -> None:
+    first, second = await open_any(database_url), await open_any(database_url)  # two gateway processes
+    try:
+        await exchange(DatabaseBuckets(first), DatabaseBuckets(second))
+    finally:
+        await close_any(first)
+        await close_any(second)
 
 
 async def test_processes_on_several_hosts_share_buckets_through_redis(redis_server: RedisServer) -> None:

@@ -21,6 +21,7 @@ from core.server_process import ServerProcess, start_server_process
 from gateway.auth import KeyStore
 from gateway.backends import BackendPool
 from gateway.db import open_database
+from gateway.leadership import Leadership
 from gateway.process import GatewayProcess, start_gateway_process
 from gateway.registry.records import PushPhase, PushResult
 from gateway.registry.service import Registry
@@ -61,7 +62,9 @@ def settings_for(data_dir: Path, backends: list[str], **overrides: Any) -> Gatew
 
 
 @asynccontextmanager
-async def running_registry(data_dir: Path, backends: list[str], **overrides: Any) -> AsyncIterator[Rig]:
+async def running_registry(
+    data_dir: Path, backends: list[str], leadership: Leadership | None = None, **overrides: Any
+) -> AsyncIterator[Rig]:
     """Registry.open, pool.start, registry.start, and the reverse: the gateway's lifespan, minus HTTP."""
     settings = settings_for(data_dir, backends, **overrides)
     connection = open_database(settings.database_path)
@@ -70,7 +73,7 @@ async def running_registry(data_dir: Path, backends: list[str], **overrides: Any
     )
     registry = Registry.open(settings, connection, pool)
     await pool.start()
-    await registry.start()
+    await registry.start(leadership)
     try:
         yield Rig(settings, connection, pool, registry)
     finally:

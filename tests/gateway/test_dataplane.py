@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 
 from core.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, Unavailable
+from gateway.database.engine import SQLiteDatabase
 from gateway.dataplane import DataPlane, InferenceRequest
 from gateway.db import open_database
 from gateway.routing.deployments import DeploymentStore
 from gateway.routing.guard import GuardSpec
-from gateway.routing.ledger import SQLiteLedger
+from gateway.routing.ledger import DatabaseLedger
 from gateway.routing.policies import PolicySpec
 from gateway.routing.router import Router
-from gateway.routing.stats import BufferedStats, SQLiteStats
+from gateway.routing.stats import BufferedStats, DatabaseStats
 from gateway.settings import GatewaySettings
 from tests.gateway.fakes import Catalog, FakeBackends, served
 
@@ -111,11 +112,12 @@ async def test_a_failed_batch_fails_every_request_in_it_and_the_plane_keeps_serv
 @pytest.fixture
 async def router(tmp_path: Path, catalog: Catalog) -> AsyncIterator[Router]:
     connection = open_database(tmp_path / "routing.sqlite3")
+    database = SQLiteDatabase.open(connection)
     routing = Router(
-        DeploymentStore(connection),
+        DeploymentStore(database),
         catalog,
-        BufferedStats(SQLiteStats(connection)),
-        SQLiteLedger(connection, 60, 1000),
+        BufferedStats(DatabaseStats(database)),
+        DatabaseLedger(database, 60, 1000),
         refresh_s=3600,
         seed=7,
     )

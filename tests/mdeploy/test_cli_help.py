@@ -29,7 +29,7 @@ def test_commands_are_listed_in_the_order_of_a_models_life(capsys: pytest.Captur
     assert listed == [
         "package", "inspect", "push", "list", "search", "info", "compare", "pull", "predict",
         "rollout", "status", "rollback", "promote", "history", "gates", "drift", "logs", "delete", "keys",
-        "serve",
+        "serve", "edge-config",
     ]  # fmt: skip
 
 

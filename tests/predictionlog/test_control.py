@@ -10,13 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.errors import InvalidInput, NotFound, PayloadTooLarge
-from gateway.db import ensure_schema, open_database
+from gateway.database.engine import SQLiteDatabase
+from gateway.db import open_database
 from gateway.predictionlog.control import PredictionLogs
 from gateway.predictionlog.folder import FOLDER_NAME, LogFolder
 from gateway.predictionlog.log import PredictionLog
-from gateway.predictionlog.store import LogConfigStore
 from gateway.registry import audit
-from gateway.registry.tables import Tables
 from tests.predictionlog.support import MODEL, SERVED, request
 
 ACTOR = "key:abc"
@@ -29,13 +28,10 @@ def known_model(name: str) -> None:
 
 def logs_in(data: Path, *, max_export_rows: int = 10_000) -> PredictionLogs:
     """Prediction logs on ``data``'s database, as a gateway process there would have them."""
-    connection = open_database(data / "registry.sqlite3")
-    ensure_schema(connection, audit.SCHEMA)
     return PredictionLogs(
-        LogConfigStore(connection),
+        SQLiteDatabase.open(open_database(data / "registry.sqlite3")),
         PredictionLog(LogFolder(data / FOLDER_NAME), seed=0),
         check_model=known_model,
-        transaction=Tables(connection).transaction,
         refresh_s=3600,
         max_export_rows=max_export_rows,
         max_export_bytes=2**30,
@@ -45,7 +41,7 @@ def logs_in(data: Path, *, max_export_rows: int = 10_000) -> PredictionLogs:
 @pytest.fixture
 async def logs(tmp_path: Path) -> AsyncIterator[PredictionLogs]:
     started = logs_in(tmp_path)
-    started.start()
+    await started.start()
     yield started
     await started.close()
 
@@ -79,10 +75,10 @@ async def test_another_process_on_the_data_folder_sees_the_setting(
     logs: PredictionLogs, tmp_path: Path
 ) -> None:
     other = logs_in(tmp_path)
-    other.refresh()
+    await other.refresh()
     other.log.observe(SERVED, *request(1), "before")
     await logs.enable(MODEL, 1.0, 2, ACTOR)
-    other.refresh()
+    await other.refresh()
     other.log.observe(SERVED, *request(1), "after")
     other.log.flush()
     exported = await logs.export(MODEL, 60)
@@ -150,7 +146,7 @@ async def test_an_export_of_nothing_is_an_empty_table(logs: PredictionLogs) -> N
 
 async def test_an_export_past_its_limit_is_refused_with_what_to_narrow(tmp_path: Path) -> None:
     logs = logs_in(tmp_path, max_export_rows=2)
-    logs.start()
+    await logs.start()
     try:
         await logs.enable(MODEL, None, None, ACTOR)
         logs.log.observe(SERVED, *request(3), "three-rows")

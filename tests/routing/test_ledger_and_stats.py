@@ -9,22 +9,39 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
+import sqlalchemy as sa
 
 from core.errors import Conflict, NotFound
+from gateway.database.engine import Database, SQLiteDatabase
+from gateway.database.schema import feedback_ledger
 from gateway.db import open_database
-from gateway.routing.ledger import Ledger, RedisLedger, SQLiteLedger
+from gateway.routing.ledger import DatabaseLedger, Ledger, RedisLedger
 from gateway.routing.policies import ArmStats
-from gateway.routing.stats import BufferedStats, RedisStats, SQLiteStats
+from gateway.routing.stats import BufferedStats, DatabaseStats, RedisStats
+from tests.conftest import close_any, open_any
 from tests.gateway.conftest import Clock
 from tests.services import RedisServer
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.e2e)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.e2e),
+        pytest.param("redis", marks=pytest.mark.e2e),
+    ]
+)
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    if request.param == "sqlite":
-        local = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
+    if request.param in ("sqlite", "postgresql"):
+        url = (
+            f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+            if request.param == "sqlite"
+            else request.getfixturevalue("postgres_url")
+        )
+        database = await open_any(url)
+        local = DatabaseLedger(database, ttl_s=60, max_entries=100)
         yield local
         await local.aclose()
+        await close_any(database)
         return
     server = request.getfixturevalue("redis_server")
     shared = RedisLedger(server.uri, ttl_s=60)
@@ -49,10 +66,9 @@ async def test_unknown_ids_and_other_models_are_not_found(ledger: Ledger) -> Non
     assert (await ledger.claim("req-2", "digits")).version == "1"  # the failed claims took nothing
 
 
-async def test_sqlite_ledger_forgets_expired_and_oldest_entries(tmp_path: Path) -> None:
+async def test_database_ledger_forgets_expired_and_oldest_entries(database: Database) -> None:
     clock = Clock()
-    connection = open_database(tmp_path / "registry.sqlite3")
-    ledger = SQLiteLedger(connection, ttl_s=10, max_entries=3, clock=clock)
+    ledger = DatabaseLedger(database, ttl_s=10, max_entries=3, clock=clock)
     await ledger.remember("old", "m", "1")
     clock.advance(11)
     with pytest.raises(NotFound):
@@ -60,26 +76,28 @@ async def test_sqlite_ledger_forgets_expired_and_oldest_entries(tmp_path: Path) 
     for i in range(5):
         clock.advance(0.001)
         await ledger.remember(f"r{i}", "m", "1")
-    ledger.flush()
-    ledger.sweep()
-    assert [row["request_id"] for row in connection.execute("SELECT request_id FROM feedback_ledger")] == [
-        "r2",
-        "r3",
-        "r4",
-    ]
+    await ledger.flush()
+    await ledger.sweep()
+    kept = await database.read(lambda c: c.execute(sa.select(feedback_ledger.c.request_id)).scalars().all())
+    assert sorted(kept) == ["r2", "r3", "r4"]
     with pytest.raises(NotFound):
         await ledger.claim("r0", "m")
     assert (await ledger.claim("r4", "m")).version == "1"
 
 
-async def test_sqlite_ledger_is_shared_by_processes_on_one_database(tmp_path: Path) -> None:
-    first = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
-    second = SQLiteLedger(open_database(tmp_path / "registry.sqlite3"), ttl_s=60, max_entries=100)
-    await first.remember("served-by-first", "m", "2")
-    first.flush()
-    assert (await second.claim("served-by-first", "m")).version == "2"
-    with pytest.raises(Conflict):
-        await first.claim("served-by-first", "m")
+async def test_database_ledger_is_shared_by_processes_on_one_database(database_url: str) -> None:
+    one, other = await open_any(database_url), await open_any(database_url)  # two gateway processes
+    try:
+        first = DatabaseLedger(one, ttl_s=60, max_entries=100)
+        second = DatabaseLedger(other, ttl_s=60, max_entries=100)
+        await first.remember("served-by-first", "m", "2")
+        await first.flush()
+        assert (await second.claim("served-by-first", "m")).version == "2"
+        with pytest.raises(Conflict):
+            await first.claim("served-by-first", "m")
+    finally:
+        await close_any(one)
+        await close_any(other)
 
 
 async def test_redis_ledger_entries_expire(redis_server: RedisServer) -> None:
@@ -97,20 +115,26 @@ async def test_redis_ledger_entries_expire(redis_server: RedisServer) -> None:
         await ledger.aclose()
 
 
-async def test_sqlite_statistics_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "registry.sqlite3"
-    connection = open_database(path)
-    stats = SQLiteStats(connection)
-    for _ in range(3):
-        await stats.add_pull("m", "1")
-    await stats.add_pull("m", "2")
-    await stats.add_reward("m", "1", 1.0)
-    await stats.add_reward("m", "1", 0.5)
-    connection.close()
-    reopened = SQLiteStats(open_database(path))
-    assert await reopened.snapshot("m") == {"1": ArmStats(3, 2, 1.5, 1.25), "2": ArmStats(1, 0, 0.0, 0.0)}
-    await reopened.reset("m", ["1", "2"])
-    assert await reopened.snapshot("m") == {}
+async def test_database_statistics_are_shared_and_survive_reopening(database_url: str) -> None:
+    first, second = await open_any(database_url), await open_any(database_url)  # two gateway processes
+    try:
+        stats, other = DatabaseStats(first), DatabaseStats(second)
+        for _ in range(3):
+            await stats.add_pull("m", "1")
+        await other.add_pull("m", "2")
+        await other.add_reward("m", "1", 1.0)
+        await stats.add_reward("m", "1", 0.5)
+    finally:
+        await close_any(first)
+        await close_any(second)
+    reopened_database = await open_any(database_url)
+    try:
+        reopened = DatabaseStats(reopened_database)
+        assert await reopened.snapshot("m") == {"1": ArmStats(3, 2, 1.5, 1.25), "2": ArmStats(1, 0, 0.0, 0.0)}
+        await reopened.reset("m", ["1", "2"])
+        assert await reopened.snapshot("m") == {}
+    finally:
+        await close_any(reopened_database)
 
 
 async def test_redis_statistics_are_shared_between_clients(redis_server: RedisServer) -> None:
@@ -128,8 +152,8 @@ async def test_redis_statistics_are_shared_between_clients(redis_server: RedisSe
 
 
 async def test_buffered_pulls_show_at_once_and_reach_the_store_on_flush_and_close(tmp_path: Path) -> None:
-    connection = open_database(tmp_path / "registry.sqlite3")
-    store = SQLiteStats(connection)
+    database = SQLiteDatabase.open(open_database(tmp_path / "registry.sqlite3"))
+    store = DatabaseStats(database)
     buffered = BufferedStats(store, flush_s=3600, max_age_s=3600)
     for _ in range(5):
         await buffered.add_pull("m", "1")
@@ -140,7 +164,8 @@ async def test_buffered_pulls_show_at_once_and_reach_the_store_on_flush_and_clos
     assert await store.snapshot("m") == {"1": ArmStats(5, 1, 1.0, 1.0)}
     await buffered.add_pull("m", "2")
     await buffered.aclose()
-    assert (await SQLiteStats(open_database(tmp_path / "registry.sqlite3")).snapshot("m"))["2"].pulls == 1
+    reopened = SQLiteDatabase.open(open_database(tmp_path / "registry.sqlite3"))
+    assert (await DatabaseStats(reopened).snapshot("m"))["2"].pulls == 1
 
 
 async def test_buffered_pulls_wait_for_a_store_that_is_out_of_reach(redis_server: RedisServer) -> None:

@@ -1,0 +1,1 @@
+"""The gateway database on SQLite and on a real PostgreSQL."""
