@@ -6,6 +6,7 @@ calls reach the same auth, batchers and registry as the HTTP API's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from core.tasks import cancelled
 from gateway.auth.authorization import Auth
+from gateway.backends import BackendPool
 from gateway.grpc_api.servicer import GatewayInferenceService
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
@@ -27,16 +30,38 @@ ANNOUNCE = "gateway gRPC API listening on %s:%d"
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
+READINESS_POLL_S = 0.5
+
+
 @dataclass
 class GrpcListener:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
     address: str
+    readiness: asyncio.Task[None] | None = None
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls; calls in flight get ``grace_s`` to finish."""
+        await cancelled(self.readiness)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+
+
+async def _follow_readiness(health: health_aio.HealthServicer, pool: BackendPool) -> None:
+    """grpc.health.v1 says what ``/v2/health/ready`` says: SERVING while an inference server is
+    healthy, NOT_SERVING otherwise, so a gRPC load balancer (Envoy) skips a gateway that could
+    only answer UNAVAILABLE."""
+    serving: bool | None = None
+    while True:
+        now = bool(pool.healthy())
+        if now != serving:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", SERVICE_NAME):
+                await health.set(name, status)
+            serving = now
+        await asyncio.sleep(READINESS_POLL_S)
 
 
 def server_options(settings: GatewaySettings, *, reuse_port: bool = False) -> list[tuple[str, int]]:
@@ -67,7 +92,6 @@ async def start_grpc_listener(
     if port == 0:
         raise OSError(f"the gateway cannot listen for gRPC on {settings.host}:{settings.grpc_port}")
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    readiness = asyncio.create_task(_follow_readiness(health, state.pool), name="grpc-health")
     log.info(ANNOUNCE, settings.host, port)
-    return GrpcListener(server, health, f"{settings.host}:{port}")
+    return GrpcListener(server, health, f"{settings.host}:{port}", readiness)

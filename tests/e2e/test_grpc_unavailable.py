@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import grpc
 import pytest
 import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from core.ports import free_port
@@ -15,6 +18,8 @@ from tests.e2e.arms import MODEL
 from tests.e2e.test_deployments import push_arms
 from tests.e2e.test_end_to_end import create_key
 from tests.e2e.test_grpc_api import arms_input, bearer
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def test_a_model_whose_servers_are_gone_is_unavailable_and_readiness_says_so(tmp_path: Path) -> None:
@@ -32,6 +37,15 @@ def test_a_model_whose_servers_are_gone_is_unavailable_and_readiness_says_so(tmp
         assert refused.value.status() == "StatusCode.UNAVAILABLE"
         assert "inference server" in (refused.value.message() or "")
         assert not client.is_server_ready()
+        # grpc.health.v1 follows readiness, so a gRPC load balancer stops sending here.
+        with grpc.insecure_channel(gateway.grpc_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 10
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING:
+                assert time.monotonic() < deadline, "grpc.health.v1 still SERVING without an inference server"
+                time.sleep(0.1)
+            check = health.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         gateway.stop(timeout_s=10)
         server.stop(timeout_s=10)
