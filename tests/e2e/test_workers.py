@@ -207,6 +207,10 @@ def test_workers_share_rate_limits_and_revocations(workers: Workers, tmp_path: P
     assert statuses == {401}
 
 
+STEADY_ANSWERS = 600
+"""Answered requests that make the load steady (about 3 s of it here)."""
+
+
 @dataclass
 class Load:
     """Client threads, each with its own keep-alive connection and one request at a time, as a web
@@ -239,7 +243,8 @@ def test_a_worker_killed_under_load_is_restarted_and_the_lead_moves(workers: Wor
     for thread in threads:
         thread.start()
     try:
-        time.sleep(3)
+        # Steady load first: every client has answers behind it before the kill.
+        wait_for(lambda: load.outcomes()["200"] >= STEADY_ANSWERS, "steady load")
         before = workers.pids()
         killed = workers.leader()
         assert killed in before.values(), workers.gateway.log
@@ -250,7 +255,8 @@ def test_a_worker_killed_under_load_is_restarted_and_the_lead_moves(workers: Wor
 
         wait_for(lambda: workers.pids()[index] != killed, "the supervisor to restart the worker")
         restarted_at = time.monotonic()
-        time.sleep(3)
+        # Load goes on past the restart, so the new worker takes a share of it.
+        wait_for(lambda: load.outcomes(since=restarted_at)["200"] >= STEADY_ANSWERS, "load after the restart")
     finally:
         load.stop.set()
         for thread in threads:
