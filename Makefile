@@ -12,7 +12,7 @@ RUNTIME_WHEEL := $(if $(GPU),onnxruntime-gpu,onnxruntime)
 OTHER_RUNTIME_WHEEL := $(if $(GPU),onnxruntime,onnxruntime-gpu)
 STAMP := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-deps serve test lint protos bench clean
+.PHONY: setup system-deps serve test scale-test lint protos bench clean
 
 setup: $(STAMP) system-deps
 
@@ -44,6 +44,11 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The whole multi-host test: hosts as Linux network namespaces (root only), every scenario with
+# longer windows; `make test` (CI) runs its reduced set. -s shows each scenario's MULTIHOST line.
+scale-test: setup
+	MDEPLOY_SCALE_TEST=1 $(BIN)/python -m pytest -v -s tests/e2e/test_multihost.py
 
 protos: setup
 	$(BIN)/python -m protos.generate

@@ -40,7 +40,8 @@ from core.tensor_batch import Tensors
 from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
-from gateway.database.engine import Database, SQLiteDatabase
+from gateway.database.engine import Database, open_gateway_database
+from gateway.database.notifications import NoNotifications, Notifications, PostgresNotifications
 from gateway.dataplane import AnswerListener, DataPlane
 from gateway.db import open_database
 from gateway.drift.alerts import AlertStore
@@ -49,13 +50,14 @@ from gateway.drift.shared import DatabaseBuckets, RedisBuckets, SharedBuckets
 from gateway.drift.watch import DriftWatch
 from gateway.drift.windows import windows_of
 from gateway.grpc_api.server import start_grpc_listener
-from gateway.leadership import Leadership, SoleProcess
+from gateway.leadership import Leadership, default_leadership
 from gateway.metrics import Metrics
 from gateway.predictionlog.control import PredictionLogs
 from gateway.predictionlog.folder import FOLDER_NAME, LogFolder
 from gateway.predictionlog.log import LogCounters, PredictionLog
 from gateway.registry.evaluations import EvaluationStore
-from gateway.registry.service import Registry
+from gateway.registry.service import REGISTRY_CHANNEL, Registry
+from gateway.registry.stores import package_store, session_liveness
 from gateway.releases import Releases
 from gateway.rest import (
     admin_deployments,
@@ -72,7 +74,7 @@ from gateway.rest import (
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.rest.request_id import RequestIdMiddleware, assign_request_id, sending_request_id
 from gateway.rest.responses import EXCEPTION_HANDLERS, error_response
-from gateway.routing.deployments import DeploymentStore
+from gateway.routing.deployments import DEPLOYMENTS_CHANNEL, DeploymentStore
 from gateway.routing.ledger import DatabaseLedger, Ledger, RedisLedger
 from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, DatabaseStats, RedisStats, StatsStore
@@ -137,13 +139,15 @@ def create_app(
     process); ``shared_ports``: other worker processes listen on the same ports (SO_REUSEPORT).
     """
     predictions = inference.PredictionRoutes()
-    leader = leadership or SoleProcess()
+    leader = leadership or default_leadership(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        connection = open_database(settings.database_path)
-        database = SQLiteDatabase.open(connection)  # the schema's migrations run here
+        # The schema's migrations run here.
+        database = await open_gateway_database(
+            settings.database_url, lambda: open_database(settings.database_path)
+        )
         metrics = Metrics()
         pool = BackendPool(
             settings.backends,
@@ -151,7 +155,13 @@ def create_app(
             settings.health_interval_s,
             tls=settings.backend_tls,
         )
-        registry = Registry.open(settings, connection, pool)
+        registry = await Registry.open(
+            settings,
+            database,
+            pool,
+            store=package_store(settings, database),
+            liveness=session_liveness(settings, database),
+        )
 
         def on_batch(served: ServedVersion, rows: int) -> None:
             metrics.batch_rows.labels(served.name, served.version).observe(rows)
@@ -196,7 +206,9 @@ def create_app(
             ),
         )
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
-        app.state.auth = Auth.from_settings(settings, connection, metrics.rate_limited)
+        notifications = _notifications(settings, database)
+        app.state.notifications = notifications  # for any part that caches what other processes change
+        app.state.auth = Auth.from_settings(settings, database, metrics.rate_limited, notifications)
         app.state.limiter = app.state.auth.limiter.slowapi  # where slowapi's 429 handler looks
         evaluations = EvaluationStore(settings.data_dir / "evalsets")
         releases = Releases(registry, router, dataplane, evaluations, database, settings.max_eval_rows)
@@ -204,6 +216,10 @@ def create_app(
             settings, pool, registry, dataplane, metrics, registry, router, releases, monitor, alerts, logs
         )
         predictions.bind(app.state.auth, app.state.gateway)
+        # Other hosts' pushes, deletes and deployment changes take effect here as they commit.
+        notifications.subscribe(REGISTRY_CHANNEL, registry.changed_elsewhere)
+        notifications.subscribe(DEPLOYMENTS_CHANNEL, router.changed_elsewhere)
+        await notifications.start()
         await leader.start()
         await pool.start()
         await registry.start(leader)
@@ -245,9 +261,9 @@ def create_app(
             await router.ledger.aclose()
             await pool.close()
             await app.state.auth.aclose()
+            await notifications.close()
             await leader.close()
             await database.close()
-            connection.close()
 
     return GatewayApp(
         predictions=predictions,
@@ -256,6 +272,14 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def _notifications(settings: GatewaySettings, database: Database) -> Notifications:
+    """Changes committed by gateway processes on other hosts, told as they commit (PostgreSQL); on
+    SQLite the processes share one host and see changes through the data folder."""
+    if database.backend == "postgresql" and settings.database_url is not None:
+        return PostgresNotifications(settings.database_url)
+    return NoNotifications()
 
 
 def _answer_listeners(*listeners: AnswerListener | None) -> AnswerListener | None:
@@ -298,12 +322,12 @@ def _served_versions(registry: Registry) -> list[tuple[str, str]]:
     ]
 
 
-def _stored_version(registry: Registry, model: str, version: str) -> StoredVersion:
+async def _stored_version(registry: Registry, model: str, version: str) -> StoredVersion:
     """A loaded or deleted version's manifest and package file, for its reference profile."""
     if not version.isdecimal():
         raise NotFound(f"model '{model}' has no version {version!r}")
-    record = registry.version_record(model, int(version))
-    return StoredVersion(record.manifest, registry.package_path(model, int(version)))
+    record = await registry.version_record(model, int(version))
+    return StoredVersion(record.manifest, await registry.package_path(model, int(version)))
 
 
 def _router(

@@ -1,10 +1,10 @@
 """The gateway's SQLite file: one in the data folder, WAL mode, shared by the gateway's parts.
 
 Its tables are made and changed by the migrations of ``gateway.database`` (which wraps this
-connection as the SQLite :class:`~gateway.database.engine.Database`). The registry and the API
-keys still query the connection directly and still pass their tables to :func:`ensure_schema`
-(so their unit tests can open a bare file); those statements go when they move to SQLAlchemy
-Core. Queries are short and indexed, so they run on the event loop.
+connection as the SQLite :class:`~gateway.database.engine.Database`). The registry still queries
+the connection directly and still passes its tables to :func:`ensure_schema` (so its unit tests
+can open a bare file); those statements go when it moves to SQLAlchemy Core. Queries are short
+and indexed, so they run on the event loop.
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ the feedback ledger. A :class:`Leadership` answers "is it this process?".
 - :class:`FileLockLeadership`: processes on one host (``mdeploy serve --workers N``) take an
   exclusive ``flock`` on one file in the data folder. The kernel releases it when the holder
   dies, however it dies, and the others try again every ``retry_s``, so the work moves within
-  about a second. A database advisory lock (PostgreSQL's ``pg_try_advisory_lock``) would do the
-  same for processes on several hosts behind this protocol.
+  about a second.
+- ``gateway.database.advisory.PostgresLeadership``: processes on several hosts sharing one
+  PostgreSQL hold a session-level advisory lock instead; PostgreSQL releases it when the holder's
+  backend ends. Name it with :func:`backends_name`, as :func:`lock_path` names the file.
 
-A process never gives the lead back while it runs; a leader that is closed releases it.
+A process never gives the lead back while it runs (a PostgreSQL leader loses it with its
+connection); a leader that is closed releases it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Protocol
 
 from core.tasks import cancelled
+from gateway.backend_address import parse_backend
+from gateway.database.advisory import PostgresLeadership
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -116,5 +124,40 @@ def lock_path(data_dir: Path, backends: list[str]) -> Path:
     Processes on one data folder that reconcile other inference servers need a leader of
     their own: one that never talks to a server cannot keep its models loaded.
     """
-    digest = hashlib.sha256("\n".join(sorted(backends)).encode()).hexdigest()[:16]
-    return data_dir / LOCK_FOLDER / f"{digest}.lock"
+    return data_dir / LOCK_FOLDER / f"{backends_name(backends)}.lock"
+
+
+def backends_name(backends: list[str]) -> str:
+    """The name of the leadership over ``backends`` (any order): a short digest.
+
+    Every process competing for one lead must spell the addresses the same way; processes on
+    several hosts whose addresses mean each host's own servers (127.0.0.1) manage different
+    servers and need different names.
+    """
+    return hashlib.sha256("\n".join(sorted(backends)).encode()).hexdigest()[:16]
+
+
+def default_leadership(settings: GatewaySettings) -> Leadership:
+    """A gateway's leadership when its caller gives none: PostgreSQL's advisory lock when gateways
+    share a database (on any host), else the sole process."""
+    if settings.database_url is None:
+        return SoleProcess()
+    return PostgresLeadership(settings.database_url, host_scoped_name(settings.backends))
+
+
+def host_scoped_name(backends: list[str]) -> str:
+    """:func:`backends_name`, made this host's own when a backend is on loopback: each host's
+    ``127.0.0.1:8001`` is another server, whose models only that host's leader keeps loaded."""
+    if any(_is_loopback(address) for address in backends):
+        return backends_name([*backends, f"host:{socket.gethostname()}"])
+    return backends_name(backends)
+
+
+def _is_loopback(address: str) -> bool:
+    host = parse_backend(address).address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

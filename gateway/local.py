@@ -29,9 +29,8 @@ from core.errors import InvalidInput
 from core.server_process import ServerProcess, start_server_process
 from core.server_token import ensure_token
 from gateway.app import GatewayApp, create_app
-from gateway.auth.keys import KeyStore
+from gateway.auth.keys import with_keys
 from gateway.auth.scopes import KeyScope
-from gateway.db import open_database
 from gateway.leadership import lock_path
 from gateway.settings import GatewaySettings
 from gateway.workers.supervisor import check_shared_limits, run_workers, worker_count
@@ -50,21 +49,19 @@ class AdminKey:
 
 
 def ensure_admin_key(settings: GatewaySettings) -> AdminKey:
-    """The admin key of this data folder, made on first run (all scopes; stored hashed in the database),
-    or the one in ``settings.admin_key_file``."""
+    """The admin key of this data folder, made on first run (all scopes; stored hashed in the gateway
+    database, PostgreSQL when ``settings.database_url`` is set), or the one in
+    ``settings.admin_key_file``. Call it where no event loop runs (before the gateway starts)."""
     if settings.admin_key_file is not None:
         return AdminKey(_register_admin_key(settings, settings.admin_key_file), created=False)
     path = settings.data_dir / ADMIN_KEY_FILE
     if path.exists():
         return AdminKey(path.read_text().strip(), created=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    connection = open_database(settings.database_path)
-    try:
-        created = KeyStore(connection).create(
-            scopes=list(KeyScope), name="admin (mdeploy serve)", actor="mdeploy serve"
-        )
-    finally:
-        connection.close()
+    created = with_keys(
+        settings,
+        lambda keys: keys.create(scopes=list(KeyScope), name="admin (mdeploy serve)", actor="mdeploy serve"),
+    )
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(created.key + "\n")
@@ -77,15 +74,15 @@ def _register_admin_key(settings: GatewaySettings, key_file: Path) -> str:
     except OSError as error:
         raise InvalidInput(f"cannot read the admin key file {key_file}: {error.strerror}") from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    connection = open_database(settings.database_path)
     try:
-        KeyStore(connection).register(
-            key, list(KeyScope), name="admin (admin_key_file)", actor="mdeploy serve"
+        with_keys(
+            settings,
+            lambda keys: keys.register(
+                key, list(KeyScope), name="admin (admin_key_file)", actor="mdeploy serve"
+            ),
         )
     except InvalidInput as error:
         raise InvalidInput(f"admin key file {key_file}: {error.message}") from None
-    finally:
-        connection.close()
     return key
 
 

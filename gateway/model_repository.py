@@ -29,9 +29,9 @@ class IndexEntry(BaseModel):
     reason: str
 
 
-def index(registry: Registry, key: KeyRecord, ready_only: bool) -> list[IndexEntry]:
+async def index(registry: Registry, key: KeyRecord, ready_only: bool) -> list[IndexEntry]:
     entries = []
-    for summary in registry.models(include_retired=not ready_only):
+    for summary in await registry.models(include_retired=not ready_only):
         if not (key.has_scope(KeyScope.ADMIN) or key.allows_model(summary.name)):
             continue
         for record in summary.versions:

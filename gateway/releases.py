@@ -72,7 +72,7 @@ class Releases:
         if [served.version for served in self.registry.served_versions(model)] == [version]:
             await self.router.adopt(model, version, actor)  # the only loaded version: the model's first
         elif gates is not None and result.status is not PushStatus.UNCHANGED:
-            data = await asyncio.to_thread(self.evaluations.data_path(gates.data_sha256).read_bytes)
+            data = await self.database.read(self.evaluations.data, gates.data_sha256)
             evaluation = await self.evaluate(
                 model, version, data, gates.gates, actor, promote=promote or gates.auto_promote
             )
@@ -141,7 +141,6 @@ class Releases:
         parse_gates(gates)
         served = self.registry.resolve(model, await self.router.live_version(model))
         evalset = await asyncio.to_thread(read_eval_set, data, served, self.max_eval_rows)
-        await asyncio.to_thread(self.evaluations.save_data, data, evalset.digest)
         event = audit.AuditEvent(
             actor=actor,
             action="gates-set",
@@ -151,6 +150,7 @@ class Releases:
         )
 
         def write(connection: sa.Connection) -> GateConfig | None:
+            self.evaluations.save_data(connection, data, evalset.digest)
             self.evaluations.set_gates(
                 connection, model, gates, auto_promote, evalset.digest, evalset.rows, actor
             )
@@ -177,7 +177,7 @@ class Releases:
         await self.database.run(write)
 
     async def version_report(self, model: str, version: int) -> VersionReport:
-        record = self.registry.version_record(model, version)
+        record = await self.registry.version_record(model, version)
         serving = await self.router.serving(model) if self.registry.is_loaded(model) else None
         stored = await self.database.read(self.evaluations.of_version, model, str(version))
         evaluations = [Evaluation.model_validate_json(text) for text in stored]
@@ -208,13 +208,13 @@ class Releases:
             await self.push(upload, actor)
 
     async def model_info(self, model: str) -> ModelInfo:
-        summary = self.registry.model_summary(model)
+        summary = await self.registry.model_summary(model)
         return summary.info(await self.router.serving(model) if summary.loaded else None)
 
     async def models(self, *, include_retired: bool) -> list[ModelInfo]:
         return [
             summary.info(await self.router.serving(summary.name) if summary.loaded else None)
-            for summary in self.registry.models(include_retired=include_retired)
+            for summary in await self.registry.models(include_retired=include_retired)
         ]
 
     def _in_use(self, model: str, version: int, role: str) -> str:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from core.errors import InvalidInput
 from core.settings_file import read_settings_file
 from gateway.backend_address import BackendTls, parse_backend
+from gateway.database.engine import postgres_url
 from gateway.drift.windows import windows_of
 
 MiB = 1024 * 1024
@@ -103,6 +104,26 @@ class GatewaySettings(BaseSettings):
     """How often the registry's desired state is compared with what each backend holds."""
 
     # ---- routing between versions ----
+    database_url: str | None = None
+    """postgresql://user:password@host:5432/name: registry, keys, audit, deployments, the feedback
+    ledger and bandit statistics in PostgreSQL, shared by gateway processes on several hosts (each
+    keeps its own data folder for caches and work files). None: the SQLite file of the data folder."""
+    package_store: Literal["auto", "folder", "database", "s3"] = "auto"
+    """Where pushed packages are kept: ``folder`` (``package_folder``: one host, or a volume every
+    gateway host mounts), ``database`` (chunked rows in the gateway database), ``s3`` (objects in
+    ``s3_bucket``; the ``s3`` extra); the last two verify each package by digest when a host reads
+    it and cache it in ``package_folder``. ``auto``: the database when ``database_url`` is set, else
+    the folder."""
+    package_folder: Path | None = None
+    """The package folder (or cache); None: ``packages`` in the data folder."""
+    s3_bucket: str | None = None
+    """The bucket of ``package_store=s3``; credentials come from boto3's chain (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
+    s3_endpoint_url: str | None = None
+    """An S3-compatible server (MinIO, SeaweedFS, Ceph RGW: http://host:8333); None: AWS."""
+    s3_prefix: str = "packages/"
+    """Object names are ``<prefix><sha256>.pkg``."""
+    s3_region: str | None = None
     shared_state_url: str | None = None
     """redis://host:port to share bandit statistics and the feedback ledger between gateway
     processes on several hosts; None keeps both in the SQLite database of the data folder."""
@@ -177,6 +198,23 @@ class GatewaySettings(BaseSettings):
             raise ValueError(str(error)) from None
         return names
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_is_postgres(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            postgres_url(url)
+        except InvalidInput as error:
+            raise ValueError(error.message) from None
+        return url
+
+    @model_validator(mode="after")
+    def _s3_has_a_bucket(self) -> GatewaySettings:
+        if self.package_store == "s3" and not self.s3_bucket:
+            raise ValueError("package_store s3 needs s3_bucket (MDEPLOY_S3_BUCKET)")
+        return self
+
     @field_validator("backends")
     @classmethod
     def _backends_are_named_right(cls, backends: list[str]) -> list[str]:
@@ -207,7 +245,13 @@ class GatewaySettings(BaseSettings):
 
     @property
     def packages_dir(self) -> Path:
-        return self.data_dir / "packages"
+        return self.package_folder or self.data_dir / "packages"
+
+    @property
+    def package_store_kind(self) -> Literal["folder", "database", "s3"]:
+        if self.package_store == "auto":
+            return "database" if self.database_url is not None else "folder"
+        return self.package_store
 
     @property
     def repository_dir(self) -> Path:

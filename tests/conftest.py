@@ -15,6 +15,7 @@ import pytest
 
 from gateway.database.engine import Database, PostgresDatabase, SQLiteDatabase
 from gateway.db import open_database
+from tests.registry.seaweedfs import BUCKET, SeaweedFS
 from tests.services import PostgresServer, RedisServer
 
 
@@ -54,6 +55,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real S3-compatible server and bucket for the whole run; tests take a prefix each (a
+    bucket is a SeaweedFS collection with volumes of its own: a few dozen would fill a disk)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def gateway_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Gateways, registries and key stores this test starts (in process or as child processes) keep
+    their state in the data folder's SQLite, then in a real PostgreSQL (``MDEPLOY_DATABASE_URL``,
+    as an operator sets it); the URL, None for SQLite."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("MDEPLOY_DATABASE_URL", raising=False)
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("MDEPLOY_DATABASE_URL", url)
+    return url
+
+
 async def open_any(url: str) -> Database:
     """The gateway database at ``url`` (``sqlite:///path`` or ``postgresql://``), migrated."""
     if url.startswith("sqlite:///"):
@@ -77,7 +102,16 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 # Fixtures that start a process: a test that uses one is e2e wherever it is.
 PROCESS_FIXTURES = frozenset(
-    {"redis_server", "start_server", "server", "client", "server_address", "postgres_cluster", "postgres_url"}
+    {
+        "redis_server",
+        "start_server",
+        "server",
+        "client",
+        "server_address",
+        "postgres_cluster",
+        "postgres_url",
+        "seaweedfs",
+    }
 )
 
 

@@ -1,7 +1,9 @@
 """The guard in front of every route but health and metrics: key → scope → model → rate limit.
 
 ``Auth.authenticate`` is the one key check, protocol-neutral (the prediction endpoints pass the
-headers they read from the ASGI scope; a gRPC front end would pass its metadata).
+headers they read from the ASGI scope; a gRPC front end would pass its metadata). A key this
+process remembers is checked at once, with no coroutine; one it must look up in the database is
+answered as an awaitable (``KeyStore.verify``), and so are the checks built on it.
 ``Auth.authorize`` adds the prediction path's rate limit to it; ``requires`` adapts it to
 Starlette endpoints, whose rate limit slowapi counts, answers and writes headers for. Requests are
 rate-limited only once they are authorised, so a key's budget is spent on requests it was
@@ -11,7 +13,6 @@ allowed to make.
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from gateway.auth.failed_auth import FailedAuthentications
 from gateway.auth.keys import KeyRecord, KeyStore
 from gateway.auth.ratelimit import RateLimiter, RateLimitState
 from gateway.auth.scopes import KeyScope
+from gateway.database.engine import Database
+from gateway.database.notifications import Notifications
 from gateway.settings import GatewaySettings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -61,8 +64,13 @@ class Auth:
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, connection: sqlite3.Connection, rate_limited: Counter | None = None
+        cls,
+        settings: GatewaySettings,
+        database: Database,
+        rate_limited: Counter | None = None,
+        notifications: Notifications | None = None,
     ) -> Auth:
+        """``notifications``: how keys changed by other processes are told (PostgreSQL); see KeyStore."""
         defaults = {
             KeyScope.PREDICT: settings.rate_limit_predict,
             KeyScope.FEEDBACK: settings.rate_limit_feedback,
@@ -70,7 +78,7 @@ class Auth:
         }
         limiter = RateLimiter(settings.rate_limit_storage, defaults, settings.rate_limit_fail_open)
         failures = FailedAuthentications(settings.auth_failures_per_minute)
-        return cls(KeyStore(connection), limiter, rate_limited, failures)
+        return cls(KeyStore(database, notifications), limiter, rate_limited, failures)
 
     def authorize(
         self,
@@ -85,11 +93,19 @@ class Auth:
 
         ``client`` is the caller's address, whose failed authentications are counted.
         Raises Unauthenticated (with ``WWW-Authenticate``), PermissionDenied, ResourceExhausted or
-        Unavailable. With a limiter that counts in this process the answer is the Grant itself: the
-        prediction path then runs no coroutine for it. Otherwise it is an awaitable of the Grant;
-        :func:`granted` takes either.
+        Unavailable. For a key this process remembers, with a limiter that counts in this process,
+        the answer is the Grant itself: the prediction path then runs no coroutine for it.
+        Otherwise it is an awaitable of the Grant; :func:`granted` takes either.
         """
         key = self.authenticate(authorization, api_key, scope, model, client)
+        if not isinstance(key, KeyRecord):
+            return self._authorized_later(key, scope)
+        return self._grant(key, scope)
+
+    async def _authorized_later(self, key: Awaitable[KeyRecord], scope: KeyScope) -> Grant:
+        return await granted(self._grant(await key, scope))
+
+    def _grant(self, key: KeyRecord, scope: KeyScope) -> Grant | Awaitable[Grant]:
         if not self.limiter.in_process:
             return self._limited(key, scope)
         try:
@@ -105,16 +121,27 @@ class Auth:
         scope: KeyScope,
         model: str | None = None,
         client: str | None = None,
-    ) -> KeyRecord:
+    ) -> KeyRecord | Awaitable[KeyRecord]:
         """The presented key's record, if it holds ``scope`` (and may use ``model``); else raises
         Unauthenticated (with ``WWW-Authenticate``) or PermissionDenied. Counts no rate limit;
         a failure counts against ``client``'s address, and an address past its allowance of
-        failures gets ResourceExhausted at once unless the key is one this process remembers."""
-        return self._allowed(self._verified(authorization, api_key, client), scope, model)
+        failures gets ResourceExhausted at once unless the key is one this process remembers.
+        An awaitable of the record when the key had to be looked up (it raises when awaited)."""
+        key = self._verified(authorization, api_key, client)
+        if not isinstance(key, KeyRecord):
+            return self._allowed_later(key, scope, model)
+        return self._allowed(key, scope, model)
 
-    def _verified(self, authorization: str | None, api_key: str | None, client: str | None) -> KeyRecord:
-        """The key's record; a failure (Unauthenticated, with ``WWW-Authenticate``) counts against
-        ``client``, which may be refused at once."""
+    async def _allowed_later(
+        self, key: Awaitable[KeyRecord], scope: KeyScope, model: str | None
+    ) -> KeyRecord:
+        return self._allowed(await key, scope, model)
+
+    def _verified(
+        self, authorization: str | None, api_key: str | None, client: str | None
+    ) -> KeyRecord | Awaitable[KeyRecord]:
+        """The key's record (or an awaitable of it); a failure (Unauthenticated, with
+        ``WWW-Authenticate``) counts against ``client``, which may be refused at once."""
         wait = self.failures.blocked_for(client)
         try:
             presented = presented_key(authorization, api_key)
@@ -123,13 +150,26 @@ class Auth:
                     f"too many failed authentications from {client}; retry in {wait} s with a valid key",
                     headers={"Retry-After": str(wait)},
                 )
-            return self.keys.verify(presented)
+            key = self.keys.verify(presented)
         except Unauthenticated as error:
-            self.failures.failed(client)
-            error.headers.setdefault("WWW-Authenticate", "Bearer")
+            self._failed(error, client)
+            raise
+        if isinstance(key, KeyRecord):
+            return key
+        return self._looked_up(key, client)
+
+    async def _looked_up(self, key: Awaitable[KeyRecord], client: str | None) -> KeyRecord:
+        try:
+            return await key
+        except Unauthenticated as error:
+            self._failed(error, client)
             raise
 
-    def held_scope(
+    def _failed(self, error: Unauthenticated, client: str | None) -> None:
+        self.failures.failed(client)
+        error.headers.setdefault("WWW-Authenticate", "Bearer")
+
+    async def held_scope(
         self,
         authorization: str | None,
         api_key: str | None,
@@ -140,6 +180,8 @@ class Auth:
         if len(scopes) == 1:
             return scopes[0]
         key = self._verified(authorization, api_key, client)
+        if not isinstance(key, KeyRecord):
+            key = await key
         for scope in scopes:
             if key.has_scope(scope):
                 return scope
@@ -153,6 +195,8 @@ class Auth:
         headers = request.headers
         client = request.client.host if request.client else None
         key = self.authenticate(headers.get("authorization"), headers.get("x-api-key"), scope, model, client)
+        if not isinstance(key, KeyRecord):
+            key = await key
         request.state.api_key = key  # slowapi's key function reads it
         try:
             return Grant(key, await self.limiter.hit_route(request, key, scope))
@@ -199,7 +243,7 @@ def requires(
             headers = request.headers
             client = request.client.host if request.client else None
             presented = headers.get("authorization"), headers.get("x-api-key")
-            held = auth.held_scope(*presented, scopes, client)
+            held = await auth.held_scope(*presented, scopes, client)
             grant = await auth.authorize_route(request, held, model)
             try:
                 response = await endpoint(request)

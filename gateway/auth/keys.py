@@ -6,19 +6,26 @@ hash (bcrypt, argon2) defends guessable human passwords, but nobody can enumerat
 secret, so a fast hash loses nothing and keeps verification at microseconds per request.
 
 A looked-up key (record and secret digest; the secret is still compared, in constant time, on
-every request) is remembered until a key changes. Every create and revoke, in any process,
-rewrites a ``ChangeMarker`` beside the database after its commit; each request reads the
-marker (a shared memory page, no system call), so a revocation takes effect at the next
-request of every gateway process that shares the database. As a safety net for changes made
-to the database by other means, remembered keys are also dropped whenever SQLite's
-``PRAGMA data_version`` or this connection's ``total_changes`` has moved, checked at most every
-``_RECHECK_S`` (an in-memory database has no marker: it is checked on every request).
+every request) is remembered until a key changes, so a remembered key is verified without a
+coroutine or a database query; only a key not remembered is looked up (awaited). How a change
+reaches every gateway process sharing the database, so that a revocation takes effect at the
+next request of each:
+
+* **SQLite** (one host): every create and revoke rewrites a ``ChangeMarker`` beside the database
+  file after its commit; each request reads the marker (a shared memory page, no system call).
+  As a safety net for changes made to the file by other means, remembered keys are also dropped
+  whenever SQLite's ``PRAGMA data_version`` or this connection's ``total_changes`` has moved,
+  checked at most every ``_RECHECK_S`` (an in-memory database has no marker: checked on every
+  request).
+* **PostgreSQL** (several hosts): every create and revoke notifies ``mdeploy_keys`` in its
+  transaction (``gateway.database.notifications``); each store forgets what it remembers on every
+  notification, and remembers nothing while its notifications are not connected (each request is
+  then looked up). A store given no notifications remembers nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -28,20 +35,26 @@ import secrets
 import sqlite3
 import string
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel
 
-from core.errors import InvalidInput, NotFound, Unauthenticated
+from core.errors import InvalidInput, NotFound, Unauthenticated, Unavailable
 from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import KeyScope, parse_scopes
-from gateway.db import ensure_columns, ensure_schema, transaction
+from gateway.database.engine import Database, SQLiteDatabase, open_gateway_database
+from gateway.database.notifications import Notifications, notify
+from gateway.database.schema import api_keys
+from gateway.database.statements import insert_missing
+from gateway.db import open_database
 from gateway.registry import audit
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +68,25 @@ _MAX_MODELS = 1000
 _RECHECK_S = 1.0
 _MAX_REMEMBERED = 10_000  # verified keys kept; past it the memory starts again (a key costs one SELECT)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    secret_sha256 BLOB NOT NULL,
-    name TEXT NOT NULL,
-    scopes TEXT NOT NULL,          -- JSON array of scope names
-    models TEXT,                   -- JSON array of model names; NULL: every model
-    rate_limit TEXT,               -- e.g. '100/minute'; NULL: the scope's default
-    created_at REAL NOT NULL,      -- seconds since the epoch
-    expires_at REAL,
-    revoked_at REAL,
-    expiry_audited INTEGER NOT NULL DEFAULT 0  -- 1 once its expiry is in the audit log
-) STRICT;
-"""
-ADDED_COLUMNS = {"expiry_audited": "INTEGER NOT NULL DEFAULT 0"}
+CHANNEL = "mdeploy_keys"
+"""Notified (PostgreSQL) with the key's id by every create and revoke."""
+
+T = TypeVar("T")
 
 KeyStatus = Literal["active", "expired", "revoked"]
 
-_COLUMNS = "id, name, scopes, models, rate_limit, created_at, expires_at, revoked_at"
+_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.scopes,
+    api_keys.c.models,
+    api_keys.c.rate_limit,
+    api_keys.c.created_at,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+)
+Remembered = tuple["KeyRecord | None", "bytes | None"]
+"""A key id's record and secret digest; (None, None) for an unknown id."""
 
 
 @dataclass(frozen=True)
@@ -147,27 +160,40 @@ class CreatedKey:
 
 
 class KeyStore:
-    """API keys in the gateway's SQLite database."""
+    """API keys in the gateway database (SQLite or PostgreSQL); see the module doc."""
 
-    def __init__(self, connection: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
-        ensure_schema(connection, SCHEMA)
-        ensure_columns(connection, "api_keys", ADDED_COLUMNS)
-        ensure_schema(connection, audit.SCHEMA)
-        self._db = connection
+    def __init__(
+        self,
+        database: Database,
+        notifications: Notifications | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = database
         self._clock = clock
-        # key id → (record, secret digest), or (None, None) for an unknown id; valid for one stamp.
-        self._verified: dict[str, tuple[KeyRecord | None, bytes | None]] = {}
-        self._marker = _marker_beside(connection)
-        self._seen_marker = b""
-        self._verified_stamp: tuple[int, int] = (-1, -1)
-        self._next_recheck = 0.0
-        self._stamp_cursor = connection.cursor()
-        self._stamp_cursor.row_factory = None  # one int: no sqlite3.Row to build
+        # key id → (record, secret digest), or (None, None) for an unknown id.
+        self._verified: dict[str, Remembered] = {}
+        # Moves whenever remembered keys are dropped: a lookup begun before is not remembered.
+        self._generation = 0
+        self._sqlite: sqlite3.Connection | None = None
+        self._marker: ChangeMarker | None = None
+        self._notifications: Notifications | None = None
+        if isinstance(database, SQLiteDatabase):
+            self._sqlite = database.connection
+            self._marker = _marker_beside(database.connection)
+            self._seen_marker = b""
+            self._verified_stamp: tuple[int, int] = (-1, -1)
+            self._next_recheck = 0.0
+            self._stamp_cursor = database.connection.cursor()
+            self._stamp_cursor.row_factory = None  # one int: no sqlite3.Row to build
+        elif notifications is not None:
+            self._notifications = notifications
+            notifications.subscribe(CHANNEL, self._notified)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def create(
+    async def create(
         self,
         scopes: Iterable[str],
         *,
@@ -180,52 +206,8 @@ class KeyStore:
         """Create a key (audited: its id, scopes and models, never the secret); raises InvalidInput
         saying what to fix."""
         secret = "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
-        return self._add(
-            secrets.token_hex(_ID_BYTES),
-            secret,
-            scopes,
-            models=models,
-            rate_limit=rate_limit,
-            expires_at=expires_at,
-            name=name,
-            actor=actor,
-        )
-
-    def register(
-        self, key: str, scopes: Iterable[str], *, name: str = "", actor: str = "gateway"
-    ) -> KeyRecord:
-        """Make ``key``, made outside the gateway (an operator's secret), a key of this store, unless
-        its hash is stored already (then its record is returned as it is: a revoked key stays
-        revoked). InvalidInput when it is malformed or its id belongs to another key."""
-        match = _KEY_FORMAT.match(key.strip())
-        if match is None:
-            raise InvalidInput(
-                f"malformed API key; expected {PREFIX}_<16 hex digits>_<{_SECRET_LENGTH} letters or digits>"
-                f" ({len(key.strip())} characters given)"
-            )
-        key_id, secret = match[1], match[2]
-        if self._look_up(key_id)[1] is None:
-            with contextlib.suppress(sqlite3.IntegrityError):  # another process registered it first
-                return self._add(key_id, secret, scopes, name=name, actor=actor).record
-        record, digest = self._look_up(key_id)
-        if record is None or digest is None or not hmac.compare_digest(digest, _digest(secret)):
-            raise InvalidInput(f"API key id {key_id} belongs to another key; make a new key")
-        return record
-
-    def _add(
-        self,
-        key_id: str,
-        secret: str,
-        scopes: Iterable[str],
-        *,
-        models: Iterable[str] | None = None,
-        rate_limit: str | None = None,
-        expires_at: datetime | None = None,
-        name: str,
-        actor: str,
-    ) -> CreatedKey:
         record = KeyRecord(
-            id=key_id,
+            id=secrets.token_hex(_ID_BYTES),
             name=_check_name(name),
             scopes=parse_scopes(scopes),
             models=_check_models(models),
@@ -234,46 +216,79 @@ class KeyStore:
             expires_at=self._check_expiry(expires_at),
             revoked_at=None,
         )
-        with self._transaction():
-            self._insert(record, _digest(secret))
-            self._audit(actor, "key-create", record, None, "active")
+        await self._db.run(_add, record, _digest(secret), actor, False)
         self._changed()
         return CreatedKey(record, f"{PREFIX}_{record.id}_{secret}")
 
-    def list(self) -> list[KeyRecord]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+    async def register(
+        self, key: str, scopes: Iterable[str], *, name: str = "", actor: str = "gateway"
+    ) -> KeyRecord:
+        """Make ``key``, made outside the gateway (an operator's secret), a key of this store, unless
+        its hash is stored already (then its record is returned as it is: a revoked key stays
+        revoked). InvalidInput when it is malformed or its id belongs to another key. Several
+        processes may register the same key at once: one adds it, the others find it."""
+        match = _KEY_FORMAT.match(key.strip())
+        if match is None:
+            raise InvalidInput(
+                f"malformed API key; expected {PREFIX}_<16 hex digits>_<{_SECRET_LENGTH} letters or digits>"
+                f" ({len(key.strip())} characters given)"
+            )
+        key_id, digest = match[1], _digest(match[2])
+        record = KeyRecord(
+            id=key_id,
+            name=_check_name(name),
+            scopes=parse_scopes(scopes),
+            models=None,
+            rate_limit=None,
+            created_at=self.now(),
+            expires_at=None,
+            revoked_at=None,
+        )
+
+        def work(connection: sa.Connection) -> tuple[Remembered, bool]:
+            if _add(connection, record, digest, actor, True):
+                return (record, digest), True
+            return _look_up(connection, key_id), False
+
+        (stored, stored_digest), added = await self._db.run(work)
+        if added:
+            self._changed()
+        if stored is None or stored_digest is None or not hmac.compare_digest(stored_digest, digest):
+            raise InvalidInput(f"API key id {key_id} belongs to another key; make a new key")
+        return stored
+
+    async def list(self) -> list[KeyRecord]:
+        query = sa.select(*_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+        rows = await self._db.read(lambda connection: connection.execute(query).mappings().all())
         return [_record(row) for row in rows]
 
-    def get(self, key_id: str) -> KeyRecord:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"no API key with id {key_id!r}")
-        return _record(row)
+    async def get(self, key_id: str) -> KeyRecord:
+        return await self._db.read(_get, key_id)
 
-    def revoke(self, key_id: str, actor: str = "gateway") -> KeyRecord:
+    async def revoke(self, key_id: str, actor: str = "gateway") -> KeyRecord:
         """Revoke a key at once (audited); revoking a revoked key changes nothing."""
-        with self._transaction():
-            revoked = self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (self._clock(), key_id),
-            ).rowcount
-            if revoked:
-                self._audit(actor, "key-revoke", self.get(key_id), "active", "revoked")
-        self._changed()
-        return self.get(key_id)
+        revoked_at = self._clock()
 
-    def audit_expiries(self) -> int:
+        def work(connection: sa.Connection) -> tuple[KeyRecord, bool]:
+            revoked = connection.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=revoked_at)
+            ).rowcount
+            record = _get(connection, key_id)
+            if revoked:
+                _audit(connection, actor, "key-revoke", record, "active", "revoked")
+                notify(connection, CHANNEL, key_id)
+            return record, bool(revoked)
+
+        record, revoked = await self._db.run(work)
+        if revoked:
+            self._changed()
+        return record
+
+    async def audit_expiries(self) -> int:
         """Write an audit event for each key that has expired since the last call; how many."""
-        with self._transaction():
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE expiry_audited = 0 AND revoked_at IS NULL"
-                " AND expires_at IS NOT NULL AND expires_at <= ?",
-                (self._clock(),),
-            ).fetchall()
-            for row in rows:
-                self._db.execute("UPDATE api_keys SET expiry_audited = 1 WHERE id = ?", (row["id"],))
-                self._audit("gateway (expiry)", "key-expire", _record(row), "active", "expired")
-        return len(rows)
+        return await self._db.run(_audit_expiries, self._clock())
 
     async def audit_expiries_every(self, seconds: float, when: Callable[[], bool] | None = None) -> None:
         """Run :meth:`audit_expiries` every ``seconds`` until cancelled; only in rounds where
@@ -281,38 +296,37 @@ class KeyStore:
         while True:
             try:
                 if when is None or when():
-                    self.audit_expiries()
-            except sqlite3.Error as error:
+                    await self.audit_expiries()
+            except (sa.exc.SQLAlchemyError, OSError) as error:
                 log.warning("key expiries not audited yet (%s); retrying", error)
             await asyncio.sleep(seconds)
 
-    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return transaction(self._db)
-
-    def _audit(self, actor: str, action: str, record: KeyRecord, before: str | None, after: str) -> None:
-        """The key's id, name, scopes and models; never its secret or the secret's digest."""
-        details = {
-            "key_id": record.id,
-            "name": record.name,
-            "scopes": sorted(record.scopes),
-            "models": record.models,
-            "expires_at": _iso(record.expires_at) if record.expires_at else None,
-        }
-        event = audit.AuditEvent(
-            actor=actor, action=action, from_value=before, to_value=after, details=details
-        )
-        audit.append(self._db, event)
-
-    def verify(self, presented: str | None) -> KeyRecord:
-        """The record of a valid key; raises Unauthenticated saying what is wrong with it."""
+    def verify(self, presented: str | None) -> KeyRecord | Awaitable[KeyRecord]:
+        """The record of a valid key, at once when it is remembered, else an awaitable of it (a
+        database lookup); raises Unauthenticated saying what is wrong with it (a bad key that had
+        to be looked up raises when awaited), Unavailable when the database cannot be reached."""
         key_id, secret = _split(presented)
-        self._forget_if_changed()
-        remembered = self._verified.get(key_id)
+        remembered = self._verified.get(key_id) if self._trusted() else None
         if remembered is None:
-            remembered = self._look_up(key_id)
+            return self._look_up_and_check(key_id, secret)
+        return self._check(key_id, secret, remembered)
+
+    async def _look_up_and_check(self, key_id: str, secret: str) -> KeyRecord:
+        generation = self._generation
+        try:
+            remembered = await self._db.read(_look_up, key_id)
+        except (sa.exc.SQLAlchemyError, OSError) as error:  # a 503 the client may retry, not a 500
+            log.warning("API key %s not checked: %s", key_id, error)
+            raise Unavailable(
+                "cannot check the API key now (the gateway database is unreachable); retry"
+            ) from None
+        if self._trusted() and generation == self._generation:  # nothing changed while it looked
             if len(self._verified) >= _MAX_REMEMBERED:
-                self._verified.clear()
+                self._forget()
             self._verified[key_id] = remembered
+        return self._check(key_id, secret, remembered)
+
+    def _check(self, key_id: str, secret: str, remembered: Remembered) -> KeyRecord:
         record, stored_digest = remembered
         # A wrong secret reads like an unknown id, so nobody learns which ids exist.
         if stored_digest is None or not hmac.compare_digest(stored_digest, _digest(secret)):
@@ -331,6 +345,8 @@ class KeyStore:
             key_id, secret = _split(presented)
         except Unauthenticated:
             return False
+        if self._notifications is not None and not self._notifications.connected:
+            return False
         remembered = self._verified.get(key_id)
         if remembered is None or remembered[1] is None:
             return False
@@ -341,51 +357,45 @@ class KeyStore:
             self._marker.close()
 
     def _changed(self) -> None:
-        """Tell every process's KeyStore (this one too) that remembered keys may be stale."""
+        """After this process's commit of a change: tell every process's KeyStore on this host (this
+        one too; PostgreSQL's notification tells those elsewhere) that remembered keys may be stale."""
         if self._marker is not None:
             self._marker.bump()
-        self._verified.clear()
+        self._forget()
 
-    def _forget_if_changed(self) -> None:
+    def _notified(self, payload: str) -> None:
+        self._forget()  # a key changed (or RESYNC): key changes are rare, start again
+
+    def _forget(self) -> None:
+        self._verified.clear()
+        self._generation += 1
+
+    def _trusted(self) -> bool:
+        """Whether remembered keys hold now (dropping them when they may not)."""
+        if self._sqlite is not None:
+            self._forget_if_changed(self._sqlite)
+            return True
+        if self._notifications is not None and self._notifications.connected:
+            return True
+        if self._verified:
+            self._forget()
+        return False
+
+    def _forget_if_changed(self, connection: sqlite3.Connection) -> None:
         if self._marker is not None:
             marker = self._marker.read()
             if marker != self._seen_marker:
                 self._seen_marker = marker
-                self._verified.clear()
+                self._forget()
             now = time.monotonic()
             if now < self._next_recheck:
                 return
             self._next_recheck = now + _RECHECK_S
         version = self._stamp_cursor.execute("PRAGMA data_version").fetchone()[0]
-        stamp = int(version), self._db.total_changes
+        stamp = int(version), connection.total_changes
         if stamp != self._verified_stamp:
             self._verified_stamp = stamp
-            self._verified.clear()
-
-    def _look_up(self, key_id: str) -> tuple[KeyRecord | None, bytes | None]:
-        """The stored record and secret digest of ``key_id``; (None, None) for an unknown id."""
-        row = self._db.execute(
-            f"SELECT {_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,)
-        ).fetchone()
-        if row is None:
-            return None, None
-        return _record(row), bytes(row["secret_sha256"])
-
-    def _insert(self, record: KeyRecord, digest: bytes) -> None:
-        self._db.execute(
-            "INSERT INTO api_keys (id, secret_sha256, name, scopes, models, rate_limit, created_at,"
-            " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-            (
-                record.id,
-                digest,
-                record.name,
-                json.dumps(sorted(record.scopes)),
-                json.dumps(record.models) if record.models is not None else None,
-                record.rate_limit,
-                record.created_at.timestamp(),
-                record.expires_at.timestamp() if record.expires_at else None,
-            ),
-        )
+            self._forget()
 
     def _check_expiry(self, expires_at: datetime | None) -> datetime | None:
         if expires_at is None:
@@ -398,6 +408,112 @@ class KeyStore:
                 " give a future date (YYYY-MM-DD) or a duration (30d)"
             )
         return expires_at.astimezone(UTC).replace(microsecond=0)
+
+
+def with_keys(settings: GatewaySettings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """``work(keys)`` on the key store of ``settings``' gateway database (PostgreSQL at
+    ``database_url``, else the data folder's SQLite file), opened for it and closed after, in an
+    event loop of its own: for code that runs where no loop runs (the CLI, ``mdeploy serve``
+    before its gateway starts, scripts). Nothing is remembered between calls."""
+
+    async def run() -> T:
+        database = await open_gateway_database(
+            settings.database_url, lambda: open_database(settings.database_path)
+        )
+        keys = KeyStore(database)
+        try:
+            return await work(keys)
+        finally:
+            keys.close()
+            await database.close()
+            if isinstance(database, SQLiteDatabase):
+                database.connection.close()
+
+    return asyncio.run(run())
+
+
+# ---- statements, run in the caller's transaction ----
+
+
+def _add(connection: sa.Connection, record: KeyRecord, digest: bytes, actor: str, if_missing: bool) -> bool:
+    """Insert the key with its audit event and notification; with ``if_missing``, only if its id is
+    not stored (then False, and nothing is written)."""
+    row = {
+        "id": record.id,
+        "secret_sha256": digest,
+        "name": record.name,
+        "scopes": json.dumps(sorted(record.scopes)),
+        "models": json.dumps(record.models) if record.models is not None else None,
+        "rate_limit": record.rate_limit,
+        "created_at": record.created_at.timestamp(),
+        "expires_at": record.expires_at.timestamp() if record.expires_at else None,
+        "revoked_at": None,
+    }
+    if if_missing:
+        if connection.execute(insert_missing(connection, api_keys, row, ["id"])).rowcount != 1:
+            return False
+    else:
+        connection.execute(sa.insert(api_keys).values(**row))
+    _audit(connection, actor, "key-create", record, None, "active")
+    notify(connection, CHANNEL, record.id)
+    return True
+
+
+def _look_up(connection: sa.Connection, key_id: str) -> Remembered:
+    query = sa.select(*_COLUMNS, api_keys.c.secret_sha256).where(api_keys.c.id == key_id)
+    row = connection.execute(query).mappings().first()
+    if row is None:
+        return None, None
+    return _record(row), bytes(row["secret_sha256"])
+
+
+def _get(connection: sa.Connection, key_id: str) -> KeyRecord:
+    row = connection.execute(sa.select(*_COLUMNS).where(api_keys.c.id == key_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no API key with id {key_id!r}")
+    return _record(row)
+
+
+def _audit_expiries(connection: sa.Connection, now: float) -> int:
+    rows = (
+        connection.execute(
+            sa.select(*_COLUMNS).where(
+                api_keys.c.expiry_audited == 0,
+                api_keys.c.revoked_at.is_(None),
+                api_keys.c.expires_at.is_not(None),
+                api_keys.c.expires_at <= now,
+            )
+        )
+        .mappings()
+        .all()
+    )
+    audited = 0
+    for row in rows:
+        # Conditional: of processes auditing at once, one writes each event.
+        marked = connection.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.id == row["id"], api_keys.c.expiry_audited == 0)
+            .values(expiry_audited=1)
+        ).rowcount
+        if marked:
+            _audit(connection, "gateway (expiry)", "key-expire", _record(row), "active", "expired")
+            audited += 1
+    return audited
+
+
+def _audit(
+    connection: sa.Connection, actor: str, action: str, record: KeyRecord, before: str | None, after: str
+) -> None:
+    """The key's id, name, scopes and models; never its secret or the secret's digest."""
+    details = {
+        "key_id": record.id,
+        "name": record.name,
+        "scopes": sorted(record.scopes),
+        "models": record.models,
+        "expires_at": _iso(record.expires_at) if record.expires_at else None,
+    }
+    event = audit.AuditEvent(actor=actor, action=action, from_value=before, to_value=after, details=details)
+    audit.append(connection, event)
 
 
 def parse_expiry(text: str, now: datetime) -> datetime:
@@ -438,7 +554,7 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def _record(row: sqlite3.Row) -> KeyRecord:
+def _record(row: sa.RowMapping) -> KeyRecord:
     return KeyRecord(
         id=row["id"],
         name=row["name"],

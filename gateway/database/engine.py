@@ -73,14 +73,16 @@ class SQLiteDatabase:
 
     backend: Backend = "sqlite"
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, *, owned: bool = False) -> None:
         self.connection = connection
-        """For the parts not yet written in SQLAlchemy Core."""
+        """The raw connection, for what only SQLite has (``PRAGMA data_version``)."""
+        self._owned = owned
         self._engine = _sqlite_engine(connection)
 
     @classmethod
-    def open(cls, connection: sqlite3.Connection) -> SQLiteDatabase:
-        database = cls(connection)
+    def open(cls, connection: sqlite3.Connection, *, owned: bool = False) -> SQLiteDatabase:
+        """Migrated; ``owned``: :meth:`close` closes ``connection`` too."""
+        database = cls(connection, owned=owned)
         with database._engine.connect() as sync, sync.begin():
             _migrate(sync)
         return database
@@ -95,7 +97,9 @@ class SQLiteDatabase:
             return work(connection, *args)
 
     async def close(self) -> None:
-        self._engine.dispose()  # the sqlite3 connection is its owner's to close
+        self._engine.dispose()
+        if self._owned:
+            self.connection.close()
 
 
 class PostgresDatabase:
@@ -148,3 +152,11 @@ def _migrate(connection: Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+async def open_gateway_database(url: str | None, sqlite: Callable[[], sqlite3.Connection]) -> Database:
+    """PostgreSQL at ``url`` when given (``settings.database_url``), else the SQLite file that
+    ``sqlite()`` opens; migrated either way."""
+    if url is not None:
+        return await PostgresDatabase.open(url)
+    return SQLiteDatabase.open(sqlite(), owned=True)

@@ -71,7 +71,7 @@ package_blobs = Table(
     "package_blobs",
     metadata,
     Column("digest", Text, nullable=False),  # sha256 of the whole package
-    Column("chunk", Integer, nullable=False),  # 0, 1, ...: the package is their concatenation
+    Column("chunk", Integer, nullable=False),  # 0, 1, ...: the package is their concatenation; -1: its header
     Column("data", LargeBinary, nullable=False),
     PrimaryKeyConstraint("digest", "chunk"),
     sqlite_strict=True,
@@ -171,10 +171,19 @@ model_gates = Table(
     Column("model", Text, primary_key=True),
     Column("gates", Text, nullable=False),  # JSON list of gate expressions
     Column("auto_promote", Integer, nullable=False),  # 1: a push that passes every gate goes live
-    Column("data_sha256", Text, nullable=False),  # the evaluation set, in evalsets/<sha256>.npz
+    Column("data_sha256", Text, nullable=False),  # the evaluation set (evaluation_sets)
     Column("rows", BIG, nullable=False),
     Column("updated_at", REAL_, nullable=False),
     Column("updated_by", Text, nullable=False),
+    sqlite_strict=True,
+)
+
+evaluation_sets = Table(
+    "evaluation_sets",
+    metadata,
+    Column("digest", Text, primary_key=True),  # sha256 of the .npz a model's gates run on
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", REAL_, nullable=False),
     sqlite_strict=True,
 )
 

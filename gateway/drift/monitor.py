@@ -19,7 +19,7 @@ import logging
 import random
 import zipfile
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,7 @@ class StoredVersion:
     package: Path
 
 
-VersionLookup = Callable[[str, str], StoredVersion]
+VersionLookup = Callable[[str, str], Awaitable[StoredVersion]]
 
 
 @dataclass(slots=True)
@@ -110,7 +110,7 @@ class DriftMonitor:
     async def close(self) -> None:
         await cancelled(self._task)
         try:  # what this process saw last still counts in the others' reports
-            self.flush()
+            await self.flush()
             await self.publish()
         except Exception:
             log.exception("drift sketches not published at shutdown")
@@ -119,14 +119,14 @@ class DriftMonitor:
         # nanobind reports every one still alive as a leak.
         self._sketches.clear()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Sketch every queued sample: one batch per version."""
         batches: dict[tuple[str, str], list[_Sample]] = {}
         while self._queue:
             sample = self._queue.popleft()
             batches.setdefault((sample.served.name, sample.served.version), []).append(sample)
         for key, samples in batches.items():
-            sketches = self._version(*key)
+            sketches = await self._version(*key)
             if sketches is None:
                 continue
             sketches.ingest(_joined([s.inputs for s in samples]), _joined([s.outputs for s in samples]))
@@ -134,8 +134,8 @@ class DriftMonitor:
     async def report(self, model: str, version: str, window: str) -> DriftReport:
         """``version``'s drift in ``window``, over every gateway process's traffic."""
         self._check_window(window)
-        self.flush()
-        sketches = self._version(model, version)
+        await self.flush()
+        sketches = await self._version(model, version)
         if sketches is None:
             return drift_report(model, version, window, None, None)
         return drift_report(model, version, window, sketches.reference, await self._merged(sketches, window))
@@ -144,8 +144,8 @@ class DriftMonitor:
         """How far ``candidate``'s live inputs and outputs are from ``stable``'s (rollouts);
         None when either version has no reference profile (so no live sketches)."""
         self._check_window(window)
-        self.flush()
-        first, second = self._version(model, stable), self._version(model, candidate)
+        await self.flush()
+        first, second = await self._version(model, stable), await self._version(model, candidate)
         if first is None or second is None:
             return None
         return arms_drift(
@@ -191,7 +191,7 @@ class DriftMonitor:
         while True:
             await asyncio.sleep(self._flush_s)
             try:
-                self.flush()
+                await self.flush()
             except Exception:  # a bad sample must not stop the sketching of the others
                 log.exception("drift sketching failed")
             if loop.time() - published_at >= self._publish_s:
@@ -201,10 +201,10 @@ class DriftMonitor:
                 except Exception as error:  # the store is down: keep sketching, publish later
                     log.warning("drift sketches not published: %s", error)
 
-    def _version(self, model: str, version: str) -> VersionSketches | None:
+    async def _version(self, model: str, version: str) -> VersionSketches | None:
         key = (model, version)
         if key not in self._sketches:
-            stored = self._lookup(model, version)
+            stored = await self._lookup(model, version)
             reference = self._reference(model, version, stored)
             labels = stored.manifest.labels
             self._sketches[key] = (

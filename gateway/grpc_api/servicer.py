@@ -159,7 +159,7 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
         await self._authorize(Caller.of(context), KeyScope.PREDICT, request.name)
         self.state.catalog.resolve(request.name, request.version or None)  # NotFound for what is not served
-        return pb.ModelConfigResponse(config=self.state.registry.model_config(request.name))
+        return pb.ModelConfigResponse(config=await self.state.registry.model_config(request.name))
 
     @answered
     async def ModelStatistics(
@@ -246,9 +246,9 @@ class GatewayInferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryIndexResponse:
         caller = Caller.of(context)
         scopes = model_repository.INDEX_SCOPES
-        scope = self.auth.held_scope(caller.authorization, caller.api_key, scopes, caller.address)
+        scope = await self.auth.held_scope(caller.authorization, caller.api_key, scopes, caller.address)
         grant = await self._authorize(caller, scope)
-        entries = model_repository.index(self.state.registry, grant.key, request.ready)
+        entries = await model_repository.index(self.state.registry, grant.key, request.ready)
         return pb.RepositoryIndexResponse(
             models=[pb.RepositoryIndexResponse.ModelIndex(**entry.model_dump()) for entry in entries]
         )

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -88,7 +88,7 @@ class PredictionLogs:
         database: Database,
         prediction_log: PredictionLog,
         *,
-        check_model: Callable[[str], object],
+        check_model: Callable[[str], Awaitable[object]],
         refresh_s: float,
         max_export_rows: int,
         max_export_bytes: int,
@@ -128,7 +128,7 @@ class PredictionLogs:
         self, model: str, sample_rate: float | None, max_mb: int | None, actor: str
     ) -> LogStatus:
         """Log ``model`` (a value not given keeps its current one, or the default)."""
-        self._check_model(model)
+        await self._check_model(model)
         _check_setting(sample_rate, max_mb)
 
         def write(connection: sa.Connection) -> None:
@@ -152,7 +152,7 @@ class PredictionLogs:
 
     async def disable(self, model: str, purge: bool, actor: str) -> LogStatus:
         """Stop logging ``model``; with ``purge`` its files are deleted too."""
-        self._check_model(model)
+        await self._check_model(model)
 
         def write(connection: sa.Connection) -> None:
             before = config_of(connection, model)
@@ -176,7 +176,7 @@ class PredictionLogs:
         return await self.status(model)
 
     async def status(self, model: str) -> LogStatus:
-        self._check_model(model)
+        await self._check_model(model)
         config = await self._db.read(config_of, model)
         stats = await asyncio.to_thread(self.log.folder.stats, model)
         return LogStatus(
@@ -197,7 +197,7 @@ class PredictionLogs:
     async def export(self, model: str, since_s: float, until_s: float = 0.0) -> Export:
         """The rows logged from ``since_s`` until ``until_s`` seconds ago, each with its request's
         latest reward; this process's queue is written first, so they include its last answers."""
-        self._check_model(model)
+        await self._check_model(model)
         if not (math.isfinite(since_s) and 0 < since_s <= MAX_SINCE_S):
             raise InvalidInput(
                 f"since must be a number of seconds from 1 to {MAX_SINCE_S:.0f}, not {since_s}"

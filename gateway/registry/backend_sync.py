@@ -13,6 +13,7 @@ import grpc
 
 from core.errors import DeadlineExceeded, MdeployError, ModelLoadError, Unavailable
 from gateway.backends import Backend, BackendPool, map_rpc_error
+from gateway.registry import tables
 from gateway.registry.durable_state import RegistryStorage
 from gateway.registry.served import LiveVersion
 from gateway.registry.tables import State
@@ -168,7 +169,7 @@ class Deployer:
 
     async def apply_live(self, model: str, backends: list[Backend]) -> None:
         """Best effort: ``backends`` serve the live versions of ``model`` (reconcile retries)."""
-        live = self.storage.live(model)
+        live = await self.storage.live(model)
         for backend in backends:
             try:
                 if live:
@@ -182,9 +183,10 @@ class Deployer:
         """Make ``backend`` serve exactly the live versions of the models the registry manages."""
         try:
             served = await inventory_of(backend)
-            live = self.storage.versions_by_model(State.LIVE)
-            pending = self.storage.versions_by_model(State.PENDING)
-            for action in plan(self.storage.tables.model_names(), live, pending, served):
+            live = await self.storage.versions_by_model(State.LIVE)
+            pending = await self.storage.versions_by_model(State.PENDING)
+            managed = await self.storage.database.read(tables.model_names)
+            for action in plan(managed, live, pending, served):
                 await self._carry_out(backend, action)
         except MdeployError as error:
             log.warning("reconcile of inference server %s failed: %s", backend.address, error.message)
@@ -193,7 +195,7 @@ class Deployer:
 
     async def _carry_out(self, backend: Backend, action: Action) -> None:
         if isinstance(action, Load):
-            await load_on(backend, await self.desired(action.model, self.storage.live(action.model)))
+            await load_on(backend, await self.desired(action.model, await self.storage.live(action.model)))
             log.info(
                 "reconcile: %s serves model %s versions %s", backend.address, action.model, action.versions
             )
@@ -206,6 +208,7 @@ class Deployer:
         newest = max(items, key=lambda item: item.version).manifest
         versions = sorted(item.version for item in items)
         config = model_config(model, newest, versions)
+        await self.storage.lay_out(items)  # versions pushed through another host, on first use here
         files = await asyncio.to_thread(self.storage.repository.load_files, model, versions)
         return Desired(model, tuple(versions), wire_config_json(config), files)
 

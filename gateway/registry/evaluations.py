@@ -3,21 +3,21 @@
 An evaluation is kept as the JSON the admin API answers with, one row per run, so ``info``,
 ``compare`` and the console show what a version measured and which gates it passed. A model's
 default gates apply to every later push; their evaluation set is stored once under its sha256
-in the data folder (``evalsets/``), and the row names it.
+(``evaluation_sets``; in the data folder's ``evalsets/`` before migration 0002), and the row names it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel
 
-from gateway.database.schema import model_gates, version_evaluations
-from gateway.database.statements import upsert
+from core.errors import NotFound
+from gateway.database.schema import evaluation_sets, model_gates, version_evaluations
+from gateway.database.statements import insert_missing, upsert
 
 MAX_KEPT = 100
 """Evaluations kept per version (the newest)."""
@@ -74,14 +74,21 @@ class EvaluationStore:
         )
         return list(connection.execute(query).scalars())
 
-    def save_data(self, data: bytes, digest: str) -> None:
-        """The evaluation set's file, once per digest (written whole, then renamed)."""
-        self._folder.mkdir(parents=True, exist_ok=True)
-        path = self.data_path(digest)
-        if not path.exists():
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)
+    def save_data(self, connection: sa.Connection, data: bytes, digest: str) -> None:
+        """The evaluation set, once per digest, in the database every gateway host reads."""
+        row = {"digest": digest, "data": data, "created_at": time.time()}
+        connection.execute(insert_missing(connection, evaluation_sets, row, ["digest"]))
+
+    def data(self, connection: sa.Connection, digest: str) -> bytes:
+        """The evaluation set ``digest``; from the data folder for one stored before migration 0002."""
+        query = sa.select(evaluation_sets.c.data).where(evaluation_sets.c.digest == digest)
+        stored = connection.execute(query).scalar_one_or_none()
+        if stored is not None:
+            return bytes(stored)
+        try:
+            return self.data_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"evaluation set sha256:{digest} is gone; set the gates again") from None
 
     def set_gates(  # one row's columns
         self,
@@ -124,4 +131,5 @@ class EvaluationStore:
         return connection.execute(sa.delete(model_gates).where(model_gates.c.model == model)).rowcount == 1
 
     def data_path(self, digest: str) -> Path:
+        """Where mdeploy before migration 0002 kept it."""
         return self._folder / f"{digest}.npz"

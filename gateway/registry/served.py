@@ -23,6 +23,8 @@ class LiveVersion:
     model: str
     version: int
     manifest: Manifest
+    digest: str
+    """Its package's: the files of a version not laid out on this host yet come from there."""
 
 
 @dataclass(frozen=True)

@@ -38,32 +38,35 @@ or a push through any process, made live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+import sqlalchemy as sa
 
 from core.errors import Conflict, Internal, NotFound
 from core.tasks import cancelled
 from gateway.backends import Backend, BackendPool
 from gateway.catalog import ServedVersion
-from gateway.db import ensure_schema
+from gateway.database.engine import Database
+from gateway.database.notifications import notify
 from gateway.leadership import Leadership, SoleProcess
 from gateway.registry import audit, tables
 from gateway.registry.admission import check_compatible, choose_version, verify_upload
 from gateway.registry.audit import AuditEvent
 from gateway.registry.backend_sync import Deployer
+from gateway.registry.blobs import BlobStore, FolderBlobStore
 from gateway.registry.durable_state import RegistryStorage, live_config
-from gateway.registry.package_store import PackageStore
 from gateway.registry.records import ModelSummary, PushPhase, PushResult, PushStatus, VersionRecord
 from gateway.registry.repository import TritonRepository
 from gateway.registry.served import LiveVersion, Snapshot
-from gateway.registry.sessions import Session
-from gateway.registry.tables import State, Tables
+from gateway.registry.sessions import LocalLiveness, Session, SessionLiveness
+from gateway.registry.tables import Row, State
 from gateway.settings import GatewaySettings
 from modelpkg import Limits, Package
 from modelpkg.manifest import dump_manifest
@@ -73,6 +76,9 @@ log = logging.getLogger(__name__)
 
 PhaseObserver = Callable[[PushPhase], None]
 WORK_FOLDER = "work"
+REGISTRY_CHANNEL = "mdeploy_registry"
+"""Notified (with the model's name) when a version goes live or is deleted, so gateways on other
+hosts re-read the live versions at once (PostgreSQL; SQLite's processes re-read every tick)."""
 
 
 def ignore_phase(phase: PushPhase) -> None:
@@ -91,28 +97,40 @@ class Registry:
         self._snapshot = Snapshot([])
         self._loop_task: asyncio.Task[None] | None = None
         self._leadership: Leadership = SoleProcess()
+        self._refresh_now = asyncio.Event()
 
     @classmethod
-    def open(cls, settings: GatewaySettings, connection: sqlite3.Connection, pool: BackendPool) -> Registry:
-        """Open the registry in ``settings.data_dir``, rolling back what crashed pushes left."""
-        ensure_schema(connection, tables.SCHEMA)
-        ensure_schema(connection, audit.SCHEMA)
+    async def open(
+        cls,
+        settings: GatewaySettings,
+        database: Database,
+        pool: BackendPool,
+        *,
+        store: BlobStore | None = None,
+        liveness: SessionLiveness | None = None,
+    ) -> Registry:
+        """Open the registry (its work folder and repository in ``settings.data_dir``; packages in
+        ``store``, by default the data folder's), rolling back what crashed pushes left."""
         work_dir = settings.data_dir / WORK_FOLDER
+        session = Session.start(work_dir)
         storage = RegistryStorage(
-            Tables(connection),
-            PackageStore(settings.packages_dir),
+            database,
+            store or FolderBlobStore(settings.packages_dir),
             TritonRepository(settings.repository_dir),
             work_dir,
-            Session.start(work_dir),
+            session,
+            liveness or LocalLiveness(work_dir),
             Limits(max_package_bytes=settings.max_upload_bytes),
         )
         registry = cls(settings, storage, pool)
         try:
-            storage.recover()
-            storage.repair()
-            registry._refresh()
+            await storage.liveness.hold(session.id)
+            await storage.recover()
+            await storage.repair()
+            await registry._refresh()
         except BaseException:
-            storage.session.close()
+            await storage.liveness.close()
+            session.close()
             raise
         return registry
 
@@ -125,7 +143,12 @@ class Registry:
 
     async def close(self) -> None:
         await cancelled(self._loop_task)
+        await self.storage.liveness.close()
         self.storage.session.close()
+
+    @property
+    def database(self) -> Database:
+        return self.storage.database
 
     # ---- ModelCatalog ----
 
@@ -161,97 +184,91 @@ class Registry:
     async def _register(
         self, package: Package, upload: Path, actor: str, observe: PhaseObserver
     ) -> PushResult:
-        existing = self.storage.tables.by_digest(package.digest)
+        existing = await self.database.read(tables.by_digest, package.digest)
         if existing is not None and existing["state"] == State.LIVE:
             return PushResult(PushStatus.UNCHANGED, self.storage.record(existing))
-        row = self._reserve(package, actor, _size(upload))
+        row = await self.database.run(self._reserve, package, actor, _size(upload))
         observe(PushPhase.RESERVED)
         restored = row["prior_state"] is not None
         try:
             await self._install(package, upload, row, observe)
-            self._commit(row, actor, restored)
+            await self.database.run(self._commit, row, actor, restored)
         except BaseException:
-            self.storage.undo_pending(row)
+            await self.storage.undo_pending(row)
             raise
         observe(PushPhase.COMMITTED)
-        self._refresh()
-        self.storage.write_model_config(row["model"])
-        record = self.storage.record(self._row(row["model"], row["version"]))
+        await self._refresh()
+        await self.storage.write_model_config(row["model"])
+        record = self.storage.record(await self._row(row["model"], row["version"]))
         result = PushResult(PushStatus.RESTORED if restored else PushStatus.CREATED, record)
         log.info("%s by %s", result.message, actor)
         return result
 
-    def _check_contract(self, package: Package) -> None:
-        name = package.manifest.name
-        live = self.storage.live(name)
-        if live:
-            newest = max(live, key=lambda item: item.version)
-            check_compatible(name, package.manifest, newest.manifest, newest.version)
-
-    def _reserve(self, package: Package, actor: str, size: int) -> sqlite3.Row:
+    def _reserve(self, connection: sa.Connection, package: Package, actor: str, size: int) -> Row:
         """Insert the pending row (or reopen a retired one): the version number is ours."""
         manifest = package.manifest
-        name, store = manifest.name, self.storage.tables
-        session = self.storage.session.id
-        with store.transaction():
-            # Under the database's write lock: no other gateway process changes the model meanwhile.
-            self._check_contract(package)
-            existing = store.by_digest(package.digest)
-            if existing is not None:
-                version = existing["version"]
-                if not store.reopen_retired(name, version, session):
-                    raise Conflict(
-                        f"package sha256:{package.digest} is being pushed by another request right now "
-                        f"(model '{name}' version {version}); retry when it has finished"
-                    )
-            else:
-                store.ensure_model(name, actor)
-                version = choose_version(manifest.version, store.used_versions(name))
-                store.insert_pending(
-                    name,
-                    version,
-                    package_version=manifest.version,
-                    digest=package.digest,
-                    size=size,
-                    manifest=dump_manifest(manifest).decode(),
-                    session=session,
-                    actor=actor,
+        name, session = manifest.name, self.storage.session.id
+        tables.ensure_model(connection, name, actor)
+        tables.lock_model(connection, name)
+        # No other gateway process (on any host) changes the model's versions until the commit.
+        live = [self.storage.live_version(row) for row in tables.rows(connection, State.LIVE, name)]
+        if live:
+            newest = max(live, key=lambda item: item.version)
+            check_compatible(name, manifest, newest.manifest, newest.version)
+        existing = tables.by_digest(connection, package.digest)
+        if existing is not None:
+            version = existing["version"]
+            if not tables.reopen_retired(connection, name, version, session):
+                raise Conflict(
+                    f"package sha256:{package.digest} is being pushed by another request right now "
+                    f"(model '{name}' version {version}); retry when it has finished"
                 )
-        return self._row(name, version)
+        else:
+            version = choose_version(manifest.version, tables.used_versions(connection, name))
+            tables.insert_pending(
+                connection,
+                name,
+                version,
+                package_version=manifest.version,
+                digest=package.digest,
+                size=size,
+                manifest=dump_manifest(manifest).decode(),
+                session=session,
+                actor=actor,
+            )
+        row = tables.row(connection, name, version)
+        assert row is not None
+        return row
 
-    async def _install(
-        self, package: Package, upload: Path, row: sqlite3.Row, observe: PhaseObserver
-    ) -> None:
+    async def _install(self, package: Package, upload: Path, row: Row, observe: PhaseObserver) -> None:
         model, version = row["model"], row["version"]
-        await asyncio.to_thread(self.storage.store.put, upload, package.digest)
+        await self.storage.store.put(upload, package.digest)
         observe(PushPhase.STORED)
         staging = self.storage.session.folder
         repository = self.storage.repository
         await asyncio.to_thread(repository.install_version, model, version, package, staging)
         observe(PushPhase.LAID_OUT)
-        await self.deployer.roll_out(
-            model, [*self.storage.live(model), LiveVersion(model, version, package.manifest)]
-        )
+        pushed = LiveVersion(model, version, package.manifest, package.digest)
+        await self.deployer.roll_out(model, [*await self.storage.live(model), pushed])
         observe(PushPhase.DEPLOYED)
 
-    def _commit(self, row: sqlite3.Row, actor: str, restored: bool) -> None:
+    def _commit(self, connection: sa.Connection, row: Row, actor: str, restored: bool) -> None:
         model, version = row["model"], row["version"]
-        store = self.storage.tables
-        with store.transaction() as connection:
-            if not store.make_live(model, version, self.storage.session.id):
-                raise Internal(f"the push of model '{model}' version {version} lost its reservation")
-            audit.append(
-                connection,
-                AuditEvent(
-                    actor=actor,
-                    action="restore" if restored else "push",
-                    model=model,
-                    version=str(version),
-                    from_value=f"version {version} (deleted)" if restored else None,
-                    to_value=f"version {version}, sha256:{row['digest'][:12]}",
-                    details={"digest": row["digest"], "package_version": row["package_version"]},
-                ),
-            )
+        if not tables.make_live(connection, model, version, self.storage.session.id):
+            raise Internal(f"the push of model '{model}' version {version} lost its reservation")
+        audit.append(
+            connection,
+            AuditEvent(
+                actor=actor,
+                action="restore" if restored else "push",
+                model=model,
+                version=str(version),
+                from_value=f"version {version} (deleted)" if restored else None,
+                to_value=f"version {version}, sha256:{row['digest'][:12]}",
+                details={"digest": row["digest"], "package_version": row["package_version"]},
+            ),
+        )
+        notify(connection, REGISTRY_CHANNEL, model)
 
     # ---- delete ----
 
@@ -261,95 +278,100 @@ class Registry:
         """Retire a live version: off the catalog, the backends and the repository. ``forced``
         only goes in the audit event (the caller checked that no traffic needs it, or moved it)."""
         async with self._lock:
-            self._live_row(name, version)
-            with self.storage.tables.transaction() as connection:
-                if not self.storage.tables.retire(name, version, actor):  # another process was first
-                    raise self._no_version(name, version)
-                audit.append(
-                    connection,
-                    AuditEvent(
-                        actor=actor,
-                        action="delete",
-                        model=name,
-                        version=str(version),
-                        from_value=f"version {version}",
-                        to_value=State.RETIRED.value,
-                        reason=reason,
-                        details={"forced": forced},
-                    ),
-                )
-            self._refresh()
+            await self._live_row(name, version)
+            retired = await self.database.run(self._retire, name, version, actor, forced, reason)
+            if not retired:  # another process was first
+                raise await self._no_version(name, version)
+            await self._refresh()
             self.storage.repository.remove_version(name, version)
-            self.storage.write_model_config(name)
+            await self.storage.write_model_config(name)
             await self.deployer.apply_live(name, self.pool.healthy())
             log.info("model %s version %s deleted by %s", name, version, actor)
-            return self.storage.record(self._row(name, version))
+            return self.storage.record(await self._row(name, version))
+
+    @staticmethod
+    def _retire(
+        connection: sa.Connection, name: str, version: int, actor: str, forced: bool, reason: str
+    ) -> bool:
+        if not tables.retire(connection, name, version, actor):
+            return False
+        audit.append(
+            connection,
+            AuditEvent(
+                actor=actor,
+                action="delete",
+                model=name,
+                version=str(version),
+                from_value=f"version {version}",
+                to_value=State.RETIRED.value,
+                reason=reason,
+                details={"forced": forced},
+            ),
+        )
+        notify(connection, REGISTRY_CHANNEL, name)
+        return True
 
     async def unload_model(self, name: str, actor: str, *, reason: str) -> list[VersionRecord]:
         """Retire every live version of ``name`` (Triton's RepositoryModelUnload), each audited."""
-        live = sorted(self._live_versions(name), reverse=True)
+        live = sorted(await self._live_versions(name), reverse=True)
         if not live:
-            raise self._no_model(name)
+            raise await self._no_model(name)
         return [await self.delete_version(name, v, actor, forced=True, reason=reason) for v in live]
 
     async def restorable_upload(self, name: str) -> Path | None:
         """For Triton's RepositoryModelLoad: a copy of ``name``'s newest deleted package, ready to
         push (an upload path); None when a version of it is loaded already."""
-        if self._live_versions(name):
+        if await self._live_versions(name):
             return None
-        retired = [r for r in self.model_summary(name).versions if r.state is State.RETIRED]
+        retired = [r for r in (await self.model_summary(name)).versions if r.state is State.RETIRED]
         if not retired:
-            raise self._no_model(name)
+            raise await self._no_model(name)
         newest = max(retired, key=lambda record: record.version)
         upload = self.new_upload_path()
-        await asyncio.to_thread(shutil.copyfile, self.package_path(name, newest.version), upload)
+        await asyncio.to_thread(shutil.copyfile, await self.package_path(name, newest.version), upload)
         return upload
 
     # ---- reading ----
 
-    def models(self, *, include_retired: bool = False) -> list[ModelSummary]:
+    async def models(self, *, include_retired: bool = False) -> list[ModelSummary]:
         """Every model with a live version (or any version, with ``include_retired``)."""
         shown = {State.LIVE, State.RETIRED} if include_retired else {State.LIVE}
         grouped: dict[str, list[VersionRecord]] = {}
-        for row in self.storage.tables.rows():
+        for row in await self.storage.rows():
             if row["state"] in shown:
                 grouped.setdefault(row["model"], []).append(self.storage.record(row))
         return [ModelSummary(name, records) for name, records in sorted(grouped.items())]
 
-    def model_summary(self, name: str) -> ModelSummary:
+    async def model_summary(self, name: str) -> ModelSummary:
         """One model with all its versions, deleted ones included."""
-        records = [
-            self.storage.record(r)
-            for r in self.storage.tables.rows(model=name)
-            if r["state"] != State.PENDING
-        ]
+        rows = await self.storage.rows(model=name)
+        records = [self.storage.record(r) for r in rows if r["state"] != State.PENDING]
         if not records:
-            raise self._no_model(name)
+            raise await self._no_model(name)
         return ModelSummary(name, records)
 
-    def model_config(self, name: str) -> mc.ModelConfig:
+    async def model_config(self, name: str) -> mc.ModelConfig:
         """The Triton configuration the backends serve ``name`` with (its live versions)."""
-        live = self.storage.live(name)
+        live = await self.storage.live(name)
         if not live:
-            raise self._no_model(name)
+            raise await self._no_model(name)
         return live_config(name, live)
 
-    def version_record(self, name: str, version: int) -> VersionRecord:
+    async def version_record(self, name: str, version: int) -> VersionRecord:
         """A live or deleted version, with its manifest."""
-        row = self.storage.tables.row(name, version)
+        row = await self.storage.row(name, version)
         if row is None or row["state"] == State.PENDING:
-            raise self._no_version(name, version, live_only=False)
+            raise await self._no_version(name, version, live_only=False)
         return self.storage.record(row)
 
-    def package_path(self, name: str, version: int) -> Path:
-        """The stored package of a live or deleted version, for download."""
-        record = self.version_record(name, version)
-        path = self.storage.store.path(record.digest)
-        if not path.is_file():
+    async def package_path(self, name: str, version: int) -> Path:
+        """A local file of the stored package of a live or deleted version, for download."""
+        record = await self.version_record(name, version)
+        if not await self.storage.store.contains(record.digest):
             raise Internal(f"the package of model '{name}' version {version} is missing from the store")
-        return path
+        return await self.storage.store.local_path(record.digest)
 
-    def audit_events(
+    async def audit_events(
         self,
         *,
         model: str | None = None,
@@ -358,8 +380,10 @@ class Registry:
         limit: int = 100,
         before: int | None = None,
     ) -> list[AuditEvent]:
-        db = self.storage.tables.db
-        return audit.events(db, model=model, actor=actor, action=action, limit=limit, before=before)
+        query = functools.partial(
+            audit.events, model=model, actor=actor, action=action, limit=limit, before=before
+        )
+        return await self.database.read(query)
 
     # ---- reconcile ----
 
@@ -367,15 +391,20 @@ class Registry:
         """Clean up after dead processes, repair the repository, and make ``backends`` (default:
         every healthy one) serve exactly the live versions."""
         async with self._lock:
-            self.storage.recover()
-            self.storage.repair()
-            self._refresh()
+            await self.storage.recover()
+            await self.storage.repair()
+            await self._refresh()
             targets = [b for b in (self.pool.healthy() if backends is None else backends) if b.healthy]
             await asyncio.gather(*(self.deployer.reconcile(b) for b in targets))
 
     async def _on_backend_up(self, backend: Backend) -> None:
         if self._leadership.is_leader:
             await self.reconcile([backend])
+
+    def changed_elsewhere(self, model: str) -> None:
+        """A notification that another process changed ``model``'s versions: re-read them now
+        rather than at the next tick (any payload: the whole snapshot is read again)."""
+        self._refresh_now.set()
 
     async def _reconcile_loop(self) -> None:
         interval_s = self.settings.reconcile_interval_s
@@ -387,41 +416,43 @@ class Registry:
                     reconciled = time.monotonic()
                     await self.reconcile()
                 else:
-                    self._refresh()  # what other processes made live (or retired) meanwhile
+                    await self._refresh()  # what other processes made live (or retired) meanwhile
             except Exception:
                 log.exception("reconcile (or re-reading the registry) failed; retrying in %s s", tick_s)
-            await asyncio.sleep(tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), tick_s)
+            self._refresh_now.clear()
 
     # ---- helpers ----
 
-    def _refresh(self) -> None:
-        self._snapshot = Snapshot(self.storage.live())
+    async def _refresh(self) -> None:
+        self._snapshot = Snapshot(await self.storage.live())
 
-    def _row(self, name: str, version: int) -> sqlite3.Row:
-        row = self.storage.tables.row(name, version)
+    async def _row(self, name: str, version: int) -> Row:
+        row = await self.storage.row(name, version)
         if row is None:
-            raise self._no_version(name, version)
+            raise await self._no_version(name, version)
         return row
 
-    def _live_row(self, name: str, version: int) -> sqlite3.Row:
-        row = self.storage.tables.row(name, version)
+    async def _live_row(self, name: str, version: int) -> Row:
+        row = await self.storage.row(name, version)
         if row is None or row["state"] != State.LIVE:
-            raise self._no_version(name, version)
+            raise await self._no_version(name, version)
         return row
 
-    def _live_versions(self, name: str) -> set[int]:
-        return self.storage.versions_by_model(State.LIVE).get(name, set())
+    async def _live_versions(self, name: str) -> set[int]:
+        return (await self.storage.versions_by_model(State.LIVE)).get(name, set())
 
-    def _no_version(self, name: str, version: int, *, live_only: bool = True) -> NotFound:
-        rows = [r for r in self.storage.tables.rows(model=name) if r["state"] != State.PENDING]
+    async def _no_version(self, name: str, version: int, *, live_only: bool = True) -> NotFound:
+        rows = [r for r in await self.storage.rows(model=name) if r["state"] != State.PENDING]
         if not rows:
-            return self._no_model(name)
+            return await self._no_model(name)
         listing = ", ".join(f"{r['version']} ({r['state']})" for r in rows)
         which = "live version" if live_only else "version"
         return NotFound(f"model '{name}' has no {which} {version}; versions: {listing}")
 
-    def _no_model(self, name: str) -> NotFound:
-        known = sorted({r["model"] for r in self.storage.tables.rows() if r["state"] != State.PENDING})
+    async def _no_model(self, name: str) -> NotFound:
+        known = sorted({r["model"] for r in await self.storage.rows() if r["state"] != State.PENDING})
         return NotFound(f"there is no model '{name}'; models: {', '.join(known) or 'none yet'}")
 
 
@@ -431,7 +462,3 @@ def _size(path: Path) -> int:
 
 def _discard(path: Path) -> None:
     path.unlink(missing_ok=True)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

@@ -5,6 +5,11 @@ own lock file ``<work>/<id>.lock`` for as long as it runs; the kernel drops the 
 process dies, however it dies. So "is session X alive?" is "can I not lock X's file?", and
 leftovers of dead sessions (their folder of uploads and staged files, their pending rows)
 can be cleaned without ever touching the work of a live one.
+
+Processes on several hosts share the database but not the lock files: whether the owner of a
+pending row runs is then a question for PostgreSQL (``gateway.database.advisory``'s
+``PostgresLiveness``). :class:`SessionLiveness` is the one interface to both; :class:`LocalLiveness`
+asks the lock files.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from core.errors import Internal
 
 _LOCK_SUFFIX = ".lock"
 
@@ -111,3 +119,40 @@ def _remove_if_dead(lock: Path, folder: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+class SessionLiveness(Protocol):
+    """Which sessions' processes still run, wherever they run."""
+
+    async def hold(self, session_id: str) -> None:
+        """Mark this process's session alive for as long as the process runs (until close)."""
+        ...
+
+    async def is_alive(self, session_id: str) -> bool:
+        """Whether the process that holds ``session_id`` runs (this process included).
+
+        Raises ``core.errors.Unavailable`` when that cannot be known now: never a false "dead".
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release this process's sessions."""
+        ...
+
+
+class LocalLiveness:
+    """The sessions of processes on one host: the ``flock`` of :meth:`Session.start` on ``work_dir``."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+
+    async def hold(self, session_id: str) -> None:
+        # Session.start already holds the lock; another open file of it could not take it again.
+        if not is_alive(self.work_dir, session_id):
+            raise Internal(f"session {session_id} was not started in {self.work_dir} (Session.start)")
+
+    async def is_alive(self, session_id: str) -> bool:
+        return is_alive(self.work_dir, session_id)
+
+    async def close(self) -> None:
+        return None  # Session.close releases the lock

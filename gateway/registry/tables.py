@@ -1,48 +1,29 @@
-"""The registry's tables in the gateway's SQLite database, and every query on them.
+"""The registry's tables (``registry_models``, ``registry_versions`` in
+:mod:`gateway.database.schema`), and every statement on them.
 
 A version row is the commit point of a push: it is inserted ``pending`` (reserving its
-number across processes) before anything is written outside the database, and turns
+number across processes and hosts) before anything is written outside the database, and turns
 ``live`` only after the package is stored, laid out and loaded. ``session`` names the
 process that owns a pending row (see :mod:`gateway.registry.sessions`); a pending row whose
 session is dead is a crashed push and is rolled back.
 
-Transactions never span an ``await``: the connection is shared by the whole process, so
-another coroutine's statements would land inside them.
+Each function takes the SQLAlchemy connection of a transaction that
+:class:`~gateway.database.engine.Database` runs, so a caller composes several into one
+transaction; none of them awaits.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from enum import StrEnum
 
-from gateway.db import transaction
+import sqlalchemy as sa
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS registry_models (
-    name TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    created_by TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS registry_versions (
-    model TEXT NOT NULL REFERENCES registry_models (name),
-    version INTEGER NOT NULL CHECK (version > 0),
-    package_version TEXT NOT NULL,     -- the manifest's own version string
-    digest TEXT NOT NULL UNIQUE,       -- sha256 of the package: its identity
-    size INTEGER NOT NULL,
-    manifest TEXT NOT NULL,            -- MANIFEST.json
-    state TEXT NOT NULL CHECK (state IN ('pending', 'live', 'retired')),
-    prior_state TEXT CHECK (prior_state IN ('retired')),  -- what an aborted pending row returns to
-    session TEXT,                      -- owner of a pending row
-    pushed_by TEXT NOT NULL,
-    pushed_at REAL NOT NULL,
-    retired_by TEXT,
-    retired_at REAL,
-    PRIMARY KEY (model, version)
-) STRICT;
-CREATE INDEX IF NOT EXISTS registry_versions_state ON registry_versions (state, model);
-"""
+from gateway.database.schema import registry_models, registry_versions
+from gateway.database.statements import insert_missing
+
+Row = sa.RowMapping
+_v = registry_versions.c
 
 
 class State(StrEnum):
@@ -54,121 +35,140 @@ class State(StrEnum):
     """Deleted: off the backends; its package stays in the store for download and audit."""
 
 
-class Tables:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.db = connection
+# ---- reads ----
 
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: take the write lock first, so concurrent writers queue, not fail."""
-        return transaction(self.db)
 
-    # ---- reads ----
+def row(connection: sa.Connection, model: str, version: int) -> Row | None:
+    query = sa.select(registry_versions).where(_v.model == model, _v.version == version)
+    return connection.execute(query).mappings().one_or_none()
 
-    def row(self, model: str, version: int) -> sqlite3.Row | None:
-        return self.db.execute(  # type: ignore[no-any-return]
-            "SELECT * FROM registry_versions WHERE model = ? AND version = ?", (model, version)
-        ).fetchone()
 
-    def by_digest(self, digest: str) -> sqlite3.Row | None:
-        return self.db.execute(  # type: ignore[no-any-return]
-            "SELECT * FROM registry_versions WHERE digest = ?", (digest,)
-        ).fetchone()
+def by_digest(connection: sa.Connection, digest: str) -> Row | None:
+    query = sa.select(registry_versions).where(_v.digest == digest)
+    return connection.execute(query).mappings().one_or_none()
 
-    def rows(self, state: State | None = None, model: str | None = None) -> list[sqlite3.Row]:
-        """Version rows ordered by model and version, optionally of one state or model."""
-        clauses, parameters = ["1 = 1"], list[str]()
-        if state is not None:
-            clauses.append("state = ?")
-            parameters.append(state.value)
-        if model is not None:
-            clauses.append("model = ?")
-            parameters.append(model)
-        return self.db.execute(
-            f"SELECT * FROM registry_versions WHERE {' AND '.join(clauses)} ORDER BY model, version",
-            parameters,
-        ).fetchall()
 
-    def used_versions(self, model: str) -> set[int]:
-        rows = self.db.execute("SELECT version FROM registry_versions WHERE model = ?", (model,))
-        return {row["version"] for row in rows}
+def rows(connection: sa.Connection, state: State | None = None, model: str | None = None) -> list[Row]:
+    """Version rows ordered by model and version, optionally of one state or model."""
+    query = sa.select(registry_versions).order_by(_v.model, _v.version)
+    if state is not None:
+        query = query.where(_v.state == state.value)
+    if model is not None:
+        query = query.where(_v.model == model)
+    return list(connection.execute(query).mappings())
 
-    def model_names(self) -> list[str]:
-        """Every model the registry ever managed, with or without live versions."""
-        return [row["name"] for row in self.db.execute("SELECT name FROM registry_models ORDER BY name")]
 
-    def digests(self) -> set[str]:
-        return {row["digest"] for row in self.db.execute("SELECT digest FROM registry_versions")}
+def used_versions(connection: sa.Connection, model: str) -> set[int]:
+    return set(connection.scalars(sa.select(_v.version).where(_v.model == model)))
 
-    # ---- writes (inside a transaction) ----
 
-    def ensure_model(self, name: str, actor: str) -> None:
-        self.db.execute(
-            "INSERT INTO registry_models (name, created_at, created_by) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO NOTHING",
-            (name, time.time(), actor),
+def model_names(connection: sa.Connection) -> list[str]:
+    """Every model the registry ever managed, with or without live versions."""
+    names = registry_models.c.name
+    return list(connection.scalars(sa.select(names).order_by(names)))
+
+
+def digests(connection: sa.Connection) -> set[str]:
+    return set(connection.scalars(sa.select(_v.digest)))
+
+
+# ---- writes ----
+
+
+def ensure_model(connection: sa.Connection, name: str, actor: str) -> None:
+    row = {"name": name, "created_at": time.time(), "created_by": actor}
+    connection.execute(insert_missing(connection, registry_models, row, ["name"]))
+
+
+def lock_model(connection: sa.Connection, name: str) -> None:
+    """Hold the model's row until the transaction ends, so pushes of one model take their version
+    numbers one at a time on PostgreSQL (SQLite's write lock does that already: no FOR UPDATE)."""
+    names = registry_models.c.name
+    connection.execute(sa.select(names).where(names == name).with_for_update())
+
+
+def insert_pending(
+    connection: sa.Connection,
+    model: str,
+    version: int,
+    *,
+    package_version: str,
+    digest: str,
+    size: int,
+    manifest: str,
+    session: str,
+    actor: str,
+) -> None:
+    connection.execute(
+        sa.insert(registry_versions).values(
+            model=model,
+            version=version,
+            package_version=package_version,
+            digest=digest,
+            size=size,
+            manifest=manifest,
+            state=State.PENDING.value,
+            session=session,
+            pushed_by=actor,
+            pushed_at=time.time(),
         )
+    )
 
-    def insert_pending(
-        self,
-        model: str,
-        version: int,
-        *,
-        package_version: str,
-        digest: str,
-        size: int,
-        manifest: str,
-        session: str,
-        actor: str,
-    ) -> None:
-        self.db.execute(
-            "INSERT INTO registry_versions (model, version, package_version, digest, size, manifest,"
-            " state, session, pushed_by, pushed_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (model, version, package_version, digest, size, manifest, session, actor, time.time()),
-        )
 
-    def reopen_retired(self, model: str, version: int, session: str) -> bool:
-        """A retired version becomes pending again (its package was pushed again)."""
-        cursor = self.db.execute(
-            "UPDATE registry_versions SET state = 'pending', prior_state = 'retired', session = ?"
-            " WHERE model = ? AND version = ? AND state = 'retired'",
-            (session, model, version),
-        )
-        return cursor.rowcount == 1
+def _changed(connection: sa.Connection, statement: sa.Update) -> bool:
+    return connection.execute(statement).rowcount == 1
 
-    def make_live(self, model: str, version: int, session: str) -> bool:
-        """Pending → live, only while ``session`` still owns the row."""
-        cursor = self.db.execute(
-            "UPDATE registry_versions SET state = 'live', prior_state = NULL, session = NULL,"
-            " retired_by = NULL, retired_at = NULL"
-            " WHERE model = ? AND version = ? AND state = 'pending' AND session = ?",
-            (model, version, session),
-        )
-        return cursor.rowcount == 1
 
-    def retire(self, model: str, version: int, actor: str) -> bool:
-        cursor = self.db.execute(
-            "UPDATE registry_versions SET state = 'retired', retired_by = ?, retired_at = ?"
-            " WHERE model = ? AND version = ? AND state = 'live'",
-            (actor, time.time(), model, version),
-        )
-        return cursor.rowcount == 1
+def _version(model: str, version: int) -> sa.ColumnElement[bool]:
+    return sa.and_(_v.model == model, _v.version == version)
 
-    def take_over(self, model: str, version: int, dead: str | None, session: str) -> bool:
-        """Claim a dead session's pending row, so only one process rolls it back."""
-        cursor = self.db.execute(
-            "UPDATE registry_versions SET session = ?"
-            " WHERE model = ? AND version = ? AND state = 'pending' AND session IS ?",
-            (session, model, version, dead),
-        )
-        return cursor.rowcount == 1
 
-    def drop_pending(self, model: str, version: int, session: str) -> None:
-        """The last step of a rollback: a new row goes, a re-pushed one is retired again."""
-        owned = "model = ? AND version = ? AND state = 'pending' AND session = ?"
-        key = (model, version, session)
-        self.db.execute(
-            "UPDATE registry_versions SET state = 'retired', prior_state = NULL, session = NULL"
-            f" WHERE {owned} AND prior_state = 'retired'",
-            key,
-        )
-        self.db.execute(f"DELETE FROM registry_versions WHERE {owned}", key)
+def reopen_retired(connection: sa.Connection, model: str, version: int, session: str) -> bool:
+    """A retired version becomes pending again (its package was pushed again)."""
+    statement = (
+        sa.update(registry_versions)
+        .where(_version(model, version), _v.state == State.RETIRED.value)
+        .values(state=State.PENDING.value, prior_state=State.RETIRED.value, session=session)
+    )
+    return _changed(connection, statement)
+
+
+def make_live(connection: sa.Connection, model: str, version: int, session: str) -> bool:
+    """Pending → live, only while ``session`` still owns the row."""
+    statement = (
+        sa.update(registry_versions)
+        .where(_version(model, version), _v.state == State.PENDING.value, _v.session == session)
+        .values(state=State.LIVE.value, prior_state=None, session=None, retired_by=None, retired_at=None)
+    )
+    return _changed(connection, statement)
+
+
+def retire(connection: sa.Connection, model: str, version: int, actor: str) -> bool:
+    statement = (
+        sa.update(registry_versions)
+        .where(_version(model, version), _v.state == State.LIVE.value)
+        .values(state=State.RETIRED.value, retired_by=actor, retired_at=time.time())
+    )
+    return _changed(connection, statement)
+
+
+def take_over(connection: sa.Connection, model: str, version: int, dead: str | None, session: str) -> bool:
+    """Claim a dead session's pending row, so only one process rolls it back."""
+    owner = _v.session.is_(None) if dead is None else _v.session == dead
+    statement = (
+        sa.update(registry_versions)
+        .where(_version(model, version), _v.state == State.PENDING.value, owner)
+        .values(session=session)
+    )
+    return _changed(connection, statement)
+
+
+def drop_pending(connection: sa.Connection, model: str, version: int, session: str) -> None:
+    """The last step of a rollback: a new row goes, a re-pushed one is retired again."""
+    owned = sa.and_(_version(model, version), _v.state == State.PENDING.value, _v.session == session)
+    connection.execute(
+        sa.update(registry_versions)
+        .where(owned, _v.prior_state == State.RETIRED.value)
+        .values(state=State.RETIRED.value, prior_state=None, session=None)
+    )
+    connection.execute(sa.delete(registry_versions).where(owned))

@@ -163,7 +163,7 @@ async def promote(request: Request) -> Response:
 @requires(KeyScope.ADMIN)
 async def history(request: Request) -> Response:
     model = request.path_params["model"]
-    events = gateway_state(request).registry.audit_events(model=model, limit=1000)
+    events = await gateway_state(request).registry.audit_events(model=model, limit=1000)
     return ModelResponse(History(model=model, events=[event.entry() for event in events]))
 
 

@@ -64,7 +64,7 @@ def routes() -> list[Route]:
 async def create_key(request: Request) -> Response:
     body = _parse(await _read_body(request))
     keys = _keys(request)
-    created = keys.create(
+    created = await keys.create(
         body.scopes,
         models=body.models,
         rate_limit=body.rate_limit,
@@ -82,21 +82,21 @@ async def create_key(request: Request) -> Response:
 async def list_keys(request: Request) -> Response:
     keys = _keys(request)
     now = keys.now()
-    return ModelResponse(KeyList(keys=[record.info(now) for record in keys.list()]))
+    return ModelResponse(KeyList(keys=[record.info(now) for record in await keys.list()]))
 
 
 @documented(Operation("One API key", answer=KeyInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def get_key(request: Request) -> Response:
     keys = _keys(request)
-    return ModelResponse(keys.get(request.path_params["key_id"]).info(keys.now()))
+    return ModelResponse((await keys.get(request.path_params["key_id"])).info(keys.now()))
 
 
 @documented(Operation("Revoke an API key", answer=KeyInfo, errors=(404,)))
 @requires(KeyScope.ADMIN)
 async def revoke_key(request: Request) -> Response:
     keys = _keys(request)
-    record = keys.revoke(request.path_params["key_id"], actor=f"key:{_caller(request)}")
+    record = await keys.revoke(request.path_params["key_id"], actor=f"key:{_caller(request)}")
     log.info("API key %s revoked by key %s", record.id, _caller(request))
     return ModelResponse(record.info(keys.now()))
 

@@ -134,9 +134,9 @@ async def get_version(request: Request) -> Response:
 async def download_package(request: Request) -> Response:
     registry = _registry(request)
     name, version = request.path_params["model"], _version(request)
-    record = registry.version_record(name, version)
+    record = await registry.version_record(name, version)
     return FileResponse(
-        registry.package_path(name, version),
+        await registry.package_path(name, version),
         media_type="application/octet-stream",
         filename=f"{name}-{version}.pkg",
         headers={"X-Package-Digest": record.digest, "ETag": f'"{record.digest}"'},
@@ -160,7 +160,7 @@ async def delete_version(request: Request) -> Response:
 @requires(KeyScope.ADMIN)
 async def audit_log(request: Request) -> Response:
     query = request.query_params
-    events = _registry(request).audit_events(
+    events = await _registry(request).audit_events(
         model=query.get("model") or None,
         actor=query.get("actor") or None,
         action=query.get("action") or None,

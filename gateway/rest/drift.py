@@ -91,7 +91,7 @@ async def set_alert(request: Request) -> Response:
     state = gateway_state(request)
     model = request.path_params["model"]
     body = await parse_body(request, AlertRequest)
-    state.registry.model_summary(model)  # NotFound for an unknown model
+    await state.registry.model_summary(model)  # NotFound for an unknown model
     windows = list(state.drift.windows)
     window = body.window or windows[0]
     if window not in windows:

@@ -187,7 +187,7 @@ async def list_models(request: Request) -> Response:
     query.check()
     found: dict[str, list[VersionMatch]] | None = None
     if not query.empty:
-        loaded = [r for m in state.registry.models() for r in m.versions if key.allows_model(r.model)]
+        loaded = [r for m in await state.registry.models() for r in m.versions if key.allows_model(r.model)]
         roles = {(r.model, str(r.version)): await state.router.role(r.model, str(r.version)) for r in loaded}
         found = search(query, loaded, lambda model, version: roles.get((model, version)) or "staged")
     models = []

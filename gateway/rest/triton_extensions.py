@@ -122,7 +122,9 @@ async def repository_index(request: Request) -> Response:
         raise InvalidInput(
             f'repository index request: {first["msg"]}; send {{}} or {{"ready": true}}'
         ) from None
-    entries = model_repository.index(gateway_state(request).registry, request.state.api_key, wanted.ready)
+    entries = await model_repository.index(
+        gateway_state(request).registry, request.state.api_key, wanted.ready
+    )
     return ModelResponse(Index(entries))
 
 

@@ -23,14 +23,17 @@ import sqlalchemy as sa
 
 from core.errors import Conflict
 from gateway.database.engine import Database
+from gateway.database.notifications import notify
 from gateway.database.schema import deployments
 from gateway.database.statements import upsert
 from gateway.registry import audit
 from gateway.routing.guard import GuardSpec
 from gateway.routing.policies import PolicySpec
 
-# Columns added after the first release, for databases made before them.
 MAX_HISTORY = 50
+DEPLOYMENTS_CHANNEL = "mdeploy_deployments"
+"""Notified (with the model's name) by every change, so gateways on other hosts adopt it at once
+(PostgreSQL); they also re-read every ``deployment_refresh_s``."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class DeploymentStore:
             before = _expect(connection, new.model, expected_generation)
             connection.execute(upsert(connection, deployments, row, ["model"]))
             _audit(connection, change, saved.model, saved.stable, before, saved.describe(), saved)
+            notify(connection, DEPLOYMENTS_CHANNEL, saved.model)
 
         await self._db.run(write)
         return saved
@@ -161,6 +165,7 @@ class DeploymentStore:
             before = _expect(connection, model, expected_generation)
             connection.execute(sa.delete(deployments).where(deployments.c.model == model))
             _audit(connection, change, model, None, before, None, None)
+            notify(connection, DEPLOYMENTS_CHANNEL, model)
 
         await self._db.run(write)
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -85,6 +86,7 @@ class Router:
         self._guards: dict[str, GuardWindows] = {}
         self._shadows: dict[str, ShadowTally] = {}  # model: its shadow candidate's comparisons
         self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_now = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._on_rollback = on_rollback or (lambda model, kind: None)
         self._on_route = on_route or (lambda model, version: None)
@@ -440,9 +442,15 @@ class Router:
             self._deployments = {**self._deployments, old.model: saved}
         await self.stats.reset(old.model, back.spec.versions)
 
+    def changed_elsewhere(self, model: str) -> None:
+        """A notification that another process changed ``model``'s deployment: re-read now."""
+        self._refresh_now.set()
+
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), self._refresh_s)
+            self._refresh_now.clear()
             try:
                 stored = await self._store.all()
             except Exception:

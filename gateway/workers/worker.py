@@ -62,7 +62,9 @@ def _watch_supervisor(server: uvicorn.Server, channel: socket.socket) -> None:
 
 async def _serve(config: WorkerConfig, channel: socket.socket) -> None:
     settings = config.settings
-    app = create_app(settings, leadership=FileLockLeadership(config.lock), shared_ports=True)
+    # Workers on one host share a flock; gateways on several hosts, PostgreSQL's advisory lock.
+    leadership = None if settings.database_url else FileLockLeadership(config.lock)
+    app = create_app(settings, leadership=leadership, shared_ports=True)
     server = uvicorn.Server(uvicorn_config(settings, app))
     sock = listening_socket(settings.host, settings.port)
     _watch_supervisor(server, channel)

@@ -18,6 +18,7 @@ Run: ``python -m loadtests.gateway.bench_drift [--requests 20000] [--rounds 3 --
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import tempfile
 import time
@@ -45,8 +46,16 @@ IN_FLIGHT = 64
 
 def measure(package: Path, rate: float, requests: int) -> tuple[float, float]:
     """(request path µs, flush µs) per request."""
+    return asyncio.run(_measure(package, rate, requests))
+
+
+async def _measure(package: Path, rate: float, requests: int) -> tuple[float, float]:
     manifest = read_package(package).manifest
-    monitor = DriftMonitor(lambda model, version: StoredVersion(manifest, package), rate, seed=0)
+
+    async def lookup(model: str, version: str) -> StoredVersion:
+        return StoredVersion(manifest, package)
+
+    monitor = DriftMonitor(lookup, rate, seed=0)
     served = ServedVersion(
         "tiny", "1", Signature((TensorSpec("x", "FP32", (-1, 64)),), (TensorSpec("y", "FP32", (-1, 10)),)), 64
     )
@@ -59,7 +68,7 @@ def measure(package: Path, rate: float, requests: int) -> tuple[float, float]:
             monitor.observe(served, {"x": rows[i : i + 1]}, {"y": outputs[i : i + 1]}, "")
         observe_s += time.process_time() - started
         started = time.process_time()
-        monitor.flush()
+        await monitor.flush()
         flush_s += time.process_time() - started
     return observe_s / requests * 1e6, flush_s / requests * 1e6
 

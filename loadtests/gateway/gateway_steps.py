@@ -11,10 +11,11 @@ Run: ``python -m loadtests.gateway.gateway_steps`` (~10 s, no servers).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ import numpy as np
 
 from core import datatypes, validation
 from core.signature import Signature, TensorSpec
-from gateway.auth.keys import KeyStore
+from gateway.auth.keys import KeyRecord, KeyStore
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.scopes import KeyScope
 from gateway.catalog import ServedVersion
+from gateway.database.engine import SQLiteDatabase
 from gateway.dataplane import InferenceResult
 from gateway.db import open_database
 from gateway.metrics import Metrics
@@ -70,19 +72,31 @@ def per_call_us(call: Callable[[], object], budget_s: float = 0.3) -> float:
 
 @contextmanager
 def key_store() -> Iterator[tuple[KeyStore, str]]:
+    """A key store on a new SQLite database, with a key it remembers (the hot path)."""
     with tempfile.TemporaryDirectory(prefix="mdeploy-steps-") as folder:
-        connection = open_database(Path(folder) / "registry.sqlite3")
+        database = SQLiteDatabase.open(open_database(Path(folder) / "registry.sqlite3"))
+        store = KeyStore(database)
         try:
-            store = KeyStore(connection)
-            yield store, store.create(["predict", "feedback"], name="steps").key
+            key = asyncio.run(store.create(["predict", "feedback"], name="steps")).key
+            answer = store.verify(key)
+            if not isinstance(answer, KeyRecord):  # the first verify looks it up
+                asyncio.run(_awaited(answer))
+            yield store, key
         finally:
-            connection.close()
+            store.close()
+            asyncio.run(database.close())
+            database.connection.close()
+
+
+async def _awaited(answer: Awaitable[KeyRecord]) -> KeyRecord:
+    return await answer
 
 
 def auth_steps() -> list[Step]:
     limiter = RateLimiter("memory://", {scope: "1000000000/minute" for scope in KeyScope}, False)
     with key_store() as (store, key):
         record = store.verify(key)
+        assert isinstance(record, KeyRecord), "a remembered key is verified without a coroutine"
         return [
             Step(
                 "verify API key (remembered record, SHA-256)",

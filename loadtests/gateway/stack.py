@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 from core.server_process import start_server_process
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from mdeploy.client import ClientConfig, GatewayClient
 
 MODEL = "digits-sklearn"
@@ -115,11 +115,8 @@ def push(url: str, admin_key: str, package: Path) -> tuple[str, str]:
 
 def create_key(data_dir: Path) -> str:
     """A predict + feedback key, written to the gateway's database as ``mdeploy keys create`` does."""
-    connection = open_database(data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).create(["predict", "feedback"], name="loadtest").key
-    finally:
-        connection.close()
+    settings = GatewaySettings(data_dir=data_dir)
+    return with_keys(settings, lambda keys: keys.create(["predict", "feedback"], name="loadtest")).key
 
 
 def wait_until_serving(url: str, key: str, model: str) -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 
 from core.server_process import start_server_process
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from mdeploy.client import ClientConfig, GatewayClient
 from modelpkg.builder import build
 
@@ -150,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"/v1/admin/deployments/{MODEL}",
                 {"policy": {"kind": "thompson", "versions": versions}},
             )
-            connection = open_database(gateway.data_dir / "registry.sqlite3")
-            key = KeyStore(connection).create(["predict", "feedback"]).key
-            connection.close()
+            settings = GatewaySettings(data_dir=gateway.data_dir)
+            key = with_keys(settings, lambda keys: keys.create(["predict", "feedback"])).key
 
             stop = threading.Event()
             changes: list[str] = []

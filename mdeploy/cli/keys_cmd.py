@@ -1,7 +1,8 @@
 """``mdeploy keys``: create, list and revoke API keys.
 
-Locally on the gateway's data folder (how the first admin key is made), or through a
-gateway's admin API when ``--gateway`` or ``MDEPLOY_GATEWAY`` is given. ``create`` prints the
+Locally on the gateway's database (how the first admin key is made): the data folder's, or
+PostgreSQL when ``MDEPLOY_DATABASE_URL`` is set, as for the gateway; or through a gateway's admin
+API when ``--gateway`` or ``MDEPLOY_GATEWAY`` is given. ``create`` prints the
 new key alone on its last line: ``KEY=$(mdeploy keys create --scope predict | tail -1)``.
 """
 
@@ -27,9 +28,7 @@ from mdeploy.cli.output import table_console
 from mdeploy.client import ClientConfig, GatewayClient
 
 if TYPE_CHECKING:
-    import sqlite3
-
-    from gateway.auth import KeyStore
+    from gateway.settings import GatewaySettings
 
 KEYS_PATH = "/v1/admin/keys"
 SCOPES = ("predict", "feedback", "admin")
@@ -46,8 +45,9 @@ class KeyBackend(Protocol):
 DESCRIPTION = """\
 Create, list and revoke API keys.
 
-Without --gateway (and MDEPLOY_GATEWAY) this works on the gateway's data folder directly: that
-is how the first admin key is made. With one, it goes through the gateway's admin API.
+Without --gateway (and MDEPLOY_GATEWAY) this works on the gateway's database directly (the data
+folder's, or PostgreSQL at MDEPLOY_DATABASE_URL): that is how the first admin key is made. With
+one, it goes through the gateway's admin API.
 `create` prints the new key alone on its last line:
 
   KEY=$(mdeploy keys create --scope predict | tail -1)
@@ -177,53 +177,57 @@ class RemoteKeys:
 
 
 class LocalKeys:
-    """The data folder's database, as a gateway process would use it."""
+    """The gateway's database, as a gateway process would use it (opened for each command)."""
 
-    def __init__(self, store: KeyStore, connection: sqlite3.Connection) -> None:
-        self._store = store
-        self._connection = connection
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
 
     @classmethod
     def open(cls, data_dir: Path | None, *, create: bool) -> LocalKeys:
-        from gateway.auth import KeyStore
-        from gateway.db import open_database
         from gateway.settings import GatewaySettings
 
         settings = GatewaySettings(data_dir=data_dir) if data_dir is not None else GatewaySettings()
         path = settings.database_path
-        if not create and not path.exists():
+        if settings.database_url is None and not create and not path.exists():
             raise NotFound(
                 f"no gateway database at {path}; pass --data-dir or set MDEPLOY_DATA_DIR"
                 " (or --gateway URL for a remote gateway)"
             )
-        connection = open_database(path)
-        return cls(KeyStore(connection), connection)
+        return cls(settings)
 
     def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        expires = request.get("expires_at")
-        created = self._store.create(
-            request["scopes"],
-            models=request.get("models"),
-            rate_limit=request.get("rate_limit"),
-            expires_at=datetime.fromisoformat(expires) if expires else None,
-            name=request["name"],
-            actor=_local_actor(),
-        )
-        from gateway.auth.keys import CreatedKeyInfo
+        from gateway.auth.keys import CreatedKeyInfo, with_keys
 
-        info = created.record.info(self._store.now())
+        expires = request.get("expires_at")
+        created = with_keys(
+            self._settings,
+            lambda keys: keys.create(
+                request["scopes"],
+                models=request.get("models"),
+                rate_limit=request.get("rate_limit"),
+                expires_at=datetime.fromisoformat(expires) if expires else None,
+                name=request["name"],
+                actor=_local_actor(),
+            ),
+        )
+        info = created.record.info(datetime.now(UTC))
         return CreatedKeyInfo(**dict(info), key=created.key).model_dump(mode="json")
 
     def list(self) -> list[dict[str, Any]]:
-        now = self._store.now()
-        return [record.info(now).model_dump(mode="json") for record in self._store.list()]
+        from gateway.auth.keys import with_keys
+
+        now = datetime.now(UTC)
+        records = with_keys(self._settings, lambda keys: keys.list())
+        return [record.info(now).model_dump(mode="json") for record in records]
 
     def revoke(self, key_id: str) -> dict[str, Any]:
-        revoked = self._store.revoke(key_id, actor=_local_actor())
-        return revoked.info(self._store.now()).model_dump(mode="json")
+        from gateway.auth.keys import with_keys
+
+        revoked = with_keys(self._settings, lambda keys: keys.revoke(key_id, actor=_local_actor()))
+        return revoked.info(datetime.now(UTC)).model_dump(mode="json")
 
     def close(self) -> None:
-        self._connection.close()
+        pass  # each command opened and closed the database
 
 
 def _local_actor() -> str:

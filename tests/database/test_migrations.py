@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from core.errors import InvalidInput
 from gateway.database.engine import Database, SQLiteDatabase, postgres_url
 from gateway.database.schema import audit_log, metadata
 from gateway.db import open_database
 from tests.conftest import close_any, open_any
+
+
+HEAD = "0002"
 
 
 def tables_and_revision(connection: sa.Connection) -> tuple[set[str], str]:
@@ -30,7 +35,7 @@ async def test_a_new_database_gets_every_table_and_opening_it_again_changes_noth
     try:
         names, revision = await database.read(tables_and_revision)
         assert set(metadata.tables) <= names
-        assert revision == "0001"
+        assert revision == HEAD
     finally:
         await close_any(database)
     again = await open_any(database_url)
@@ -38,6 +43,16 @@ async def test_a_new_database_gets_every_table_and_opening_it_again_changes_noth
         assert await again.read(tables_and_revision) == (names, revision)
     finally:
         await close_any(again)
+
+
+async def test_the_migrated_schema_is_the_one_the_code_declares(database: Database) -> None:
+    """A change to schema.py without its migration (or the reverse) fails here, on both back ends."""
+
+    def differences(connection: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return [diff for diff in compare_metadata(context, metadata) if diff[0] != "remove_table"]
+
+    assert await database.read(differences) == []
 
 
 async def test_the_audit_log_refuses_updates_and_deletes(database: Database) -> None:
@@ -53,7 +68,7 @@ async def test_gateways_that_open_a_database_together_all_succeed(database_url: 
     opened = await asyncio.gather(*(open_any(database_url) for _ in range(3)))
     try:
         for database in opened:
-            assert (await database.read(tables_and_revision))[1] == "0001"
+            assert (await database.read(tables_and_revision))[1] == HEAD
     finally:
         for database in opened:
             await close_any(database)
@@ -88,7 +103,7 @@ async def test_a_database_from_before_migrations_keeps_its_rows_and_gains_the_ne
             return [tuple(row) for row in keys], [tuple(row) for row in rows]
 
         assert await database.read(read) == ([("k1", "old key", 0)], [("digits", 3, "[]", 0.0)])
-        assert (await database.read(tables_and_revision))[1] == "0001"
+        assert (await database.read(tables_and_revision))[1] == HEAD
     finally:
         await close_any(database)
 

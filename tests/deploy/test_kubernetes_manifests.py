@@ -17,8 +17,9 @@ import pytest
 
 from core.errors import InvalidInput
 from core.server_token import read_token
-from gateway.auth import KeyStore
-from gateway.db import open_database
+from gateway.auth import KeyRecord, KeyStore
+from gateway.auth.keys import with_keys
+from gateway.settings import GatewaySettings
 from tests.deploy.conftest import rendered_target
 from tests.deploy.rendering import ROOT, Doc, Rendered, render
 
@@ -129,12 +130,9 @@ def test_every_secret_and_config_map_a_pod_names_is_rendered_with_the_keys_it_us
 def test_the_placeholder_secrets_are_refused_by_the_programs_that_read_them(tmp_path: Path) -> None:
     """Applied unedited, the base starts nothing that accepts a published key or token."""
     base = rendered_target("base")
-    connection = open_database(tmp_path / "registry.sqlite3")
-    try:
-        with pytest.raises(InvalidInput, match="malformed API key"):
-            KeyStore(connection).register(base.secret_value("mdeploy-admin-key", "admin-key"), ["admin"])
-    finally:
-        connection.close()
+    placeholder = base.secret_value("mdeploy-admin-key", "admin-key")
+    with pytest.raises(InvalidInput, match="malformed API key"):
+        with_keys(GatewaySettings(data_dir=tmp_path), lambda keys: keys.register(placeholder, ["admin"]))
     token_file = tmp_path / "server-token"
     token_file.write_text(base.secret_value("mdeploy-server-token", "server-token"))
     with pytest.raises(ValueError, match="must hold a token"):
@@ -178,13 +176,13 @@ def test_the_readmes_admin_key_recipe_makes_a_key_the_gateway_registers(tmp_path
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     key = done.stdout.strip()
-    connection = open_database(tmp_path / "registry.sqlite3")
-    try:
-        store = KeyStore(connection)
-        store.register(key, ["admin"])
-        assert store.verify(key).scopes == {"admin"}
-    finally:
-        connection.close()
+
+    async def register_and_verify(keys: KeyStore) -> KeyRecord:
+        await keys.register(key, ["admin"])
+        answer = keys.verify(key)
+        return answer if isinstance(answer, KeyRecord) else await answer
+
+    assert with_keys(GatewaySettings(data_dir=tmp_path), register_and_verify).scopes == {"admin"}
 
 
 def test_images_carry_the_package_version(rendered: Rendered) -> None:

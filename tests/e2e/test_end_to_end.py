@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess
+from gateway.settings import GatewaySettings
 from modelpkg import read_package
 from tests.e2e.conftest import DemoPackage, run_cli
 
@@ -22,11 +22,9 @@ def headers(key: str) -> dict[str, str]:
 
 
 def create_key(gateway: GatewayProcess, *scopes: str, models: list[str] | None = None) -> str:
-    connection = open_database(gateway.data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).create(scopes, models=models).key
-    finally:
-        connection.close()
+    """A key in the gateway's database (its data folder's, or MDEPLOY_DATABASE_URL's)."""
+    settings = GatewaySettings(data_dir=gateway.data_dir)
+    return with_keys(settings, lambda keys: keys.create(scopes, models=models)).key
 
 
 def samples(package: DemoPackage) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -32,9 +32,9 @@ from tritonclient.utils import InferenceServerException
 from core.ports import free_port
 from core.server_process import ServerProcess, start_server_process
 from core.server_token import ensure_token, token_metadata
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from modelpkg.builder import build
 from protos import codecs
 from protos.generated import inference_pb2 as pb
@@ -369,11 +369,8 @@ def test_messages_over_the_bound_are_refused_and_the_door_keeps_serving(door: Do
 
 
 def limited_key(door: Door, rate_limit: str) -> str:
-    connection = open_database(door.gateway.data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).create(["predict"], rate_limit=rate_limit).key
-    finally:
-        connection.close()
+    settings = GatewaySettings(data_dir=door.gateway.data_dir)
+    return with_keys(settings, lambda keys: keys.create(["predict"], rate_limit=rate_limit)).key
 
 
 def test_one_rate_limit_budget_across_http_and_grpc(door: Door) -> None:

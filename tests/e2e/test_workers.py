@@ -24,9 +24,9 @@ import tritonclient.grpc as triton
 
 from core.ports import free_port
 from core.server_process import ServerProcess
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from mdeploy.client import ClientConfig, GatewayClient
 from tests.e2e.conftest import DemoPackage, start_servers
 from tests.services import RedisServer
@@ -68,11 +68,8 @@ class Workers:
 
 
 def make_key(data_dir: Path, scopes: list[str], rate_limit: str | None = None) -> str:
-    connection = open_database(data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).create(scopes, rate_limit=rate_limit, name="test").key
-    finally:
-        connection.close()
+    settings = GatewaySettings(data_dir=data_dir)
+    return with_keys(settings, lambda keys: keys.create(scopes, rate_limit=rate_limit, name="test")).key
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:

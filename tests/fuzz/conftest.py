@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from core.server_process import ServerProcess, start_server_process
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from tests.e2e.arms import build_arm_packages
 
 # Fuzzing sends well over a thousand requests a minute with one key: no 429s in the way.
@@ -69,11 +69,10 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
         # Only the two good arms: the 'faulty' one answers 500 by design for large inputs.
         packages = build_arm_packages(tmp_path_factory.mktemp("arms"))
         versions = [push(gateway, packages[arm].read_bytes()) for arm in ("a", "b")]
-        connection = open_database(gateway.data_dir / "registry.sqlite3")
-        try:
-            created = KeyStore(connection).create(["predict", "feedback", "admin"], name="fuzz")
-        finally:
-            connection.close()
+        created = with_keys(
+            GatewaySettings(data_dir=gateway.data_dir),
+            lambda keys: keys.create(["predict", "feedback", "admin"], name="fuzz"),
+        )
         yield FuzzStack(server, gateway, created.key, created.record.id, versions)
     finally:
         gateway.stop(timeout_s=10)

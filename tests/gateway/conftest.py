@@ -18,10 +18,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from core.errors import NotFound
-from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, requires
+from gateway.auth import Auth, KeyRecord, KeyScope, KeyStore, RateLimiter, requires
+from gateway.database.engine import Database, SQLiteDatabase
+from gateway.database.notifications import PostgresNotifications
 from gateway.db import open_database
 from gateway.rest import admin_keys
 from gateway.rest.responses import EXCEPTION_HANDLERS
+from tests.conftest import close_any
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 DEFAULT_LIMITS = {
@@ -58,10 +61,42 @@ def database_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def key_store(database_path: Path, clock: Clock) -> Iterator[KeyStore]:
-    connection = open_database(database_path)
-    yield KeyStore(connection, clock=clock)
-    connection.close()
+async def key_store(database_path: Path, clock: Clock) -> AsyncIterator[KeyStore]:
+    """Keys in the data folder's SQLite database (the guard's tests); ``keys`` is on both back ends."""
+    database = SQLiteDatabase.open(open_database(database_path))
+    store = KeyStore(database, clock=clock)
+    yield store
+    store.close()
+    await close_any(database)
+
+
+@asynccontextmanager
+async def key_store_of(database: Database, url: str, clock: Clock | None = None) -> AsyncIterator[KeyStore]:
+    """A gateway process's key store on ``database`` (at ``url``): on PostgreSQL with notifications
+    of its own, as the gateway makes it."""
+    notifications = PostgresNotifications(url) if database.backend == "postgresql" else None
+    store = KeyStore(database, notifications, clock=clock or time.time)
+    if notifications is not None:  # after the store subscribed: it is listening once this returns
+        await notifications.start()
+    try:
+        yield store
+    finally:
+        store.close()
+        if notifications is not None:
+            await notifications.close()
+
+
+@pytest.fixture
+async def keys(database: Database, database_url: str, clock: Clock) -> AsyncIterator[KeyStore]:
+    """A key store on each back end: a fresh SQLite file, then a real PostgreSQL."""
+    async with key_store_of(database, database_url, clock) as store:
+        yield store
+
+
+async def verified(keys: KeyStore, key: str | None) -> KeyRecord:
+    """``keys.verify``'s answer, awaited when it had to be looked up."""
+    answer = keys.verify(key)
+    return answer if isinstance(answer, KeyRecord) else await answer
 
 
 # ---- a real redis-server ----
@@ -126,12 +161,12 @@ class LiveGateway:
 def _lifespan_app(database_path: Path) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        connection = open_database(database_path)
-        auth = Auth(KeyStore(connection), RateLimiter("memory://", DEFAULT_LIMITS, fail_open=False))
+        database = SQLiteDatabase.open(open_database(database_path))
+        auth = Auth(KeyStore(database), RateLimiter("memory://", DEFAULT_LIMITS, fail_open=False))
         app.state.auth, app.state.limiter = auth, auth.limiter.slowapi
         yield
         await auth.aclose()
-        connection.close()
+        await close_any(database)
 
     return guarded_app(lifespan=lifespan)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -15,16 +14,19 @@ from typing import Any
 
 import httpx
 import numpy as np
+import sqlalchemy as sa
 import tritonclient.grpc as triton
 
 from core.server_process import ServerProcess, start_server_process
-from gateway.auth import KeyStore
+from gateway.auth.keys import with_keys
 from gateway.backends import BackendPool
+from gateway.database.engine import Database, open_gateway_database
 from gateway.db import open_database
 from gateway.leadership import Leadership
 from gateway.process import GatewayProcess, start_gateway_process
 from gateway.registry.records import PushPhase, PushResult
 from gateway.registry.service import Registry
+from gateway.registry.stores import package_store, session_liveness
 from gateway.settings import GatewaySettings
 from modelpkg import read_package
 from tests.modelpkg.zips import entries, zipped
@@ -35,10 +37,10 @@ FAST = {"reconcile_interval_s": 0.2, "health_interval_s": 0.1, "grpc_port": 0}
 
 @dataclass
 class Rig:
-    """A registry with its database connection and backend pool, as the gateway wires them."""
+    """A registry with its database and backend pool, as the gateway wires them."""
 
     settings: GatewaySettings
-    connection: sqlite3.Connection
+    database: Database
     pool: BackendPool
     registry: Registry
 
@@ -52,13 +54,31 @@ class Rig:
             return await self.registry.push(upload, actor)
         return await self.registry.push(upload, actor, observe=observe)
 
-    def count(self, table: str) -> int:
-        row = self.connection.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()
-        return int(row["n"])
+    async def count(self, table: str) -> int:
+        def count(connection: sa.Connection) -> int:
+            return int(connection.scalar(sa.select(sa.func.count()).select_from(sa.table(table))) or 0)
+
+        return await self.database.read(count)
+
+    async def stored_packages(self) -> set[str]:
+        return await self.registry.storage.store.digests()
 
 
 def settings_for(data_dir: Path, backends: list[str], **overrides: Any) -> GatewaySettings:
     return GatewaySettings(data_dir=data_dir, backends=backends, **{**FAST, **overrides})
+
+
+@asynccontextmanager
+async def opened_database(data_dir: Path) -> AsyncIterator[tuple[Database, GatewaySettings]]:
+    """The database a gateway on ``data_dir`` opens (MDEPLOY_DATABASE_URL's, if set), and its settings."""
+    settings = GatewaySettings(data_dir=data_dir)
+    database = await open_gateway_database(
+        settings.database_url, lambda: open_database(settings.database_path)
+    )
+    try:
+        yield database, settings
+    finally:
+        await database.close()
 
 
 @asynccontextmanager
@@ -67,19 +87,29 @@ async def running_registry(
 ) -> AsyncIterator[Rig]:
     """Registry.open, pool.start, registry.start, and the reverse: the gateway's lifespan, minus HTTP."""
     settings = settings_for(data_dir, backends, **overrides)
-    connection = open_database(settings.database_path)
+    database = await open_gateway_database(
+        settings.database_url, lambda: open_database(settings.database_path)
+    )
     pool = BackendPool(
         settings.backends, settings.backend_timeout_s, settings.health_interval_s, tls=settings.backend_tls
     )
-    registry = Registry.open(settings, connection, pool)
-    await pool.start()
-    await registry.start(leadership)
     try:
-        yield Rig(settings, connection, pool, registry)
+        registry = await Registry.open(
+            settings,
+            database,
+            pool,
+            store=package_store(settings, database),
+            liveness=session_liveness(settings, database),
+        )
+        await pool.start()
+        await registry.start(leadership)
+        try:
+            yield Rig(settings, database, pool, registry)
+        finally:
+            await registry.close()
+            await pool.close()
     finally:
-        await registry.close()
-        await pool.close()
-        connection.close()
+        await database.close()
 
 
 def variant(package: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -168,11 +198,9 @@ class LiveGatewayRig:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
     def make_key(self, *scopes: str) -> str:
-        connection = open_database(self.data_dir / "registry.sqlite3")
-        try:
-            return KeyStore(connection).create(list(scopes), name="test").key
-        finally:
-            connection.close()
+        """A key in the gateway's database (its data folder's, or MDEPLOY_DATABASE_URL's)."""
+        settings = GatewaySettings(data_dir=self.data_dir)
+        return with_keys(settings, lambda keys: keys.create(list(scopes), name="test")).key
 
     def leftover_uploads(self) -> list[Path]:
         """Files in the gateway's session folders (uploads in progress or left behind)."""

@@ -13,8 +13,8 @@ KEYS = "/v1/admin/keys"
 
 
 @pytest.fixture
-def admin(key_store: KeyStore) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key_store.create(['admin'], name='root').key}"}
+async def admin(key_store: KeyStore) -> dict[str, str]:
+    return {"Authorization": f"Bearer {(await key_store.create(['admin'], name='root')).key}"}
 
 
 async def test_create_answers_201_with_a_working_key(http: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -35,7 +35,7 @@ async def test_create_answers_201_with_a_working_key(http: httpx.AsyncClient, ad
 async def test_list_shows_keys_without_secrets(
     http: httpx.AsyncClient, admin: dict[str, str], key_store: KeyStore
 ) -> None:
-    created = key_store.create(["predict"], name="listed")
+    created = await key_store.create(["predict"], name="listed")
     response = await http.get(KEYS, headers=admin)
     assert response.status_code == 200
     listed = {entry["name"]: entry for entry in response.json()["keys"]}
@@ -48,7 +48,7 @@ async def test_list_shows_keys_without_secrets(
 async def test_delete_revokes_the_key_at_once(
     http: httpx.AsyncClient, admin: dict[str, str], key_store: KeyStore
 ) -> None:
-    created = key_store.create(["predict"])
+    created = await key_store.create(["predict"])
     response = await http.delete(f"{KEYS}/{created.record.id}", headers=admin)
     assert response.status_code == 200
     assert response.json()["status"] == "revoked"
@@ -98,7 +98,7 @@ async def test_oversized_body_is_413(http: httpx.AsyncClient, admin: dict[str, s
 
 
 async def test_admin_routes_need_the_admin_scope(http: httpx.AsyncClient, key_store: KeyStore) -> None:
-    headers = {"Authorization": f"Bearer {key_store.create(['predict', 'feedback']).key}"}
+    headers = {"Authorization": f"Bearer {(await key_store.create(['predict', 'feedback'])).key}"}
     for method, path in (("GET", KEYS), ("POST", KEYS), ("DELETE", f"{KEYS}/0123456789abcdef")):
         response = await http.request(method, path, headers=headers, json={"scopes": ["admin"]})
         assert response.status_code == 403, (method, path)

@@ -6,6 +6,7 @@ rate limits, the OpenAPI document, and the errors of predictions for models that
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from gateway.rest.api_doc import operation_of
 from gateway.rest.openapi import endpoints
 from gateway.settings import GatewaySettings
 from tests.gateway.asgi import lifespan
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ async def test_every_other_route_wants_a_key_and_says_how_to_send_it(http: httpx
 async def test_an_admin_key_made_through_the_api_works_and_stops_when_revoked(
     app: GatewayApp, http: httpx.AsyncClient
 ) -> None:
-    admin = app.state.auth.keys.create(["admin"]).key
+    admin = (await app.state.auth.keys.create(["admin"])).key
     made = await http.post("/v1/admin/keys", json={"scopes": ["predict"]}, headers=bearer(admin))
     assert made.status_code == 201, made.text
     key, key_id = made.json()["key"], made.json()["id"]
@@ -68,7 +70,7 @@ async def test_an_admin_key_made_through_the_api_works_and_stops_when_revoked(
 async def test_predictions_for_a_model_that_is_not_there_are_404_and_count_against_the_limit(
     app: GatewayApp, http: httpx.AsyncClient
 ) -> None:
-    key = app.state.auth.keys.create(["predict"]).key
+    key = (await app.state.auth.keys.create(["predict"])).key
     answers = [
         await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
         for _ in range(4)
@@ -88,7 +90,7 @@ async def test_the_openapi_document_lists_the_prediction_and_admin_routes(http: 
 async def test_predictions_and_metadata_routes_spend_one_budget_in_slowapis_storage(
     app: GatewayApp, http: httpx.AsyncClient
 ) -> None:
-    key = app.state.auth.keys.create(["predict"]).key
+    key = (await app.state.auth.keys.create(["predict"])).key
     fast = await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
     listed = await http.get("/v1/models", headers=bearer(key))  # a Starlette route, counted by slowapi
     again = await http.post("/v1/models/nope:predict", json={"instances": [[1]]}, headers=bearer(key))
@@ -105,7 +107,7 @@ async def test_predictions_and_metadata_routes_spend_one_budget_in_slowapis_stor
 async def test_route_answers_carry_integer_rate_headers_and_no_retry_after_when_allowed(
     app: GatewayApp, http: httpx.AsyncClient
 ) -> None:
-    key = app.state.auth.keys.create(["predict"]).key
+    key = (await app.state.auth.keys.create(["predict"])).key
     listed = await http.get("/v1/models", headers=bearer(key))
     assert listed.status_code == 200
     assert listed.headers["x-ratelimit-reset"].isdigit()
@@ -125,7 +127,7 @@ def declared_answer(app: GatewayApp, method: str, path: str) -> type[BaseModel]:
 async def test_answers_are_the_models_their_operations_declare(
     app: GatewayApp, http: httpx.AsyncClient
 ) -> None:
-    admin = bearer(app.state.auth.keys.create(["admin", "predict"]).key)
+    admin = bearer((await app.state.auth.keys.create(["admin", "predict"])).key)
     created = await http.post("/v1/admin/keys", json={"scopes": ["predict"], "name": "p"}, headers=admin)
     key_id = created.json()["id"]
     calls = [
@@ -145,3 +147,35 @@ async def test_answers_are_the_models_their_operations_declare(
         assert (
             model.model_validate_json(answer.content).model_dump(mode="json", by_alias=True) == answer.json()
         )
+
+
+async def test_a_key_revoked_through_one_gateway_host_is_refused_by_another_on_the_same_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Each gateway with its own data folder, as on its own host; keys in one PostgreSQL."""
+    gateways = [
+        create_app(GatewaySettings(data_dir=tmp_path / name, grpc_port=0, database_url=postgres_url))
+        for name in ("host-1", "host-2")
+    ]
+    async with lifespan(gateways[0]), lifespan(gateways[1]):
+        first, second = (
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+            for app in gateways
+        )
+        async with first, second:
+            assert gateways[1].state.notifications.connected
+            admin = (await gateways[0].state.auth.keys.create(["admin"])).key
+            made = await first.post("/v1/admin/keys", json={"scopes": ["predict"]}, headers=bearer(admin))
+            key, key_id = made.json()["key"], made.json()["id"]
+            keys = gateways[1].state.auth.keys
+            deadline = time.monotonic() + 10
+            while not keys.remembers(key):  # until the key's creation was told there too
+                assert (await second.get("/v1/models", headers=bearer(key))).status_code == 200
+                assert time.monotonic() < deadline, "the second host never remembered the key"
+            assert (await second.get("/v1/models", headers=bearer(key))).status_code == 200
+            revoked = await first.delete(f"/v1/admin/keys/{key_id}", headers=bearer(admin))
+            assert revoked.status_code == 200
+            await wait_until(lambda: not keys.remembers(key), "the revocation's notification")
+            refused = await second.get("/v1/models", headers=bearer(key))
+            assert refused.status_code == 401
+            assert "revoked" in refused.json()["error"]

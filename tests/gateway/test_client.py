@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.ports import free_port
-from gateway.auth import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
+from gateway.settings import GatewaySettings
 from mdeploy.client import DEFAULT_GATEWAY, ClientConfig, ClientError, GatewayClient
 from tests.gateway.conftest import LiveGateway
 
@@ -65,11 +65,8 @@ def client_for(live_gateway: LiveGateway, api_key: str | None, tmp_path: Path) -
 
 
 def make_key(live_gateway: LiveGateway, *scopes: str) -> str:
-    connection = open_database(live_gateway.database_path)
-    try:
-        return KeyStore(connection).create(scopes).key
-    finally:
-        connection.close()
+    settings = GatewaySettings(data_dir=live_gateway.database_path.parent)
+    return with_keys(settings, lambda keys: keys.create(scopes)).key
 
 
 def test_missing_key_says_how_to_give_one(live_gateway: LiveGateway, tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from core.server_process import ServerProcess, start_server_process
-from gateway.auth.keys import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
 from gateway.process import GatewayProcess, start_gateway_process
+from gateway.settings import GatewaySettings
 from tests.services import RedisServer
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
@@ -40,11 +40,7 @@ def start_replicas(
 
 
 def predictor_key(data_dir: Path) -> str:
-    connection = open_database(data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).create(["predict"]).key
-    finally:
-        connection.close()
+    return with_keys(GatewaySettings(data_dir=data_dir), lambda keys: keys.create(["predict"])).key
 
 
 def status(gateway: GatewayProcess, key: str) -> httpx.Response:

@@ -15,8 +15,10 @@ from gateway.auth import Auth, KeyScope, KeyStore, RateLimiter, route_scopes
 from gateway.auth.authorization import granted
 from gateway.auth.loop_counters import LoopCounters
 from gateway.auth.ratelimit import api_key_id
+from gateway.database.engine import SQLiteDatabase
 from gateway.db import open_database
 from gateway.settings import GatewaySettings
+from tests.conftest import close_any
 from tests.gateway.conftest import DEFAULT_LIMITS, Clock, guarded_app
 
 PREDICT = "/v1/models/iris:predict"
@@ -33,7 +35,7 @@ def assert_unauthenticated(response: httpx.Response, problem: str) -> None:
 
 
 async def test_valid_key_passes_with_rate_limit_headers(http: httpx.AsyncClient, key_store: KeyStore) -> None:
-    created = key_store.create(["predict"])
+    created = await key_store.create(["predict"])
     response = await http.post(PREDICT, headers=bearer(created.key))
     assert response.status_code == 200
     assert response.json() == {"model": "iris", "key": created.record.id}
@@ -43,7 +45,7 @@ async def test_valid_key_passes_with_rate_limit_headers(http: httpx.AsyncClient,
 
 
 async def test_key_is_accepted_in_the_x_api_key_header(http: httpx.AsyncClient, key_store: KeyStore) -> None:
-    created = key_store.create(["predict"])
+    created = await key_store.create(["predict"])
     response = await http.post(PREDICT, headers={"X-API-Key": created.key})
     assert response.status_code == 200
 
@@ -64,14 +66,14 @@ async def test_request_without_a_valid_key_is_401(
 
 
 async def test_revoked_key_is_401_on_its_next_request(http: httpx.AsyncClient, key_store: KeyStore) -> None:
-    created = key_store.create(["predict"])
+    created = await key_store.create(["predict"])
     assert (await http.post(PREDICT, headers=bearer(created.key))).status_code == 200
-    key_store.revoke(created.record.id)
+    await key_store.revoke(created.record.id)
     assert_unauthenticated(await http.post(PREDICT, headers=bearer(created.key)), "revoked")
 
 
 async def test_expired_key_is_401(http: httpx.AsyncClient, key_store: KeyStore, clock: Clock) -> None:
-    created = key_store.create(["predict"], expires_at=key_store.now() + timedelta(days=1))
+    created = await key_store.create(["predict"], expires_at=key_store.now() + timedelta(days=1))
     clock.advance(timedelta(days=1, seconds=1).total_seconds())
     assert_unauthenticated(await http.post(PREDICT, headers=bearer(created.key)), "expired")
 
@@ -79,7 +81,7 @@ async def test_expired_key_is_401(http: httpx.AsyncClient, key_store: KeyStore, 
 async def test_key_without_the_routes_scope_is_403_naming_the_scope(
     http: httpx.AsyncClient, key_store: KeyStore
 ) -> None:
-    created = key_store.create(["feedback"])
+    created = await key_store.create(["feedback"])
     response = await http.post(PREDICT, headers=bearer(created.key))
     assert response.status_code == 403
     assert "'predict' scope" in response.json()["error"]
@@ -88,7 +90,7 @@ async def test_key_without_the_routes_scope_is_403_naming_the_scope(
 async def test_key_limited_to_other_models_is_403_naming_the_model(
     http: httpx.AsyncClient, key_store: KeyStore
 ) -> None:
-    created = key_store.create(["predict"], models=["digits"])
+    created = await key_store.create(["predict"], models=["digits"])
     response = await http.post(PREDICT, headers=bearer(created.key))
     assert response.status_code == 403
     assert "'iris'" in response.json()["error"]
@@ -96,7 +98,7 @@ async def test_key_limited_to_other_models_is_403_naming_the_model(
 
 
 async def test_over_the_limit_is_429_with_retry_after(http: httpx.AsyncClient, key_store: KeyStore) -> None:
-    created = key_store.create(["predict"], rate_limit="2/minute")
+    created = await key_store.create(["predict"], rate_limit="2/minute")
     for remaining in ("1", "0"):
         response = await http.post(PREDICT, headers=bearer(created.key))
         assert response.headers["X-RateLimit-Remaining"] == remaining
@@ -110,7 +112,7 @@ async def test_over_the_limit_is_429_with_retry_after(http: httpx.AsyncClient, k
 async def test_errors_raised_by_the_endpoint_keep_the_rate_limit_headers(
     http: httpx.AsyncClient, key_store: KeyStore
 ) -> None:
-    created = key_store.create(["feedback"])
+    created = await key_store.create(["feedback"])
     response = await http.post("/v1/models/iris/feedback", headers=bearer(created.key))
     assert response.status_code == 404
     assert response.headers["X-RateLimit-Remaining"] == "999"
@@ -121,7 +123,7 @@ async def test_storage_outage_fails_closed_with_503(key_store: KeyStore) -> None
     limiter = RateLimiter("redis://127.0.0.1:1", DEFAULT_LIMITS, fail_open=False)
     transport = httpx.ASGITransport(app=guarded_app(Auth(key_store, limiter)))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-        created = key_store.create(["predict"])
+        created = await key_store.create(["predict"])
         response = await client.post(PREDICT, headers=bearer(created.key))
     await limiter.aclose()
     assert response.status_code == 503
@@ -143,11 +145,11 @@ def test_route_table_marks_every_guarded_route_with_its_scope() -> None:
 
 async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(tmp_path: Path) -> None:
     settings = GatewaySettings(data_dir=tmp_path, rate_limit_predict="2/minute", rate_limit_fail_open=True)
-    connection = open_database(settings.database_path)
+    database = SQLiteDatabase.open(open_database(settings.database_path))
     registry = CollectorRegistry()
     refused = Counter("refused", "requests refused with 429", ["scope"], registry=registry)
-    auth = Auth.from_settings(settings, connection, refused)
-    key = auth.keys.create(["predict"]).key
+    auth = Auth.from_settings(settings, database, refused)
+    key = (await auth.keys.create(["predict"])).key
     try:
         await granted(auth.authorize(f"Bearer {key}", None, KeyScope.PREDICT, "iris"))
         assert (await granted(auth.authorize(None, key, KeyScope.PREDICT, "iris"))).rate.remaining == 0
@@ -156,7 +158,7 @@ async def test_auth_from_settings_takes_the_scope_defaults_and_counts_refusals(t
         assert registry.get_sample_value("refused_total", {"scope": "predict"}) == 1
     finally:
         await auth.aclose()
-        connection.close()
+        await close_any(database)
 
 
 def test_one_slowapi_limiter_is_configured_by_key_storage_strategy_and_headers(auth: Auth) -> None:

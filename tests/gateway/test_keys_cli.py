@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.auth import KeyStore
-from gateway.db import open_database
+from gateway.auth.keys import with_keys
+from gateway.settings import GatewaySettings
 from mdeploy.cli import main
-from tests.gateway.conftest import LiveGateway
+from tests.gateway.conftest import LiveGateway, verified
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
 pytestmark = pytest.mark.e2e
@@ -33,11 +33,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def verify(data_dir: Path, key: str) -> str:
-    connection = open_database(data_dir / "registry.sqlite3")
-    try:
-        return KeyStore(connection).verify(key).id
-    finally:
-        connection.close()
+    """The key's id, verified as a gateway on ``data_dir`` (and MDEPLOY_DATABASE_URL) would."""
+    return with_keys(GatewaySettings(data_dir=data_dir), lambda keys: verified(keys, key)).id
 
 
 def test_create_prints_the_key_alone_on_its_last_line(tmp_path: Path) -> None:
@@ -48,7 +45,10 @@ def test_create_prints_the_key_alone_on_its_last_line(tmp_path: Path) -> None:
     assert verify(tmp_path, key) == key.split("_")[1]
 
 
-def test_local_create_list_and_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_create_list_and_revoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gateway_database: str | None
+) -> None:
+    """On the data folder's SQLite, then on PostgreSQL (MDEPLOY_DATABASE_URL, as the gateway reads it)."""
     where = ["--data-dir", str(tmp_path)]
     code, out, _ = run(
         capsys, "create", *where, "--scope", "predict", "--scope", "feedback", "--models", "iris, digits",

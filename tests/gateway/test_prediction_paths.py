@@ -77,8 +77,8 @@ async def running(
     app = create_app(settings)
     async with lifespan(app):
         store = app.state.auth.keys
-        admin = store.create(["admin"]).key
-        fast_key, slow_key = store.create(["predict"]).key, store.create(["predict"]).key
+        admin = (await store.create(["admin"])).key
+        fast_key, slow_key = (await store.create(["predict"])).key, (await store.create(["predict"])).key
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             pushed = await http.post(

@@ -12,6 +12,7 @@ import pytest
 from core.errors import Conflict, ModelLoadError, NotFound, PackageError, Unavailable
 from core.ports import free_port
 from core.server_process import ServerProcess, start_server_process
+from gateway.registry import tables
 from gateway.registry.records import PushStatus
 from gateway.registry.tables import State
 from tests.gateway.registry_support import (
@@ -27,8 +28,9 @@ from tests.gateway.registry_support import (
 )
 from tests.modelpkg.zips import entries, make_zip, relisted, zipped
 
-# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
-pytestmark = pytest.mark.e2e
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier. Every test runs
+# on SQLite and on PostgreSQL (``gateway_database``).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("gateway_database")]
 
 SERVER_ARGS = ["--grpc-address", "127.0.0.1", "--model-control-mode", "explicit"]
 
@@ -49,15 +51,15 @@ def sklearn_pkg(demo_packages: dict[str, Path]) -> Path:
     return demo_packages["digits-sklearn"]
 
 
-def assert_empty(rig: Rig) -> None:
+async def assert_empty(rig: Rig) -> None:
     """Nothing registered, stored, laid out or left behind in the work folder."""
     data = rig.settings.data_dir
-    assert rig.count("registry_versions") == 0
-    assert list(rig.settings.packages_dir.iterdir()) == []
+    assert await rig.count("registry_versions") == 0
+    assert await rig.stored_packages() == set()
     assert list(rig.settings.repository_dir.iterdir()) == []
     assert list(rig.registry.storage.session.folder.iterdir()) == []
     assert rig.registry.model_names() == []
-    assert rig.count("audit_log") == 0, data
+    assert await rig.count("audit_log") == 0, data
 
 
 async def test_a_push_is_loaded_and_answers_over_grpc(
@@ -83,7 +85,7 @@ async def test_a_push_is_loaded_and_answers_over_grpc(
         model_dir = rig.settings.repository_dir / "digits-sklearn"
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
         assert (model_dir / "1" / "model.onnx").is_file()
-        assert same_bytes(rig.settings.packages_dir / f"{result.record.digest}.pkg", sklearn_pkg)
+        assert same_bytes(await rig.registry.package_path("digits-sklearn", 1), sklearn_pkg)
 
 
 async def test_pushing_the_same_package_again_changes_nothing(
@@ -96,9 +98,9 @@ async def test_pushing_the_same_package_again_changes_nothing(
         assert again.status is PushStatus.UNCHANGED
         assert again.record.version == first.record.version
         assert "already loaded" in again.message
-        assert rig.count("registry_versions") == 1
-        assert rig.count("audit_log") == 1
-        assert len(list(rig.settings.packages_dir.iterdir())) == 1
+        assert await rig.count("registry_versions") == 1
+        assert await rig.count("audit_log") == 1
+        assert len(await rig.stored_packages()) == 1
 
 
 def tampered_hash(package: Path) -> bytes:
@@ -137,7 +139,7 @@ async def test_bad_packages_are_refused_and_change_nothing(
             await rig.push(bad)
 
         assert refused.value.http_status == 422
-        assert_empty(rig)
+        await assert_empty(rig)
         assert served_versions(server.address, "digits-sklearn") == set()
 
 
@@ -183,8 +185,8 @@ async def test_a_deleted_version_leaves_the_catalog_the_backends_and_the_reposit
         assert rig.registry.model_names() == []
         assert not (rig.settings.repository_dir / "digits-sklearn").exists()
         # Deleted packages stay downloadable.
-        assert same_bytes(rig.registry.package_path("digits-sklearn", 1), sklearn_pkg)
-        events = rig.registry.audit_events(model="digits-sklearn")
+        assert same_bytes(await rig.registry.package_path("digits-sklearn", 1), sklearn_pkg)
+        events = await rig.registry.audit_events(model="digits-sklearn")
         digests = {e.version: e.details.get("digest", "")[:12] for e in events if e.action == "push"}
         assert [(e.action, e.version, e.from_value, e.to_value, e.reason) for e in events] == [
             ("delete", "2", "version 2", "retired", "withdrawn"),
@@ -211,7 +213,7 @@ async def test_pushing_a_deleted_package_again_restores_its_version(
             State.LIVE,
         )
         assert served_versions(server.address, "digits-sklearn") == {"1"}
-        assert rig.registry.audit_events(limit=1)[0].action == "restore"
+        assert (await rig.registry.audit_events(limit=1))[0].action == "restore"
 
 
 async def test_a_package_with_another_signature_is_refused_for_an_existing_model(
@@ -227,8 +229,8 @@ async def test_a_package_with_another_signature_is_refused_for_an_existing_model
         with pytest.raises(Conflict, match=r"differs from live version 1.*outputs"):
             await rig.push(keras_as_sklearn)
 
-        assert rig.count("registry_versions") == 1
-        assert len(list(rig.settings.packages_dir.iterdir())) == 1
+        assert await rig.count("registry_versions") == 1
+        assert len(await rig.stored_packages()) == 1
 
 
 async def test_without_a_healthy_backend_nothing_is_registered(tmp_path: Path, sklearn_pkg: Path) -> None:
@@ -237,7 +239,7 @@ async def test_without_a_healthy_backend_nothing_is_registered(tmp_path: Path, s
         with pytest.raises(Unavailable, match="no inference server is available"):
             await rig.push(sklearn_pkg)
 
-        assert_empty(rig)
+        await assert_empty(rig)
 
 
 async def test_a_version_the_backend_refuses_is_not_registered_and_the_live_one_stays(
@@ -256,10 +258,8 @@ async def test_a_version_the_backend_refuses_is_not_registered_and_the_live_one_
         with pytest.raises(ModelLoadError, match=f"{server.address} refused.*nothing was registered"):
             await rig.push(gpu_pkg)
 
-        assert [
-            row["version"] for row in rig.connection.execute("SELECT version FROM registry_versions")
-        ] == [1]
-        assert len(list(rig.settings.packages_dir.iterdir())) == 1
+        assert [row["version"] for row in await rig.registry.storage.rows()] == [1]
+        assert len(await rig.stored_packages()) == 1
         assert sorted(p.name for p in (rig.settings.repository_dir / "digits-sklearn").iterdir()) == [
             "1",
             "config.pbtxt",
@@ -294,8 +294,7 @@ async def test_reconcile_unloads_versions_that_are_not_live(
         await rig.push(sklearn_pkg)
         v2 = await rig.push(described(sklearn_pkg, tmp_path / "v2.pkg", "v2"))
         # Another process retires version 2 behind this registry's back (a shared database).
-        with rig.registry.storage.tables.transaction():
-            rig.registry.storage.tables.retire("digits-sklearn", v2.record.version, "key:elsewhere")
+        await rig.database.run(tables.retire, "digits-sklearn", v2.record.version, "key:elsewhere")
         assert served_versions(server.address, "digits-sklearn") == {"1", "2"}
 
         await rig.registry.reconcile()

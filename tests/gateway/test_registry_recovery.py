@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 
 from core.server_process import ServerProcess, start_server_process
-from gateway.db import open_database
+from gateway.registry import tables
 from gateway.registry.records import PushPhase
+from gateway.registry.stores import package_store
 from gateway.registry.tables import State
-from tests.gateway.registry_support import Rig, running_registry, served_versions, wait_until
+from tests.gateway.registry_support import Rig, opened_database, running_registry, served_versions, wait_until
 
-# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
-pytestmark = pytest.mark.e2e
+# Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier. Every test runs
+# on SQLite and on PostgreSQL (``gateway_database``).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("gateway_database")]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,29 +63,28 @@ def crash_at(data_dir: Path, backend: str, package: Path, phase: PushPhase) -> N
     assert child.wait(timeout=120) == -signal.SIGKILL
 
 
-def version_states(data_dir: Path) -> list[tuple[int, str]]:
-    connection = open_database(data_dir / "registry.sqlite3")
-    try:
-        return [
-            (r["version"], r["state"])
-            for r in connection.execute("SELECT version, state FROM registry_versions")
-        ]
-    finally:
-        connection.close()
+async def version_states(data_dir: Path) -> list[tuple[int, str]]:
+    """What the database of ``data_dir``'s gateway settings holds (SQLite there, or the PostgreSQL
+    of MDEPLOY_DATABASE_URL)."""
+    async with opened_database(data_dir) as (database, _):
+        rows = await database.read(tables.rows)
+    return [(row["version"], row["state"]) for row in rows]
 
 
-def leftovers(data_dir: Path) -> dict[str, bool]:
+async def leftovers(data_dir: Path) -> dict[str, bool]:
+    async with opened_database(data_dir) as (database, settings):
+        stored = await package_store(settings, database).digests()
     return {
-        "row": version_states(data_dir) != [],
-        "blob": any((data_dir / "packages").iterdir()),
+        "row": await version_states(data_dir) != [],
+        "blob": stored != set(),
         "folder": (data_dir / "repository" / "digits-sklearn" / "1").is_dir(),
     }
 
 
-def assert_nothing_registered(rig: Rig) -> None:
-    assert rig.count("registry_versions") == 0
-    assert rig.count("audit_log") == 0
-    assert list(rig.settings.packages_dir.iterdir()) == []
+async def assert_nothing_registered(rig: Rig) -> None:
+    assert await rig.count("registry_versions") == 0
+    assert await rig.count("audit_log") == 0
+    assert await rig.stored_packages() == set()
     assert list(rig.settings.repository_dir.iterdir()) == []
     work = rig.settings.data_dir / "work"
     own = rig.registry.storage.session.id
@@ -104,14 +105,14 @@ async def test_a_push_that_dies_before_its_commit_leaves_nothing(
     tmp_path: Path, server: ServerProcess, sklearn_pkg: Path, phase: PushPhase, left: dict[str, bool]
 ) -> None:
     crash_at(tmp_path, server.address, sklearn_pkg, phase)
-    assert leftovers(tmp_path) == left
-    assert version_states(tmp_path) == [(1, "pending")]
+    assert await leftovers(tmp_path) == left
+    assert await version_states(tmp_path) == [(1, "pending")]
     assert served_versions(server.address, "digits-sklearn") == (
         {"1"} if phase is PushPhase.DEPLOYED else set()
     )
 
     async with running_registry(tmp_path, [server.address]) as rig:
-        assert_nothing_registered(rig)
+        await assert_nothing_registered(rig)
         await wait_until(
             lambda: served_versions(server.address, "digits-sklearn") == set(),
             "the reconcile loop to unload the version that was never committed",
@@ -126,9 +127,9 @@ async def test_a_push_that_dies_after_its_commit_is_whole(
     crash_at(tmp_path, server.address, sklearn_pkg, PushPhase.COMMITTED)
 
     async with running_registry(tmp_path, [server.address]) as rig:
-        assert version_states(tmp_path) == [(1, State.LIVE.value)]
+        assert await version_states(tmp_path) == [(1, State.LIVE.value)]
         assert rig.registry.resolve("digits-sklearn", None).version == "1"
-        assert [e.action for e in rig.registry.audit_events()] == ["push"]
+        assert [e.action for e in await rig.registry.audit_events()] == ["push"]
         model_dir = rig.settings.repository_dir / "digits-sklearn"
         assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
         assert served_versions(server.address, "digits-sklearn") == {"1"}
@@ -144,8 +145,8 @@ async def test_the_push_of_a_live_process_is_left_alone_until_it_dies(
             await rig.registry.reconcile()
 
             # Frozen, not dead: its session lock is held, so its pending version is untouched.
-            assert version_states(tmp_path) == [(1, "pending")]
-            assert leftovers(tmp_path) == {"row": True, "blob": True, "folder": True}
+            assert await version_states(tmp_path) == [(1, "pending")]
+            assert await leftovers(tmp_path) == {"row": True, "blob": True, "folder": True}
             assert served_versions(server.address, "digits-sklearn") == {"1"}
             assert rig.registry.model_names() == []
 
@@ -153,7 +154,7 @@ async def test_the_push_of_a_live_process_is_left_alone_until_it_dies(
             child.wait(timeout=30)
             await rig.registry.reconcile()
 
-            assert_nothing_registered(rig)
+            await assert_nothing_registered(rig)
             assert served_versions(server.address, "digits-sklearn") == set()
     finally:
         if child.poll() is None:

@@ -17,7 +17,7 @@ from tests.gateway.asgi import lifespan
 async def admin(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(GatewaySettings(data_dir=tmp_path, grpc_port=0))
     async with lifespan(app):
-        key = app.state.auth.keys.create(["admin"]).key
+        key = (await app.state.auth.keys.create(["admin"])).key
         transport = httpx.ASGITransport(app=app)
         headers = {"authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(

@@ -21,7 +21,7 @@ from tests.predictionlog.support import MODEL, SERVED, request
 ACTOR = "key:abc"
 
 
-def known_model(name: str) -> None:
+async def known_model(name: str) -> None:
     if name != MODEL:
         raise NotFound(f"model '{name}' is not in the registry")
 

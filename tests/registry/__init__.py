@@ -1,0 +1,1 @@
+"""The registry's parts on their own: package blob stores."""
