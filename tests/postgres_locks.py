@@ -71,6 +71,18 @@ class Admin:
         finally:
             await connection.close()
 
+    async def terminate_all(self) -> None:
+        """Ends every backend of the test database, as a restart of PostgreSQL would."""
+        connection = await asyncpg.connect(self._cluster_dsn)
+        try:
+            await connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                self.database,
+            )
+        finally:
+            await connection.close()
+
     @asynccontextmanager
     async def refusing_connections(self) -> AsyncIterator[None]:
         """New connections to the database fail (PostgreSQL unreachable); open ones stay."""

@@ -21,6 +21,14 @@ next request of each:
   transaction (``gateway.database.notifications``); each store forgets what it remembers on every
   notification, and remembers nothing while its notifications are not connected (each request is
   then looked up). A store given no notifications remembers nothing.
+
+**The database unreachable** (PostgreSQL restarting, a network cut): a key is then checked
+against the last answer the database gave for it in this process (its record and digest, kept
+apart from the remembered keys and dropped when a notification names the key), so the clients
+already served keep being served; a key never seen gets 503. No revocation can commit while the
+database is down, so those answers are what the database would say, but for a revocation whose
+notification was lost in the moment the connection broke. For ``_OUTAGE_S`` after a failed lookup
+no other is tried (a hung network would make each request wait for its connect timeout).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from gateway.auth.change_marker import ChangeMarker
 from gateway.auth.ratelimit import parse_rate_limit
 from gateway.auth.scopes import KeyScope, parse_scopes
 from gateway.database.engine import Database, SQLiteDatabase, open_gateway_database
-from gateway.database.notifications import Notifications, notify
+from gateway.database.notifications import RESYNC, Notifications, notify
 from gateway.database.schema import api_keys
 from gateway.database.statements import insert_missing
 from gateway.db import open_database
@@ -67,6 +75,8 @@ _MAX_NAME = 200
 _MAX_MODELS = 1000
 _RECHECK_S = 1.0
 _MAX_REMEMBERED = 10_000  # verified keys kept; past it the memory starts again (a key costs one SELECT)
+_OUTAGE_S = 1.0
+_LOOKUP_TIMEOUT_S = 5.0  # a network that hangs must not hold requests for long
 
 CHANNEL = "mdeploy_keys"
 """Notified (PostgreSQL) with the key's id by every create and revoke."""
@@ -175,6 +185,9 @@ class KeyStore:
         self._verified: dict[str, Remembered] = {}
         # Moves whenever remembered keys are dropped: a lookup begun before is not remembered.
         self._generation = 0
+        # The database's last answer for each valid key, for while it cannot be reached.
+        self._last_known: dict[str, Remembered] = {}
+        self._unreachable_until = 0.0
         self._sqlite: sqlite3.Connection | None = None
         self._marker: ChangeMarker | None = None
         self._notifications: Notifications | None = None
@@ -282,6 +295,7 @@ class KeyStore:
             return record, bool(revoked)
 
         record, revoked = await self._db.run(work)
+        self._last_known.pop(key_id, None)
         if revoked:
             self._changed()
         return record
@@ -312,19 +326,30 @@ class KeyStore:
         return self._check(key_id, secret, remembered)
 
     async def _look_up_and_check(self, key_id: str, secret: str) -> KeyRecord:
+        if time.monotonic() < self._unreachable_until:
+            return self._check(key_id, secret, self._known_while_unreachable(key_id))
         generation = self._generation
         try:
-            remembered = await self._db.read(_look_up, key_id)
-        except (sa.exc.SQLAlchemyError, OSError) as error:  # a 503 the client may retry, not a 500
-            log.warning("API key %s not checked: %s", key_id, error)
-            raise Unavailable(
-                "cannot check the API key now (the gateway database is unreachable); retry"
-            ) from None
+            remembered = await asyncio.wait_for(self._db.read(_look_up, key_id), _LOOKUP_TIMEOUT_S)
+        except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as error:
+            log.warning("API key %s looked up in memory: the database is unreachable (%s)", key_id, error)
+            self._unreachable_until = time.monotonic() + _OUTAGE_S
+            return self._check(key_id, secret, self._known_while_unreachable(key_id))
+        if remembered[0] is not None and self._sqlite is None:  # SQLite is never "unreachable"
+            if len(self._last_known) >= _MAX_REMEMBERED:
+                self._last_known.clear()
+            self._last_known[key_id] = remembered
         if self._trusted() and generation == self._generation:  # nothing changed while it looked
             if len(self._verified) >= _MAX_REMEMBERED:
                 self._forget()
             self._verified[key_id] = remembered
         return self._check(key_id, secret, remembered)
+
+    def _known_while_unreachable(self, key_id: str) -> Remembered:
+        known = self._last_known.get(key_id)
+        if known is None:  # a 503 the client may retry, not a 500
+            raise Unavailable("cannot check the API key now (the gateway database is unreachable); retry")
+        return known
 
     def _check(self, key_id: str, secret: str, remembered: Remembered) -> KeyRecord:
         record, stored_digest = remembered
@@ -365,6 +390,9 @@ class KeyStore:
 
     def _notified(self, payload: str) -> None:
         self._forget()  # a key changed (or RESYNC): key changes are rare, start again
+        self._last_known.pop(payload, None)
+        if payload == RESYNC:  # the listener (re)connected: PostgreSQL answers again
+            self._unreachable_until = 0.0
 
     def _forget(self) -> None:
         self._verified.clear()

@@ -34,6 +34,7 @@ from core.errors import InvalidInput
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x6D6465706C6F79  # "mdeploy": one advisory lock id for every gateway's migrations
 
+CONNECT_TIMEOUT_S = 5.0
 T = TypeVar("T")
 Backend = Literal["sqlite", "postgresql"]
 READ_ONLY = "mdeploy_read_only"
@@ -110,7 +111,14 @@ class PostgresDatabase:
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
-        engine = create_async_engine(postgres_url(url), pool_size=5, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(
+            postgres_url(url),
+            pool_size=5,
+            max_overflow=10,
+            pool_pre_ping=True,  # a connection from before a PostgreSQL restart is replaced, not used
+            # A host that does not answer fails a connection in seconds, not asyncpg's 60.
+            connect_args={"timeout": CONNECT_TIMEOUT_S},
+        )
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(_migrate)

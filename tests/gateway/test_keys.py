@@ -23,6 +23,8 @@ from gateway.db import open_database
 from gateway.registry import audit
 from tests.conftest import close_any, open_any
 from tests.gateway.conftest import Clock, key_store_of, verified
+from tests.postgres_locks import Admin
+from tests.services import PostgresServer
 from tests.waiting import wait_until
 
 
@@ -303,3 +305,38 @@ async def test_keys_created_revoked_and_expired_are_audited_without_their_secret
     text = repr(events)
     assert lasting.key.split("_")[2] not in text
     assert brief.key.split("_")[2] not in text
+
+
+async def test_keys_seen_before_keep_working_while_postgresql_is_unreachable(
+    postgres_url: str, postgres_cluster: PostgresServer
+) -> None:
+    """A PostgreSQL restart or outage: the clients already served keep being served, a key never
+    seen gets a retryable 503, and once the database answers again every key is checked there."""
+    database = await open_any(postgres_url)
+    notifications = PostgresNotifications(postgres_url)
+    keys = KeyStore(database, notifications)
+    await notifications.start()
+    admin = Admin(postgres_url, postgres_cluster.url())
+    try:
+        seen = await keys.create(["predict"])
+        unseen = await keys.create(["predict"])
+        revoked = await keys.create(["predict"])
+        for created in (seen, revoked):
+            assert (await verified(keys, created.key)).id == created.record.id
+        await keys.revoke(revoked.record.id)
+
+        async with admin.refusing_connections():
+            await admin.terminate_all()  # what a restart does to open connections
+            await wait_until(lambda: not notifications.connected, "the listener to see the outage")
+            for _ in range(3):
+                assert (await verified(keys, seen.key)).id == seen.record.id
+            with pytest.raises(Unavailable, match="unreachable"):
+                await verified(keys, unseen.key)
+            with pytest.raises(Unavailable):  # its last answer was dropped with the revocation
+                await verified(keys, revoked.key)
+
+        await wait_until(lambda: notifications.connected, "the listener to reconnect", 15)
+        assert (await verified(keys, unseen.key)).id == unseen.record.id
+    finally:
+        await notifications.close()
+        await close_any(database)
