@@ -92,6 +92,10 @@ class DatabaseLedger:
         self._clock = clock
         self._sweeps = sweeps
         self._pending: dict[str, tuple[str, str, float]] = {}
+        # One flush at a time; a claim for an id being written waits for it (on PostgreSQL the
+        # write is awaited, and a claim racing it would not see the row, or see it unclaimed).
+        self._flushing = asyncio.Lock()
+        self._in_flight: dict[str, tuple[str, str, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -101,8 +105,8 @@ class DatabaseLedger:
         self._pending[request_id] = (model, version, self._clock())
 
     async def claim(self, request_id: str, model: str) -> Entry:
-        if request_id in self._pending:
-            await self.flush()
+        if request_id in self._pending or request_id in self._in_flight:
+            await self.flush()  # waits for a flush under way, then writes what is pending
         oldest = self._clock() - self._ttl_s
         table = feedback_ledger
         mine = (table.c.request_id == request_id, table.c.model == model, table.c.at >= oldest)
@@ -126,19 +130,22 @@ class DatabaseLedger:
         raise _unknown(request_id, model, self._ttl_s)
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        rows = [
-            {"request_id": request_id, "model": model, "version": version, "at": at, "claimed": 0}
-            for request_id, (model, version, at) in pending.items()
-        ]
-
-        try:
-            await self._db.run(upsert_many, feedback_ledger, rows, ["request_id"])
-        except BaseException:
-            self._pending = {**pending, **self._pending}  # written next time, not lost
-            raise
+        async with self._flushing:
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            self._in_flight = pending
+            rows = [
+                {"request_id": request_id, "model": model, "version": version, "at": at, "claimed": 0}
+                for request_id, (model, version, at) in pending.items()
+            ]
+            try:
+                await self._db.run(upsert_many, feedback_ledger, rows, ["request_id"])
+            except BaseException:
+                self._pending = {**pending, **self._pending}  # written next time, not lost
+                raise
+            finally:
+                self._in_flight = {}
 
     async def sweep(self) -> None:
         """Forget expired ids and the oldest beyond ``max_entries``."""

@@ -26,8 +26,6 @@ pytestmark = pytest.mark.e2e
 
 GATEWAY = ("mdeploy-gateway", "gateway")
 SERVER = ("mdeploy-server", "server")
-# Added to GatewaySettings by issue 19's PostgreSQL work; the manifests name it already.
-PENDING_GATEWAY_SETTINGS = {"database_url"}
 
 
 def gateway_settings(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
@@ -73,7 +71,7 @@ def test_every_gateway_setting_the_manifests_give_is_a_real_setting(rendered: Re
     container = rendered.container(*GATEWAY)
     names = set(rendered.plain_environment(container)) | {e["name"] for e in container["env"]}
     fields = {name.removeprefix("MDEPLOY_").lower() for name in names}
-    assert fields - set(GatewaySettings.model_fields) <= PENDING_GATEWAY_SETTINGS
+    assert fields <= set(GatewaySettings.model_fields)
 
 
 def test_every_server_setting_the_manifests_give_is_a_real_setting(rendered: Rendered) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -20,7 +21,9 @@ from gateway.process import GatewayProcess, start_gateway_process
 from tests.e2e.arms import BAD, GOOD, MODEL, GatewayClient, build_arm_packages
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_end_to_end import create_key
+from tests.services import PostgresServer
 
+_databases = itertools.count(1)
 ENV = {
     "MDEPLOY_ROUTING_SEED": "11",
     "MDEPLOY_DEPLOYMENT_REFRESH_S": "0.2",
@@ -38,11 +41,12 @@ class Stack:
     client: GatewayClient
     versions: dict[str, str] = field(default_factory=dict)  # arm name: registry version
     key: str = ""
+    env: dict[str, str] = field(default_factory=lambda: dict(ENV))
 
     def restart_gateway(self) -> None:
         self.client.close()
         assert self.gateway.stop(timeout_s=30) == 0
-        self.gateway = start_gateway_process(self.data_dir, [self.server.address], env=ENV)
+        self.gateway = start_gateway_process(self.data_dir, [self.server.address], env=self.env)
         self.client = GatewayClient(self.gateway.url, self.key, self.gateway.admin_key)
 
 
@@ -63,15 +67,20 @@ def push_arms(gateway: GatewayProcess, directory: Path) -> dict[str, str]:
     return versions
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole routing and feedback suite runs on the data folder's SQLite, then on PostgreSQL."""
+    env = dict(ENV)
+    if request.param == "postgresql":
+        cluster: PostgresServer = request.getfixturevalue("postgres_cluster")
+        env["MDEPLOY_DATABASE_URL"] = cluster.create_database(f"deployments_{next(_databases)}")
     server = start_server_process(["--grpc-port", "0", "--model-control-mode", "explicit"])
     data_dir = tmp_path_factory.mktemp("routing-gateway")
-    gateway = start_gateway_process(data_dir, [server.address], env=ENV)
+    gateway = start_gateway_process(data_dir, [server.address], env=env)
     versions = push_arms(gateway, tmp_path_factory.mktemp("arms"))
-    key = create_key(gateway, "predict", "feedback")
+    key = create_key(gateway, "predict", "feedback", database_url=env.get("MDEPLOY_DATABASE_URL"))
     built = Stack(
-        server, data_dir, gateway, GatewayClient(gateway.url, key, gateway.admin_key), versions, key
+        server, data_dir, gateway, GatewayClient(gateway.url, key, gateway.admin_key), versions, key, env
     )
     yield built
     built.client.close()
@@ -168,7 +177,7 @@ def test_feedback_is_counted_once_and_bad_feedback_is_refused(stack: Stack) -> N
         headers=stack.client.user,
     )
     assert not_json.status_code == 400
-    predict_only = create_key(stack.gateway, "predict")
+    predict_only = create_key(stack.gateway, "predict", database_url=stack.env.get("MDEPLOY_DATABASE_URL"))
     refused = httpx.post(
         f"{stack.gateway.url}/v1/models/{MODEL}/feedback",
         json={"request_id": request_id, "reward": 1.0},

@@ -21,9 +21,14 @@ def headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def create_key(gateway: GatewayProcess, *scopes: str, models: list[str] | None = None) -> str:
-    """A key in the gateway's database (its data folder's, or MDEPLOY_DATABASE_URL's)."""
+def create_key(
+    gateway: GatewayProcess, *scopes: str, models: list[str] | None = None, database_url: str | None = None
+) -> str:
+    """A key in the gateway's database (its data folder's, or ``database_url``'s, else
+    MDEPLOY_DATABASE_URL's)."""
     settings = GatewaySettings(data_dir=gateway.data_dir)
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
     return with_keys(settings, lambda keys: keys.create(scopes, models=models)).key
 
 
