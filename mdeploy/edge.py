@@ -21,6 +21,15 @@ Retries are chosen by what a repeat can do:
 A retry goes to another gateway (``previous_hosts``), within a per-try timeout, and the retries
 in flight are capped by a retry budget so that a failing fleet is not hit with extra load.
 
+A gateway host that vanishes without a word (power, link, partition: no RST, no FIN) is not left
+to the per-try timeout: TCP_USER_TIMEOUT and TCP keepalive on Envoy's upstream sockets end its
+connections within ``unreachable_timeout_s``, and the requests on them count as reset. A live
+gateway's kernel acknowledges at once however slow its answer, so slow answers are not cut.
+Two other means would not do: ``close_connections_on_host_health_failure`` only drains HTTP
+connection pools (Envoy 1.40: the requests on them stay), and HTTP/2 PINGs faster than grpcio's
+ping policy allows (one per 5 minutes while it sends nothing) make a gateway close the
+connection during a slow call.
+
 Draining: Envoy itself stops gracefully through its admin API (``/healthcheck/fail``, then
 ``/drain_listeners?graceful``, wait ``--drain-time-s``, then SIGTERM); ``/edge/ready`` answers 503
 from the first step on, for a load balancer in front. A gateway's own SIGTERM closes its
@@ -59,6 +68,10 @@ _GRPC_STREAM = "ModelStreamInfer"
 # never sends a request on a connection the gateway is closing.
 _UPSTREAM_IDLE_S = 3.0
 _MAX_DOWNSTREAM_CONNECTIONS = 50_000
+_MIN_UNREACHABLE_S = 2.0
+"""Keepalive probes go once a second (it counts whole seconds): a margin above one."""
+_IPPROTO_TCP = 6
+_TCP_USER_TIMEOUT = 18  # Linux
 _HOST_NAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -175,6 +188,10 @@ class EdgeOptions:
     """Retries after the first attempt, each on another gateway where there is one."""
     drain_time_s: int = 15
     """``envoy --drain-time-s``: how long a graceful drain keeps the listeners open."""
+    unreachable_timeout_s: float = 5.0
+    """How long a gateway's host may leave Envoy's data unacknowledged, or its keepalive probes
+    unanswered, before Envoy drops the connection (Linux TCP_USER_TIMEOUT and TCP keepalive) and
+    retries the requests on it elsewhere; 0: off (Envoy not on Linux)."""
 
     def check(self) -> None:
         _bounded("--health-interval-s", self.health_interval_s, 0.1, 60)
@@ -182,6 +199,8 @@ class EdgeOptions:
         _bounded("--timeout-s", self.timeout_s, 1, 3600)
         _bounded("--retries", self.retries, 0, 5)
         _bounded("--drain-time-s", self.drain_time_s, 0, 600)
+        if self.unreachable_timeout_s != 0:
+            _bounded("--unreachable-timeout-s", self.unreachable_timeout_s, _MIN_UNREACHABLE_S, 300, off=0)
         if self.per_try_timeout_s >= self.timeout_s:
             raise InvalidInput(
                 f"--per-try-timeout-s {self.per_try_timeout_s:g} must be below --timeout-s "
@@ -204,9 +223,10 @@ def _check_apart(listening: list[tuple[str, HostPort]]) -> None:
                 raise InvalidInput(f"{flag} {address} and {other_flag} {other} would share a port")
 
 
-def _bounded(flag: str, value: float, low: float, high: float) -> None:
+def _bounded(flag: str, value: float, low: float, high: float, *, off: float | None = None) -> None:
     if not (low <= value <= high) or math.isnan(value):
-        raise InvalidInput(f"{flag} {value:g} is out of range: give {low:g} to {high:g}")
+        also = "" if off is None else f", or {off:g} for off"
+        raise InvalidInput(f"{flag} {value:g} is out of range: give {low:g} to {high:g}{also}")
 
 
 def render(options: EdgeOptions) -> str:
@@ -405,7 +425,7 @@ def _cluster(name: str, gateways: Sequence[HostPort], options: EdgeOptions, *, g
         check["grpc_health_check"] = {"service_name": SERVICE_NAME}
     else:
         check["http_health_check"] = {"path": "/v2/health/ready"}  # 503 there: out at once
-    return {
+    cluster: Json = {
         "name": name,
         # Host names are resolved (every address a name has is a gateway); IPs are used as given.
         "type": "STATIC" if all(g.is_ip for g in gateways) else "STRICT_DNS",
@@ -438,6 +458,41 @@ def _cluster(name: str, gateways: Sequence[HostPort], options: EdgeOptions, *, g
         },
         "circuit_breakers": {
             "thresholds": [{"priority": "DEFAULT", "retry_budget": _retry_budget(len(gateways))}]
+        },
+    }
+    if options.unreachable_timeout_s:
+        cluster |= _unreachable_after(options.unreachable_timeout_s)
+    return cluster
+
+
+def _unreachable_after(seconds: float) -> Json:
+    """A gateway host that vanished without a word (power, link, partition: no RST, no FIN) ends
+    the requests on Envoy's connections to it within ``seconds``, as resets the routes retry.
+
+    TCP_USER_TIMEOUT bounds how long sent data may stay unacknowledged (a request being sent);
+    keepalive probes, each second a connection is silent, cover a request delivered and waiting
+    for its answer, and the user timeout decides when their silence ends it. A live gateway's
+    kernel acknowledges both however long its answer takes, so a slow prediction runs on."""
+    return {
+        "upstream_bind_config": {
+            "socket_options": [
+                {
+                    "description": "TCP_USER_TIMEOUT",
+                    "level": _IPPROTO_TCP,
+                    "name": _TCP_USER_TIMEOUT,
+                    "int_value": round(seconds * 1000),
+                    "state": "STATE_PREBIND",
+                }
+            ]
+        },
+        "upstream_connection_options": {
+            # Linux ends a silent connection at the user timeout, not after the probe count; the
+            # count gives about the same bound should the user timeout not apply.
+            "tcp_keepalive": {
+                "keepalive_time": 1,
+                "keepalive_interval": 1,
+                "keepalive_probes": max(1, math.ceil(seconds) - 1),
+            }
         },
     }
 

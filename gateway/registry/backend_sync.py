@@ -50,7 +50,10 @@ async def load_on(backend: Backend, desired: Desired) -> None:
     try:
         await backend.stub.RepositoryModelLoad(request, timeout=LOAD_TIMEOUT_S, metadata=backend.metadata)
     except grpc.aio.AioRpcError as error:
+        backend.inventory_stale = True  # a load that failed half way may have changed what it serves
         raise _load_error(error, backend, desired) from None
+    # The data plane sends it requests for these versions from now on, without waiting for an index.
+    backend.note_loaded(desired.model, [str(version) for version in desired.versions])
 
 
 async def unload_from(backend: Backend, model: str) -> None:
@@ -58,22 +61,16 @@ async def unload_from(backend: Backend, model: str) -> None:
     try:
         await backend.stub.RepositoryModelUnload(request, timeout=LOAD_TIMEOUT_S, metadata=backend.metadata)
     except grpc.aio.AioRpcError as error:
+        backend.inventory_stale = True
         raise map_rpc_error(error, backend.address) from None
+    backend.note_unloaded(model)
 
 
 async def inventory_of(backend: Backend) -> dict[str, set[int]]:
-    """The versions ``backend`` serves now (READY), by model."""
-    try:
-        reply = await backend.stub.RepositoryIndex(
-            pb.RepositoryIndexRequest(ready=True), timeout=INDEX_TIMEOUT_S, metadata=backend.metadata
-        )
-    except grpc.aio.AioRpcError as error:
-        raise map_rpc_error(error, backend.address) from None
-    served: dict[str, set[int]] = {}
-    for entry in reply.models:
-        if entry.state == "READY" and entry.version.isdigit():
-            served.setdefault(entry.name, set()).add(int(entry.version))
-    return served
+    """The versions ``backend`` serves now (READY), by model (the data plane's inventory too)."""
+    served = await backend.read_inventory(INDEX_TIMEOUT_S)
+    numbered = {model: {int(v) for v in versions if v.isdigit()} for model, versions in served.items()}
+    return {model: versions for model, versions in numbered.items() if versions}
 
 
 def _load_error(error: grpc.aio.AioRpcError, backend: Backend, desired: Desired) -> MdeployError:

@@ -96,6 +96,15 @@ def register(subparsers: Any) -> None:
         help="how long Envoy drains before it stops, for its --drain-time-s (default %(default)s)",
     )
     parser.add_argument(
+        "--unreachable-timeout-s",
+        type=float,
+        default=_DEFAULTS.unreachable_timeout_s,
+        metavar="SECONDS",
+        help="a gateway host that stops answering at the TCP level (link, power) has its connections "
+        "dropped and their requests retried elsewhere after this long: TCP_USER_TIMEOUT and keepalive "
+        "(Linux); slow answers are not cut (default %(default)s; 2 to 300, 0: off)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -126,6 +135,7 @@ def options_of(args: argparse.Namespace) -> EdgeOptions:
         timeout_s=args.timeout_s,
         retries=args.retries,
         drain_time_s=args.drain_time_s,
+        unreachable_timeout_s=args.unreachable_timeout_s,
     )
 
 

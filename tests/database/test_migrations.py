@@ -18,7 +18,6 @@ from gateway.database.schema import audit_log, metadata
 from gateway.db import open_database
 from tests.conftest import close_any, open_any
 
-
 HEAD = "0002"
 
 

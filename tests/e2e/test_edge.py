@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import signal
 import threading
 import time
@@ -35,6 +36,8 @@ from tests.envoy import EnvoyProcess, start_envoy
 HTTP_CLIENTS = 8
 GRPC_CLIENTS = 4
 HEALTH_INTERVAL_S = 0.25
+UNREACHABLE_TIMEOUT_S = 2.0
+"""``--unreachable-timeout-s``, at its lowest: what a slow answer has to outlast."""
 
 
 @dataclass
@@ -78,6 +81,7 @@ def edge(arms_registry: tuple[ServerProcess, Path], tmp_path: Path) -> Iterator[
                 *("--grpc-gateways", ",".join(g.grpc_address for g in gateways)),
                 *("--listen", listen, "--grpc-listen", grpc_listen, "--admin", admin),
                 *("--health-interval-s", str(HEALTH_INTERVAL_S), "-o", str(config)),
+                *("--unreachable-timeout-s", str(UNREACHABLE_TIMEOUT_S)),
             ]
         )
         assert written == 0
@@ -175,9 +179,9 @@ class Load:
                 self.grpc.add(started, error)
 
 
-def _host_requests(envoy: EnvoyProcess, cluster: str, address: str) -> int:
+def _host_requests(envoy: EnvoyProcess, cluster: str, address: str, stat: str = "rq_total") -> int:
     text = envoy.admin("GET", "/clusters").text
-    prefix = f"{cluster}::{address}::rq_total::"
+    prefix = f"{cluster}::{address}::{stat}::"
     return sum(int(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
 
 
@@ -280,3 +284,38 @@ async def test_a_gateway_stopped_with_sigterm_drains_and_the_edge_stops_routing_
     assert {c: _host_requests(edge.envoy, c, a) for c, a in _addresses(leaving).items()} == counts
     assert load.http.failures() == [], load.http.failures()[:5]
     assert load.grpc.failures() == [], load.grpc.failures()[:5]
+
+
+async def test_a_gateway_that_answers_late_is_waited_for_past_the_unreachable_timeout(edge: Edge) -> None:
+    """A stopped gateway process stands for a slow answer: its kernel still acknowledges Envoy's
+    data and keepalive probes, so the requests on it are neither cut nor repeated, however long
+    it takes and whatever its health checks say meanwhile."""
+    late = edge.gateways[0]
+    address = late.url.removeprefix("http://")
+    headers = {"Authorization": f"Bearer {edge.key}"}
+    failed_checks = f"cluster.{HTTP_CLUSTER}.health_check.failure"
+    async with httpx.AsyncClient(base_url=edge.url, headers=headers, timeout=60) as client:
+        requests: list[asyncio.Task[httpx.Response]] = []
+        late.process.send_signal(signal.SIGSTOP)
+        try:
+            # Round robin: one of the first few lands on the stopped gateway and stays there.
+            while (
+                await asyncio.to_thread(_host_requests, edge.envoy, HTTP_CLUSTER, address, "rq_active") == 0
+            ):
+                answer = client.post(f"/v1/models/{MODEL}:predict", json={"instances": [GOOD]})
+                requests.append(asyncio.create_task(answer))
+            checks = edge.envoy.counter(failed_checks)
+            # Each failed check waited out its 1 s timeout: well past the unreachable timeout.
+            await asyncio.to_thread(
+                edge.envoy.wait_until,
+                lambda: edge.envoy.counter(failed_checks) >= checks + math.ceil(UNREACHABLE_TIMEOUT_S) + 2,
+                "health checks of the stopped gateway timing out",
+            )
+            waiting = _host_requests(edge.envoy, HTTP_CLUSTER, address, "rq_active")
+        finally:
+            late.process.send_signal(signal.SIGCONT)
+        answers = await asyncio.gather(*requests)
+    assert waiting > 0
+    assert [answer.status_code for answer in answers] == [200] * len(answers)
+    assert edge.envoy.counter(f"cluster.{HTTP_CLUSTER}.upstream_rq_retry") == 0
+    assert edge.envoy.counter(f"cluster.{HTTP_CLUSTER}.upstream_cx_destroy_with_active_rq") == 0

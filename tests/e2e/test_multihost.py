@@ -677,7 +677,8 @@ def test_a_version_pushed_through_one_host_is_served_by_the_other(cluster: Clust
 @long_scenario
 def test_a_gateway_host_cut_off_without_dying_costs_no_request(cluster: Cluster) -> None:
     """gw1's link pulled while its gateway runs (a partition, a dead switch port): nothing tells
-    the edge, whose requests in flight there wait for their per-try timeout, then go elsewhere."""
+    the edge, whose requests in flight there are reset by ``--unreachable-timeout-s`` (5 s: TCP
+    user timeout and keepalive), well before their per-try timeout, and go elsewhere."""
     counters_before = cluster.edge_counters()
     with cluster.load() as load:
         began = time.monotonic()
@@ -690,6 +691,7 @@ def test_a_gateway_host_cut_off_without_dying_costs_no_request(cluster: Cluster)
         + f"; out of the edge after {out - began:.2f} s; edge {counters}"
     )
     assert load.failures() == [], load.failures()[:5]
+    assert counters["upstream_rq_per_try_timeout"] == 0, counters
 
 
 @pytest.mark.scale

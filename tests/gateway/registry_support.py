@@ -64,6 +64,19 @@ class Rig:
         return await self.registry.storage.store.digests()
 
 
+@dataclass
+class Appointed:
+    """A leadership the test decides (``gateway.leadership.Leadership``)."""
+
+    is_leader: bool
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 def settings_for(data_dir: Path, backends: list[str], **overrides: Any) -> GatewaySettings:
     return GatewaySettings(data_dir=data_dir, backends=backends, **{**FAST, **overrides})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,13 @@ import tritonclient.grpc as triton
 from core.server_process import ServerProcess, start_server_process
 from gateway.database.notifications import PostgresNotifications
 from gateway.registry.service import REGISTRY_CHANNEL
-from tests.gateway.registry_support import running_registry, same_bytes, served_versions, wait_until
+from tests.gateway.registry_support import (
+    Appointed,
+    running_registry,
+    same_bytes,
+    served_versions,
+    wait_until,
+)
 from tests.registry.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS
 
 # Starts real processes (servers, gateways, redis, pip or the CLI): the e2e tier.
@@ -22,19 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("gateway_database")]
 
 MODEL = "digits-sklearn"
 QUICK = {"reconcile_interval_s": 0.2, "deployment_refresh_s": 0.1}
-
-
-@dataclass
-class Appointed:
-    """A leadership the test decides (``gateway.leadership.Leadership``)."""
-
-    is_leader: bool
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture

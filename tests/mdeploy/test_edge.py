@@ -33,8 +33,10 @@ def config_of(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) ->
         ["--gateways", "gw-1.internal:8000,[fd00::2]:8000", "--grpc-port-offset", "-1000"],
         ["--gateways", "127.0.0.1:8000", "--no-grpc", "--listen", "[::]:80", "--admin", "[::1]:9901"],
         ["--gateways", ",".join(f"10.0.1.{i}:8000" for i in range(1, 65)), "--retries", "0"],
+        ["--gateways", "10.0.0.1:8000", "--unreachable-timeout-s", "2.5"],
+        ["--gateways", "10.0.0.1:8000", "--unreachable-timeout-s", "0"],
     ],
-    ids=["ips", "names-and-ipv6", "http-only", "64-gateways"],
+    ids=["ips", "names-and-ipv6", "http-only", "64-gateways", "unreachable-2.5s", "unreachable-off"],
 )
 def test_envoy_itself_accepts_the_configuration(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
@@ -119,6 +121,49 @@ def test_the_retry_budget_covers_the_requests_of_one_lost_gateway(
     assert budget(64) == 25
 
 
+def clusters_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {cluster["name"]: cluster for cluster in config["static_resources"]["clusters"]}
+
+
+@pytest.mark.parametrize(
+    ("timeout", "user_timeout_ms", "probes"),
+    [(None, 5000, 4), ("2", 2000, 1), ("2.5", 2500, 2), ("30", 30000, 29)],
+)
+def test_connections_to_a_silent_gateway_host_end_after_the_unreachable_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], timeout: str | None, user_timeout_ms: int, probes: int
+) -> None:
+    args = ["--gateways", "10.0.0.1:8000"] + (["--unreachable-timeout-s", timeout] if timeout else [])
+    for cluster in clusters_of(config_of(tmp_path, capsys, *args)).values():
+        # TCP_USER_TIMEOUT (IPPROTO_TCP 6, option 18): sent data unacknowledged this long ends it.
+        (option,) = cluster["upstream_bind_config"]["socket_options"]
+        assert (option["level"], option["name"], option["int_value"]) == (6, 18, user_timeout_ms)
+        assert "source_address" not in cluster["upstream_bind_config"]  # IPv4 and IPv6 gateways alike
+        # Probes each second of silence cover a request delivered and waiting for its answer.
+        keepalive = cluster["upstream_connection_options"]["tcp_keepalive"]
+        assert keepalive == {"keepalive_time": 1, "keepalive_interval": 1, "keepalive_probes": probes}
+
+
+def test_without_the_unreachable_timeout_upstream_sockets_keep_the_kernel_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_of(tmp_path, capsys, "--gateways", "10.0.0.1:8000", "--unreachable-timeout-s", "0")
+    for cluster in clusters_of(config).values():
+        assert "upstream_bind_config" not in cluster
+        assert "upstream_connection_options" not in cluster
+
+
+def test_grpc_upstreams_get_no_http2_pings_that_grpc_servers_punish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """grpcio allows a ping every 5 minutes while it sends nothing: faster ones during a slow call
+    make it close the connection (GOAWAY "too_many_pings"), and the call with it."""
+    grpc = clusters_of(config_of(tmp_path, capsys, "--gateways", "10.0.0.1:8000"))[GRPC_CLUSTER]
+    options = grpc["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "connection_keepalive" not in options["explicit_http_config"]["http2_protocol_options"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -139,6 +184,22 @@ def test_the_retry_budget_covers_the_requests_of_one_lost_gateway(
         (["--gateways", "a:1", "--retries", "9"], "--retries 9 is out of range"),
         (["--gateways", "a:1", "--per-try-timeout-s", "400"], "must be below --timeout-s 300"),
         (["--gateways", "a:1", "--timeout-s", "nan"], "--timeout-s nan is out of range"),
+        (
+            ["--gateways", "a:1", "--unreachable-timeout-s", "1"],
+            "--unreachable-timeout-s 1 is out of range: give 2 to 300, or 0 for off",
+        ),
+        (
+            ["--gateways", "a:1", "--unreachable-timeout-s", "301"],
+            "--unreachable-timeout-s 301 is out of range",
+        ),
+        (
+            ["--gateways", "a:1", "--unreachable-timeout-s", "-5"],
+            "--unreachable-timeout-s -5 is out of range",
+        ),
+        (
+            ["--gateways", "a:1", "--unreachable-timeout-s", "nan"],
+            "--unreachable-timeout-s nan is out of range",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
