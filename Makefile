@@ -17,11 +17,13 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 setup: $(STAMP) system-deps
 
 # Debian packages the tests and benchmarks use: a real redis-server, PostgreSQL (the database
-# for several hosts; tests start their own cluster), and wrk as load generator.
+# for several hosts; tests start their own cluster), wrk as load generator, and Chromium with its
+# chromedriver for the console's browser tests (tests/e2e/test_console.py).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
-	@command -v redis-server >/dev/null && command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk postgresql )
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+		command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server wrk postgresql chromium chromium-driver )
 
 # Re-run pip only when the declared dependencies or the runtime change.
 $(STAMP): pyproject.toml

@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 
 from core.errors import MdeployError, NotFound
 from core.tensor_batch import Tensors
+from gateway import console
 from gateway.auth.authorization import Auth
 from gateway.backends import BackendPool
 from gateway.catalog import ServedVersion
@@ -69,6 +70,7 @@ from gateway.rest import (
     models,
     openapi,
     prediction_logs,
+    series,
     triton_extensions,
 )
 from gateway.rest.request_id import HEADER as REQUEST_ID_HEADER
@@ -80,6 +82,7 @@ from gateway.routing.router import Router
 from gateway.routing.stats import BufferedStats, DatabaseStats, RedisStats, StatsStore
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
+from gateway.timeseries.series import SeriesStore
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -126,6 +129,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *admin_releases.routes(),
         *drift.routes(),
         *prediction_logs.routes(),
+        *series.routes(),
         *openapi.routes(),
     ]
 
@@ -194,6 +198,7 @@ def create_app(
         )
         metrics.watch_drift(lambda: watch.scores)
         logs = _prediction_logs(settings, database, registry, metrics)
+        series_store = SeriesStore(shared_buckets, publish_s=settings.drift_publish_s)
         dataplane = DataPlane(
             registry,
             pool,
@@ -204,6 +209,7 @@ def create_app(
             on_answer=_answer_listeners(
                 monitor.observe if settings.drift_sample_rate > 0 else None, logs.log.observe
             ),
+            on_outcome=series_store.record,
         )
         metrics.watch(pool, dataplane.batcher_stats, router.traffic_shares)
         notifications = _notifications(settings, database)
@@ -213,7 +219,18 @@ def create_app(
         evaluations = EvaluationStore(settings.data_dir / "evalsets")
         releases = Releases(registry, router, dataplane, evaluations, database, settings.max_eval_rows)
         app.state.gateway = GatewayState(
-            settings, pool, registry, dataplane, metrics, registry, router, releases, monitor, alerts, logs
+            settings,
+            pool,
+            registry,
+            dataplane,
+            metrics,
+            registry,
+            router,
+            releases,
+            monitor,
+            alerts,
+            logs,
+            series_store,
         )
         predictions.bind(app.state.auth, app.state.gateway)
         # Other hosts' pushes, deletes and deployment changes take effect here as they commit.
@@ -225,6 +242,7 @@ def create_app(
         await registry.start(leader)
         await router.start()
         monitor.start()
+        series_store.start()
         await logs.start()
         watch.start()
         expiries = asyncio.create_task(
@@ -251,6 +269,7 @@ def create_app(
             await router.close()
             await watch.close()
             await monitor.close()
+            await series_store.close()
             if webhooks is not None:
                 await webhooks.aclose()
             await shared_buckets.aclose()
@@ -267,7 +286,7 @@ def create_app(
 
     return GatewayApp(
         predictions=predictions,
-        routes=all_routes(predictions),
+        routes=[*all_routes(predictions), *console.routes()],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

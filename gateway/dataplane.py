@@ -67,6 +67,9 @@ ShadowListener = Callable[[str, str, str], None]  # model, candidate version, ag
 AnswerListener = Callable[[ServedVersion, Mapping[str, np.ndarray], Tensors, str], None]
 """Hears every answered live request: the version, its inputs, outputs and request id (drift
 sketches them, the prediction log keeps them)."""
+OutcomeListener = Callable[[str, str, bool, float], None]
+"""Hears how every live request that reached a version went: model, version, whether the server
+side answered, seconds in the data plane (the time series, ``gateway.timeseries``)."""
 
 
 class InferenceBackends(Protocol):
@@ -98,6 +101,7 @@ class DataPlane:
         router: Router | None = None,
         on_shadow: ShadowListener | None = None,
         on_answer: AnswerListener | None = None,
+        on_outcome: OutcomeListener | None = None,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
@@ -106,6 +110,7 @@ class DataPlane:
         self._on_batch = on_batch or (lambda served, rows: None)
         self._on_shadow = on_shadow or (lambda model, version, result: None)
         self._on_answer = on_answer
+        self._on_outcome = on_outcome
         self._batchers: dict[tuple[str, str], Batcher[TensorRequest, Tensors]] = {}
         self._shadows: set[asyncio.Task[None]] = set()
 
@@ -117,7 +122,18 @@ class DataPlane:
         if served is None:
             served = self.catalog.resolve(request.model, request.version)
         work = self._checked(served, request)
-        outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
+        on_outcome = self._on_outcome if request.live else None
+        if on_outcome is None:
+            outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
+        else:
+            started = time.perf_counter()
+            try:
+                outputs = await self._batcher(served).submit(work, timeout_s=request.timeout_s)
+            except MdeployError as error:
+                ok = error.http_status < 500  # a bad request does not speak against the version
+                on_outcome(served.name, served.version, ok, time.perf_counter() - started)
+                raise
+            on_outcome(served.name, served.version, True, time.perf_counter() - started)
         if self._on_answer is not None and request.live:
             self._on_answer(served, request.inputs, outputs, request.request_id)
         return InferenceResult(served.name, served.version, outputs, served)
@@ -135,10 +151,15 @@ class DataPlane:
         except MdeployError as error:
             # Only failures of the server side speak against a version, not bad requests.
             ok = error.http_status < 500
-            router.observe(served.name, served.version, ok, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            router.observe(served.name, served.version, ok, elapsed)
+            if self._on_outcome is not None and request.live:
+                self._on_outcome(served.name, served.version, ok, elapsed)
             raise
         elapsed = time.perf_counter() - started
         router.observe(served.name, served.version, True, elapsed)
+        if self._on_outcome is not None and request.live:
+            self._on_outcome(served.name, served.version, True, elapsed)
         if routed.by_policy and request.request_id:
             await router.remember(request.request_id, served.name, served.version)
         if routed.shadow is not None:

@@ -111,13 +111,21 @@ def bound_url(server: uvicorn.Server) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-async def _when_started(server: uvicorn.Server, then: AfterStart, admin_key: str) -> None:
-    """Run ``then`` in a thread once uvicorn listens; its failure is logged, the gateway keeps serving."""
+def announce_console(url: str) -> None:
+    """The console's URL, once the gateway listens (its port may have been 0)."""
+    print(f"console (sign in with an API key): {url}/console/", flush=True)
+
+
+async def _when_started(server: uvicorn.Server, then: AfterStart | None, admin_key: str) -> None:
+    """Once uvicorn listens: announce the console, then run ``then`` in a thread (its failure is
+    logged, the gateway keeps serving)."""
     while not server.started:
         if server.should_exit:
             return
         await asyncio.sleep(0.1)
-    await asyncio.to_thread(_run_then, then, bound_url(server), admin_key)
+    announce_console(bound_url(server))
+    if then is not None:
+        await asyncio.to_thread(_run_then, then, bound_url(server), admin_key)
 
 
 def _run_then(then: AfterStart, url: str, admin_key: str) -> None:
@@ -136,6 +144,7 @@ def _serve_workers(
     lock = lock_path(settings.data_dir, settings.backends)
 
     def on_ready(url: str) -> None:
+        announce_console(url)
         if then is not None:
             threading.Thread(target=_run_then, args=(then, url, admin_key), daemon=True).start()
 
@@ -169,9 +178,7 @@ def uvicorn_config(settings: GatewaySettings, app: GatewayApp) -> uvicorn.Config
 
 async def _serve(settings: GatewaySettings, admin_key: str, then: AfterStart | None) -> None:
     server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
-    tasks = [asyncio.create_task(server.serve())]
-    if then is not None:
-        tasks.append(asyncio.create_task(_when_started(server, then, admin_key)))
+    tasks = [asyncio.create_task(server.serve()), asyncio.create_task(_when_started(server, then, admin_key))]
     await asyncio.gather(*tasks)
 
 

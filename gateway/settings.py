@@ -142,7 +142,7 @@ class GatewaySettings(BaseSettings):
     drift_windows: list[str] = Field(default_factory=lambda: ["5m", "1h", "24h"])
     """Windows drift is reported over (a number and s, m, h or d); each is kept in ten buckets."""
     drift_publish_s: float = Field(default=2.0, gt=0)
-    """How often this process hands its drift sketches to the other gateway processes."""
+    """How often this process hands its drift sketches and time series to the other gateway processes."""
     drift_check_s: float = Field(default=10.0, gt=0)
     """How often drift scores are computed for metrics and checked against the models' alerts."""
     webhook_secret: str | None = Field(default=None, min_length=16, repr=False)

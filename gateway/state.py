@@ -14,6 +14,7 @@ from gateway.metrics import Metrics
 from gateway.predictionlog.control import PredictionLogs
 from gateway.routing.router import Router
 from gateway.settings import GatewaySettings
+from gateway.timeseries.series import SeriesStore
 
 if TYPE_CHECKING:
     from gateway.registry.service import Registry
@@ -33,3 +34,4 @@ class GatewayState:
     drift: DriftMonitor
     drift_alerts: AlertStore
     prediction_logs: PredictionLogs
+    series: SeriesStore

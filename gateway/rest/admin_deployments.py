@@ -97,6 +97,7 @@ async def feedback(request: Request) -> Response:
     version = await _router(request).feedback(model, body.request_id, body.reward)
     state = gateway_state(request)
     state.metrics.rewards.labels(model, version).inc(body.reward)
+    state.series.reward(model, version, body.reward)
     state.prediction_logs.reward(model, version, body.request_id, body.reward)
     return ModelResponse(
         FeedbackReceipt(request_id=body.request_id, model=model, version=version, counted=True)

@@ -1,0 +1,1 @@
+"""Per-arm time series for the console: request and error rates, latency quantiles, rewards."""

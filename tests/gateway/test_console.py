@@ -1,0 +1,64 @@
+"""The console's static files: served with a strict policy, packaged, and outside the API table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway import console
+from gateway.app import all_routes
+from gateway.rest import openapi
+from gateway.rest.responses import EXCEPTION_HANDLERS
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(routes=console.routes(), exception_handlers=EXCEPTION_HANDLERS)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
+        yield client
+
+
+async def test_every_console_file_is_served_with_the_security_headers(http: httpx.AsyncClient) -> None:
+    kinds = {"": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
+    for name, kind in kinds.items():
+        answer = await http.get(f"/console/{name}")
+        assert answer.status_code == 200, name
+        assert answer.headers["content-type"].startswith(kind)
+        for header, value in console.HEADERS.items():
+            assert answer.headers[header] == value
+    assert "'unsafe-" not in console.CONTENT_SECURITY_POLICY
+
+
+async def test_the_bare_path_redirects_to_the_index_and_unknown_files_404(
+    http: httpx.AsyncClient,
+) -> None:
+    redirect = await http.get("/console")
+    assert (redirect.status_code, redirect.headers["location"]) == (307, "http://127.0.0.1/console/")
+    assert (await http.get("/console/missing.js")).status_code == 404
+    assert (await http.get("/console/%2e%2e/__init__.py")).status_code == 404
+
+
+async def test_revalidation_with_the_etag_answers_not_modified(http: httpx.AsyncClient) -> None:
+    first = await http.get("/console/console.js")
+    again = await http.get("/console/console.js", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_the_index_loads_only_packaged_files_and_nothing_inline() -> None:
+    page = (console.STATIC / "index.html").read_text()
+    assert re.search(r"<[^>]*\s(on\w+|style)=", page) is None
+    assert re.findall(r"<script[^>]*>", page) == ['<script type="module" src="console.js">']
+    for local in re.findall(r'(?:src|href)="([^"#:]+)"', page):
+        assert (console.STATIC / local).is_file(), local
+
+
+def test_the_console_is_no_part_of_the_api_or_its_openapi_document() -> None:
+    assert not [r for r in all_routes() if getattr(r, "path", "").startswith("/console")]
+    paths = openapi.document([*all_routes(), *console.routes()])["paths"]
+    assert not [path for path in paths if path.startswith("/console")]
