@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,17 @@ def test_a_predict_only_key_sees_the_models_but_no_admin_actions_which_the_api_r
     assert browser.find_elements(By.CSS_SELECTOR, "#models-table button") == []
     assert not browser.find_element(By.CSS_SELECTOR, "th.admin-column").is_displayed()
     shoot(browser, screenshots, "models-predict-only")
+    # Its detail page shows what the key may read, and says plainly what needs an admin key.
+    browser.find_element(By.LINK_TEXT, "digits-keras").click()
+    wait(browser).until(visible.visibility_of_element_located((By.ID, "versions-note")))
+    versions = browser.find_element(By.ID, "versions-table")
+    wait(browser).until(lambda d: "needs an admin key" in versions.text)
+    assert "in " in versions.text
+    assert "sha256:" not in versions.text
+    assert browser.find_element(By.ID, "audit-note").is_displayed()
+    assert not browser.find_element(By.ID, "audit-table").is_displayed()
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-requests .plot canvas"))
+    shoot(browser, screenshots, "model-detail-predict-only")
     # Hiding the buttons is a courtesy: the API is what refuses.
     refused = httpx.post(
         f"{demo.url}/v1/admin/deployments/digits-keras/rollback",
@@ -269,3 +281,145 @@ def test_a_predict_only_key_sees_the_models_but_no_admin_actions_which_the_api_r
     )
     assert refused.status_code == 403, refused.text
     assert severe_entries(browser, ("/v1/admin/models", 403)) == []
+
+
+DIGIT = [
+    0,
+    0,
+    7,
+    16,
+    14,
+    3,
+    0,
+    0,
+    0,
+    0,
+    9,
+    14,
+    11,
+    15,
+    0,
+    0,
+    0,
+    0,
+    1,
+    5,
+    0,
+    15,
+    5,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    16,
+    5,
+    0,
+]
+DIGIT += [
+    0,
+    0,
+    0,
+    0,
+    3,
+    16,
+    4,
+    0,
+    0,
+    0,
+    0,
+    1,
+    12,
+    14,
+    1,
+    0,
+    0,
+    0,
+    5,
+    12,
+    16,
+    16,
+    14,
+    1,
+    0,
+    0,
+    8,
+    16,
+    14,
+    10,
+    13,
+    3,
+]
+
+
+def test_the_model_detail_page_shows_versions_live_charts_and_the_audit_log(
+    demo: Demo, browser: Chrome, screenshots: Path
+) -> None:
+    model = "digits-sklearn"
+    headers = {"Authorization": f"Bearer {demo.admin_key}"}
+    with httpx.Client(base_url=demo.url, headers=headers) as client:
+        for _ in range(5):
+            answered = client.post(f"/v1/models/{model}:predict", json={"instances": [DIGIT]})
+            assert answered.status_code == 200, answered.text
+        counted = client.post(
+            f"/v1/models/{model}/feedback",
+            json={"request_id": answered.headers["x-request-id"], "reward": 1.0},
+        )
+        assert counted.status_code == 200, counted.text
+        digest = client.get(f"/v1/admin/models/{model}/versions/1").json()["digest"]
+
+    sign_in(browser, demo.console, demo.admin_key)
+    model_rows(browser, 2)
+    # The model's name is a link, reached and followed with the keyboard.
+    link = browser.find_element(By.LINK_TEXT, model)
+    assert str(link.get_attribute("href")).endswith(f"#/models/{model}")
+    link.send_keys(Keys.ENTER)
+    wait(browser).until(visible.text_to_be_present_in_element((By.ID, "model-title"), model))
+    assert browser.current_url.endswith(f"#/models/{model}")
+
+    versions = browser.find_element(By.ID, "versions-table")
+    wait(browser).until(lambda d: f"sha256:{digest}" in versions.text)
+    assert "commit " in versions.text
+    assert "parent " in versions.text
+    assert "in pixels: FP32 [-1, 64]" in versions.text
+    assert "passed" in versions.text  # parity
+    assert not browser.find_element(By.ID, "versions-note").is_displayed()
+
+    audit = browser.find_element(By.ID, "audit-table")
+    wait(browser).until(lambda d: "push" in audit.text and "sha256:" in audit.text)
+
+    chart = "#chart-requests .plot canvas"
+    WebDriverWait(browser, 25).until(lambda d: d.find_elements(By.CSS_SELECTOR, chart))
+    for name in ("latency", "errors", "reward"):
+        assert browser.find_elements(By.CSS_SELECTOR, f"#chart-{name} .plot canvas")
+    summary = browser.find_element(By.ID, "chart-requests-summary")
+    WebDriverWait(browser, 25).until(lambda d: re.search(r"v1: 0\.[0-9]*[1-9]|v1: [1-9]", summary.text))
+    figure = browser.find_element(By.ID, "chart-requests")
+    assert figure.get_attribute("aria-describedby") == "chart-requests-summary"
+    shoot(browser, screenshots, "model-detail")
+    browser.execute_script("arguments[0].scrollIntoView()", figure)
+    shoot(browser, screenshots, "model-detail-charts")
+
+    browser.set_window_size(*NARROW)
+    wait(browser).until(
+        lambda d: (
+            d.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            <= 0
+        )
+    )
+    shoot(browser, screenshots, "model-detail-narrow")
+    browser.execute_script("arguments[0].scrollIntoView()", figure)
+    shoot(browser, screenshots, "model-detail-charts-narrow")
+
+    # Leaving the page stops the polling: no more series requests.
+    browser.find_element(By.LINK_TEXT, "← All models").click()
+    model_rows(browser, 2)
+    count = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/series')).length"
+    polled = browser.execute_script(count)
+    assert polled >= 1
+    time.sleep(6)  # longer than the 5 s poll
+    assert browser.execute_script(count) == polled
+    assert severe_entries(browser) == []

@@ -25,7 +25,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_every_console_file_is_served_with_the_security_headers(http: httpx.AsyncClient) -> None:
-    kinds = {"": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
+    kinds = {
+        "": "text/html",
+        "console.js": "text/javascript",
+        "console.css": "text/css",
+        "vendor/uPlot.esm.js": "text/javascript",
+        "vendor/uPlot.min.css": "text/css",
+    }
     for name, kind in kinds.items():
         answer = await http.get(f"/console/{name}")
         assert answer.status_code == 200, name
@@ -62,3 +68,12 @@ def test_the_console_is_no_part_of_the_api_or_its_openapi_document() -> None:
     assert not [r for r in all_routes() if getattr(r, "path", "").startswith("/console")]
     paths = openapi.document([*all_routes(), *console.routes()])["paths"]
     assert not [path for path in paths if path.startswith("/console")]
+
+
+def test_the_vendored_chart_library_is_mit_licensed_and_assigns_no_html_strings() -> None:
+    vendor = console.STATIC / "vendor"
+    assert "The MIT License" in (vendor / "LICENSE").read_text()
+    assert "uPlot | 1.6.32 | MIT" in (vendor / "README.md").read_text()
+    # require-trusted-types-for 'script' would refuse an HTML string assigned to innerHTML.
+    assert re.search(r"innerHTML|outerHTML|insertAdjacentHTML", (vendor / "uPlot.esm.js").read_text()) is None
+    assert 'import uPlot from "./vendor/uPlot.esm.js";' in (console.STATIC / "console.js").read_text()
