@@ -30,7 +30,7 @@ from core.tasks import cancelled
 from gateway.catalog import ServedVersion
 from gateway.drift.live import Bucket, VersionSketches, WindowProfile
 from gateway.drift.report import ArmsDrift, DriftReport, arms_drift, drift_report
-from gateway.drift.shared import Published, SharedBuckets
+from gateway.drift.shared import Published, SharedBuckets, flush_and_publish
 from gateway.drift.windows import DEFAULT_WINDOWS, Window, windows_of
 from modelpkg import Manifest
 from modelpkg.reference import REFERENCE_ENTRY, ReferenceProfile, parse_profile, profile_digest
@@ -186,20 +186,7 @@ class DriftMonitor:
         return sketches.window(window, published)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        published_at = loop.time()
-        while True:
-            await asyncio.sleep(self._flush_s)
-            try:
-                await self.flush()
-            except Exception:  # a bad sample must not stop the sketching of the others
-                log.exception("drift sketching failed")
-            if loop.time() - published_at >= self._publish_s:
-                published_at = loop.time()
-                try:
-                    await self.publish()
-                except Exception as error:  # the store is down: keep sketching, publish later
-                    log.warning("drift sketches not published: %s", error)
+        await flush_and_publish(self.flush, self.publish, self._flush_s, self._publish_s, "drift sketches")
 
     async def _version(self, model: str, version: str) -> VersionSketches | None:
         key = (model, version)

@@ -14,8 +14,11 @@ when they leave their window.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
@@ -55,6 +58,36 @@ class SharedBuckets(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+log = logging.getLogger(__name__)
+
+
+async def flush_and_publish(
+    flush: Callable[[], Awaitable[None]],
+    publish: Callable[[], Awaitable[None]],
+    flush_s: float,
+    publish_s: float,
+    what: str,
+) -> None:
+    """Until cancelled: ``flush()`` every ``flush_s`` (queued samples into this process's buckets)
+    and ``publish()`` every ``publish_s`` (them to the shared store). A failure is logged and the
+    loop goes on: a bad sample must not stop the others, and a store that is down gets the buckets
+    at a later round."""
+    loop = asyncio.get_running_loop()
+    published_at = loop.time()
+    while True:
+        await asyncio.sleep(flush_s)
+        try:
+            await flush()
+        except Exception:
+            log.exception("%s: flush failed", what)
+        if loop.time() - published_at >= publish_s:
+            published_at = loop.time()
+            try:
+                await publish()
+            except Exception as error:
+                log.warning("%s not published: %s", what, error)
 
 
 def new_instance_id() -> str:

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from core.errors import InvalidInput
 from core.tasks import cancelled
-from gateway.drift.shared import Published, SharedBuckets
+from gateway.drift.shared import Published, SharedBuckets, flush_and_publish
 from gateway.drift.windows import Window
 from modelpkg.reference import SKETCH_K
 
@@ -343,17 +343,7 @@ class SeriesStore:
         )
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        published_at = loop.time()
-        while True:
-            await asyncio.sleep(self._flush_s)
-            try:
-                self.flush()
-            except Exception:
-                log.exception("series flush failed")
-            if loop.time() - published_at >= self._publish_s:
-                published_at = loop.time()
-                try:
-                    await self.publish()
-                except Exception as error:  # the store is down: keep counting, publish later
-                    log.warning("series buckets not published: %s", error)
+        async def flush() -> None:
+            self.flush()
+
+        await flush_and_publish(flush, self.publish, self._flush_s, self._publish_s, "series buckets")
