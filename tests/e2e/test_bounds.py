@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,6 +112,16 @@ def test_upload_size_at_and_one_past_the_bound(rig: Rig) -> None:
         gateway.stop(timeout_s=10)
 
 
+async def _until_a_batch_is_in_flight(http: httpx.AsyncClient, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = (await http.get("/metrics")).text.splitlines()
+        if any(line.startswith("mdeploy_batches_in_flight{") and line.endswith(" 1.0") for line in lines):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no backend call went out")
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("VmRSS:"))
@@ -130,7 +141,12 @@ async def test_a_burst_of_ten_times_the_queue_gets_429_for_the_excess(rig: Rig) 
         async with httpx.AsyncClient(
             base_url=gateway.url, headers=headers, timeout=60, limits=limits
         ) as http:
-            burst = [asyncio.create_task(http.post(PREDICT, content=_rows(1))) for _ in range(10 * queue)]
+            # The first call goes out before the rest arrive (on a busy machine the burst could
+            # otherwise fill the queue before the batcher has taken it): then 9 are admitted.
+            first = asyncio.create_task(http.post(PREDICT, content=_rows(1)))
+            await _until_a_batch_is_in_flight(http)
+            rest = [asyncio.create_task(http.post(PREDICT, content=_rows(1))) for _ in range(10 * queue - 1)]
+            burst = [first, *rest]
             refused = 10 * queue - queue - 1  # the queue and the one call in flight are admitted
             done: set[asyncio.Task[httpx.Response]] = set()
             waiting = set(burst)
