@@ -18,7 +18,7 @@ setup: $(STAMP) system-deps
 
 # Debian packages the tests and benchmarks use: a real redis-server, PostgreSQL (the database
 # for several hosts; tests start their own cluster), wrk as load generator, and Chromium with its
-# chromedriver for the console's browser tests (tests/e2e/test_console.py).
+# chromedriver for the console's browser tests (tests/e2e/console/).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v redis-server >/dev/null && command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
