@@ -3,6 +3,7 @@
 // This module signs in and out and routes #/... addresses to the pages' modules.
 
 import { $, ApiError, KEY_ITEM, api, leave, show } from "./lib.js";
+import { showKeys } from "./keys.js";
 import { showModel } from "./model.js";
 import { showModels } from "./models.js";
 
@@ -17,6 +18,7 @@ function showSignIn(message = "", isError = true) {
 async function route() {
   const detail = location.hash.match(/^#\/models\/(.+)$/);
   if (detail) await showModel(decodeURIComponent(detail[1]));
+  else if (location.hash === "#/keys") await showKeys();
   else await showModels();
 }
 

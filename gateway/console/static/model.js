@@ -2,6 +2,9 @@
 // live charts per version from the series route; the model's audit log.
 
 import uPlot from "./vendor/uPlot.esm.js";
+import { showDrift } from "./drift.js";
+import { showRollout } from "./rollout.js";
+import { showTryIt } from "./tryit.js";
 import { $, POLL_MS, api, bytes, cell, keyKind, list, number, show, text, verdict, whenLeaving } from "./lib.js";
 
 let poller = null;
@@ -261,6 +264,17 @@ function startPolling(name) {
   run();
 }
 
+// The sections other modules fill (rollout actions, Try it, drift): each gets the context and
+// shows its own errors, so one failing section leaves the rest of the page working.
+const SECTIONS = [showRollout, showTryIt, showDrift];
+
+async function loadModel(name, admin) {
+  const serving = await loadVersions(name, admin);
+  $("model-serving").textContent = `Serving: ${serving?.summary ?? "no version loaded"}; staged: ${serving?.staged?.length ? serving.staged.join(", ") : "none"}`;
+  await loadAudit(name, admin);
+  return serving;
+}
+
 export async function showModel(name) {
   show("model-page", name);
   $("model-title").textContent = name;
@@ -273,10 +287,14 @@ export async function showModel(name) {
   const admin = await keyKind();
   startPolling(name);
   try {
-    const serving = await loadVersions(name, admin);
-    $("model-serving").textContent = `Serving: ${serving?.summary ?? "no version loaded"}; staged: ${serving?.staged?.length ? serving.staged.join(", ") : "none"}`;
-    await loadAudit(name, admin);
+    const serving = await loadModel(name, admin);
     status.textContent = "";
+    // After an action: serving, versions and the audit log again (the new entry shows).
+    const refresh = async () => {
+      const now = await loadModel(name, admin);
+      await Promise.all(SECTIONS.map((section) => section({ name, admin, serving: now, refresh })));
+    };
+    await Promise.all(SECTIONS.map((section) => section({ name, admin, serving, refresh })));
   } catch (error) {
     status.className = "error";
     status.textContent = error.message;
