@@ -120,3 +120,19 @@ export function say(element, message, error = false) {
   element.className = error ? "error" : "";
   element.textContent = message;
 }
+
+/** Asks before a change: a modal <dialog> (focus stays inside, Escape cancels) that resolves to
+ * true only when the user presses the confirm button. Cancel has the focus first, so an Enter
+ * pressed by habit changes nothing. */
+export function confirmAction(title, message, confirmLabel) {
+  const dialog = $("confirm-dialog");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = message;
+  $("confirm-ok").textContent = confirmLabel;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
