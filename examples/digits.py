@@ -22,6 +22,8 @@ from modelpkg import Steps, build
 SEED = 0
 LABELS = [str(digit) for digit in range(10)]
 SAMPLE_ROWS = 16
+CANDIDATE_C = 0.1
+"""The demo's second digits-sklearn version: stronger regularisation than the first (C=1)."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,14 @@ def load_data() -> Digits:
     return Digits(x_train, x_test, y_train, y_test)
 
 
-def train_sklearn(data: Digits) -> Any:
-    """StandardScaler + LogisticRegression."""
+def train_sklearn(data: Digits, regularisation: float = 1.0) -> Any:
+    """StandardScaler + LogisticRegression; ``regularisation`` is its ``C`` (smaller: stronger)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=SEED))
+    classifier = LogisticRegression(C=regularisation, max_iter=500, random_state=SEED)
+    pipeline = make_pipeline(StandardScaler(), classifier)
     return pipeline.fit(data.x_train, data.y_train)
 
 
@@ -119,6 +122,41 @@ def build_demo_packages(
         **common,
     )
     return [sklearn_pkg.path, keras_pkg.path]
+
+
+def build_sklearn_candidate(
+    out_dir: str | Path,
+    regularisation: float = CANDIDATE_C,
+    *,
+    parent: Path | None = None,
+    created_at: datetime | None = None,
+) -> Path:
+    """Another version of ``digits-sklearn``, trained with ``C=regularisation`` (a candidate to roll
+    out against the first, whose package is ``parent``); written as ``digits-sklearn-c<C>.pkg``.
+    Takes about a second."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = load_data()
+    pipeline = train_sklearn(data, regularisation)
+    package = build(
+        pipeline,
+        folder / f"digits-sklearn-c{regularisation:g}.pkg",
+        name="digits-sklearn",
+        input_names=["pixels"],
+        output_names=["label", "probabilities"],
+        labels=LABELS,
+        labels_output="probabilities",
+        samples=data.x_test[:SAMPLE_ROWS],
+        reference=data.x_train,
+        tags=["demo", "digits"],
+        description=(
+            f"Handwritten digits 0-9 (8x8): StandardScaler + LogisticRegression (C={regularisation:g})."
+        ),
+        metrics={"accuracy": sklearn_accuracy(pipeline, data)},
+        parent=parent,
+        created_at=created_at,
+    )
+    return package.path
 
 
 def main(argv: list[str] | None = None) -> int:

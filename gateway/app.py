@@ -70,6 +70,7 @@ from gateway.rest import (
     models,
     openapi,
     prediction_logs,
+    samples,
     series,
     triton_extensions,
 )
@@ -130,6 +131,7 @@ def all_routes(predictions: inference.PredictionRoutes | None = None) -> list[Ba
         *drift.routes(),
         *prediction_logs.routes(),
         *series.routes(),
+        *samples.routes(),
         *openapi.routes(),
     ]
 
@@ -198,7 +200,11 @@ def create_app(
         )
         metrics.watch_drift(lambda: watch.scores)
         logs = _prediction_logs(settings, database, registry, metrics)
-        series_store = SeriesStore(shared_buckets, publish_s=settings.drift_publish_s)
+        series_store = SeriesStore(
+            shared_buckets,
+            publish_s=settings.drift_publish_s,
+            served=functools.partial(_served_versions, registry),  # unloaded versions' series are dropped
+        )
         dataplane = DataPlane(
             registry,
             pool,

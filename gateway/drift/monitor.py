@@ -136,9 +136,9 @@ class DriftMonitor:
         self._check_window(window)
         await self.flush()
         sketches = await self._version(model, version)
-        if sketches is None:
-            return drift_report(model, version, window, None, None)
-        return drift_report(model, version, window, sketches.reference, await self._merged(sketches, window))
+        live = await self._merged(sketches, window) if sketches is not None else None
+        report = drift_report(model, version, window, sketches.reference if sketches else None, live)
+        return report.model_copy(update={"windows": list(self.windows)})
 
     async def between(self, model: str, stable: str, candidate: str, window: str) -> ArmsDrift | None:
         """How far ``candidate``'s live inputs and outputs are from ``stable``'s (rollouts);

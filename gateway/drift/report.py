@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.drift import scores
 from gateway.drift.live import WindowProfile
@@ -23,6 +23,9 @@ class FeatureDrift(BaseModel):
     """The share of reference values in each bin cut at the reference's deciles."""
     live_shares: list[float]
     """The share of live values in the same bins."""
+    edges: list[float] = Field(default_factory=list)
+    """Where the bins are cut, ascending (one fewer than the bins): bin ``i`` holds values from
+    ``edges[i-1]`` to ``edges[i]``; the first is open below and the last open above."""
 
 
 class DriftReport(BaseModel):
@@ -43,6 +46,8 @@ class DriftReport(BaseModel):
     classes_js: float | None
     """Jensen-Shannon distance between reference and live predicted-class frequencies."""
     features: list[FeatureDrift]
+    windows: list[str] = Field(default_factory=list)
+    """The gateway's drift windows, any of which ``window`` may name."""
 
 
 def _shares(sketch: Any, edges: np.ndarray) -> list[float]:
@@ -67,6 +72,7 @@ def _compared(name: str, reference: Any, live: Any, side: Literal["input", "outp
         drifted=scores.drifted(psi, ks),
         reference_shares=_shares(reference, edges),
         live_shares=_shares(live, edges),
+        edges=[round(float(edge), 6) for edge in edges],
     )
 
 

@@ -12,7 +12,13 @@ through the drift monitor's shared buckets (``gateway.drift.shared``: the gatewa
 Redis with ``shared_state_url``), under window names of their own (``series-1h``,
 ``series-24h``) so that they expire with their resolution's span. A read merges this process's
 buckets with the others' published ones, and is cached for ``cache_s`` so that consoles polling
-cost one merge per interval, however many are open.
+cost one merge per interval, however many are open. :meth:`SeriesStore.glance` sums the last few
+minutes of the 10 s buckets into one request rate, p99 and error rate per model and version (the
+console's models page).
+
+Memory stays bounded as versions come and go: every ``sweep_s`` the store drops the series of a
+version that took nothing for a whole day, and of one no longer served (absent from ``served()``
+at two sweeps in a row, so a reload in progress keeps its history), once its buckets are published.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +53,24 @@ RESOLUTIONS: dict[str, Window] = {
 
 MAX_PENDING = 100_000
 """Latencies per version waiting for a flush; past it requests are still counted, not sketched."""
+
+GLANCE_WINDOW = "5m"
+"""The span :meth:`SeriesStore.glance` sums by default."""
+_GLANCE = re.compile(r"^([1-9][0-9]{0,3})([smh])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def glance_window(name: str) -> Window:
+    """``5m`` → the last five minutes of the hour's 10 s buckets: the same window name, so that
+    other processes' published buckets are fetched as the hour's, back to the span only."""
+    hour = RESOLUTIONS["1h"]
+    match = _GLANCE.match(name)
+    span = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if not hour.bucket_s * 6 <= span <= hour.span_s or span % hour.bucket_s:
+        raise InvalidInput(
+            f"window must last 1m to 1h in whole {hour.bucket_s} s steps, such as 5m or 300s, not {name!r}"
+        )
+    return Window(hour.name, span, hour.bucket_s)
 
 
 def _sketch() -> Any:
@@ -143,6 +168,11 @@ class _Arm:
                     bucket.latency_ms = _sketch()
                 bucket.latency_ms.update(latencies)
 
+    def idle(self, now: int) -> bool:
+        """Whether nothing was recorded within the day: its newest bucket left the 24 h window."""
+        day = self.levels["24h"]
+        return not day or not RESOLUTIONS["24h"].holds(day[-1].start, now)
+
     def take_changed(self) -> list[tuple[str, SeriesBucket]]:
         changed = [
             (name, bucket)
@@ -186,6 +216,38 @@ class SeriesAnswer(BaseModel):
     versions: list[VersionSeries]
 
 
+class VersionGlance(BaseModel):
+    """One version's traffic over the glance window, summed over every gateway process."""
+
+    version: str
+    requests_per_s: float
+    p99_ms: float | None
+    """Null without requests in the window."""
+    error_rate: float | None
+    """Share of the requests that failed on the server side (5xx); null without requests."""
+
+
+class ModelGlance(BaseModel):
+    """A model's traffic over the glance window: all its versions together, then each."""
+
+    model: str
+    requests_per_s: float
+    p99_ms: float | None
+    error_rate: float | None
+    versions: list[VersionGlance]
+
+
+class GlanceAnswer(BaseModel):
+    window: str
+    window_s: int
+    """The span summed, in seconds, ending now (its last 10 s bucket is still filling)."""
+    models: list[ModelGlance]
+
+
+def _versions_in_order(versions: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(versions), key=lambda v: (len(v), v)))  # 2 before 10
+
+
 class SeriesStore:
     def __init__(
         self,
@@ -194,17 +256,30 @@ class SeriesStore:
         flush_s: float = 0.5,
         publish_s: float = 2.0,
         cache_s: float = 2.0,
+        sweep_s: float = 60.0,
+        served: Callable[[], Iterable[tuple[str, str]]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``served``: the (model, version) pairs loaded now; without it only idleness drops series."""
         self._shared = shared
         self._flush_s = flush_s
         self._publish_s = publish_s
         self._cache_s = cache_s
+        self._sweep_s = sweep_s
+        self._served = served
         self._clock = clock
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._arms: dict[tuple[str, str], _Arm] = {}
+        self._absent: set[tuple[str, str]] = set()
+        """Versions not served at the last sweep: dropped if still not served at the next."""
         self._answers: dict[tuple[str, str, tuple[str, ...]], tuple[float, SeriesAnswer]] = {}
+        self._glances: dict[tuple[str, int, tuple[str, ...]], tuple[float, ModelGlance]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def held(self) -> int:
+        """How many versions' series this process keeps in memory."""
+        return len(self._arms)
 
     def record(self, model: str, version: str, ok: bool, latency_s: float) -> None:
         """On the request path: a request that ``version`` answered (``ok``) or failed."""
@@ -237,7 +312,9 @@ class SeriesStore:
 
     async def publish(self) -> None:
         """Hand the buckets that changed since last time to the other gateway processes."""
-        if self._shared is None:
+        if self._shared is None:  # nobody to tell: forget what changed, so that it does not pile up
+            for arm in self._arms.values():
+                arm.changed.clear()
             return
         changed = [
             Published(model, version, RESOLUTIONS[name], bucket.start, bucket.to_bytes())
@@ -253,7 +330,7 @@ class SeriesStore:
         resolution = RESOLUTIONS.get(window)
         if resolution is None:
             raise InvalidInput(f"window must be one of {', '.join(RESOLUTIONS)}, not {window!r}")
-        wanted = tuple(sorted(set(versions), key=lambda v: (len(v), v)))  # 2 before 10
+        wanted = _versions_in_order(versions)
         key = (model, window, wanted)
         cached = self._answers.get(key)
         now = self._clock()
@@ -274,6 +351,41 @@ class SeriesStore:
         self._answers[key] = (now, answer)
         return answer
 
+    async def glance(self, served: Mapping[str, Iterable[str]], window: str = GLANCE_WINDOW) -> GlanceAnswer:
+        """Request rate, p99 and error rate over the last ``window`` (1m to 1h) of each model in
+        ``served`` (model → its versions), over every gateway process's traffic. Each model's
+        answer is cached for ``cache_s``, whichever keys ask."""
+        span = glance_window(window)
+        now = self._clock()
+        self._glances = {k: v for k, v in self._glances.items() if now - v[0] < self._cache_s}
+        flushed = False
+        models = []
+        for model, versions in served.items():
+            key = (model, span.span_s, _versions_in_order(versions))
+            cached = self._glances.get(key)
+            if cached is None:
+                if not flushed:
+                    self.flush()
+                    flushed = True
+                cached = self._glances[key] = (now, await self._model_glance(model, key[2], span, now))
+            models.append(cached[1])
+        return GlanceAnswer(window=window, window_s=span.span_s, models=models)
+
+    def sweep(self) -> None:
+        """Drop the series of versions idle for a day, or no longer served, whose buckets are
+        published (the background task calls it every ``sweep_s``)."""
+        now = int(self._clock())
+        absent: set[tuple[str, str]] = set()
+        if self._served is not None:
+            served = set(self._served())
+            absent = {key for key in self._arms if key not in served}
+        for key, arm in list(self._arms.items()):
+            if arm.changed:
+                continue
+            if arm.idle(now) or (key in absent and key in self._absent):
+                del self._arms[key]
+        self._absent = absent
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="series-flush")
 
@@ -287,19 +399,51 @@ class SeriesStore:
         self._arms.clear()  # C++ sketches: freed with the app, not at interpreter exit
         self._answers.clear()
 
+    async def _published(self, model: str, version: str, window: Window) -> list[SeriesBucket]:
+        """The other processes' buckets of ``window`` (its name's resolution, back to its span)."""
+        published: list[SeriesBucket] = []
+        if self._shared is not None:
+            for raw in await self._shared.fetch(model, version, window):
+                try:
+                    published.append(SeriesBucket.from_bytes(raw))
+                except (ValueError, KeyError, TypeError) as error:
+                    log.warning("published series bucket of %s version %s skipped: %s", model, version, error)
+        return published
+
+    async def _model_glance(
+        self, model: str, versions: tuple[str, ...], span: Window, now: float
+    ) -> ModelGlance:
+        first = span.bucket_start(int(now)) - span.span_s + span.bucket_s
+        seconds = max(now - first, 1.0)  # the last bucket counts as far as it has filled
+        total = SeriesBucket(first)
+        glances = []
+        for version in versions:
+            arm = self._arms.get((model, version))
+            summed = SeriesBucket(first)
+            for bucket in reversed(arm.levels["1h"]) if arm is not None else ():  # newest first
+                if bucket.start < first:
+                    break
+                summed.merge(bucket)
+            for bucket in await self._published(model, version, span):
+                if bucket.start >= first:
+                    summed.merge(bucket)
+            total.merge(summed)
+            rate, p99, error_rate = _glance_numbers(summed, seconds)
+            glances.append(
+                VersionGlance(version=version, requests_per_s=rate, p99_ms=p99, error_rate=error_rate)
+            )
+        rate, p99, error_rate = _glance_numbers(total, seconds)
+        return ModelGlance(
+            model=model, requests_per_s=rate, p99_ms=p99, error_rate=error_rate, versions=glances
+        )
+
     async def _version(
         self, model: str, version: str, window: str, resolution: Window, starts: list[int]
     ) -> VersionSeries:
         merged: dict[int, SeriesBucket] = {}
         arm = self._arms.get((model, version))
         own = list(arm.levels[window]) if arm is not None else []
-        published: list[SeriesBucket] = []
-        if self._shared is not None:
-            for raw in await self._shared.fetch(model, version, resolution):
-                try:
-                    published.append(SeriesBucket.from_bytes(raw))
-                except (ValueError, KeyError, TypeError) as error:
-                    log.warning("published series bucket of %s version %s skipped: %s", model, version, error)
+        published = await self._published(model, version, resolution)
         first = starts[0]
         for bucket in (*own, *published):
             if bucket.start < first:
@@ -343,7 +487,24 @@ class SeriesStore:
         )
 
     async def _run(self) -> None:
+        swept = self._clock()
+
         async def flush() -> None:
             self.flush()
 
-        await flush_and_publish(flush, self.publish, self._flush_s, self._publish_s, "series buckets")
+        async def publish() -> None:
+            nonlocal swept
+            await self.publish()
+            if self._clock() - swept >= self._sweep_s:  # after a publish: the buckets are out
+                swept = self._clock()
+                self.sweep()
+
+        await flush_and_publish(flush, publish, self._flush_s, self._publish_s, "series buckets")
+
+
+def _glance_numbers(bucket: SeriesBucket, seconds: float) -> tuple[float, float | None, float | None]:
+    """(requests/s, p99 ms, error rate) of what ``bucket`` summed over ``seconds``."""
+    sketch = bucket.latency_ms
+    p99 = round(float(sketch.get_quantile(0.99)), 3) if sketch is not None and not sketch.is_empty() else None
+    error_rate = round(bucket.errors / bucket.requests, 4) if bucket.requests else None
+    return round(bucket.requests / seconds, 6), p99, error_rate

@@ -19,7 +19,9 @@ from gateway.process import gateway_command
 CURL = re.compile(r"curl -s -H \"Authorization: Bearer \$\(cat (\S+)\)\" -d '(.+)' '(http://\S+)'")
 
 
-def test_serve_demo_pushes_both_models_answers_its_curl_line_and_stops_cleanly(tmp_path: Path) -> None:
+def test_serve_demo_pushes_both_models_starts_a_canary_answers_its_curl_line_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
     grpc_port = free_port()
     command = [*gateway_command(), "serve", "--demo", "--data-dir", str(tmp_path), "--port", "0"]
     command += ["--grpc-port", str(grpc_port)]
@@ -31,6 +33,20 @@ def test_serve_demo_pushes_both_models_answers_its_curl_line_and_stops_cleanly(t
         assert answer.status_code == 200, answer.text
         assert answer.json()["labels"] == ["2"]
         assert "pushed digits-sklearn, digits-keras" in child.log
+        # Something to look at in the console: a canary of a second version, with traffic and rewards.
+        canary = "rollout of digits-sklearn: canary 1:80%/2:20% (stable 1); sent 80 demo predictions"
+        assert canary in child.log
+        headers = {"Authorization": f"Bearer {key}"}
+        gateway = url.split("/v1/")[0]
+        status = httpx.get(f"{gateway}/v1/admin/deployments/digits-sklearn", headers=headers)
+        assert status.status_code == 200, status.text
+        deployment = status.json()
+        assert deployment["policy"]["kind"] == "canary"
+        assert {arm["version"]: arm["weight"] for arm in deployment["arms"]} == {"1": 0.8, "2": 0.2}
+        assert sum(arm["pulls"] for arm in deployment["arms"]) >= 40
+        assert sum(arm["rewards"] for arm in deployment["arms"]) >= 40
+        models = httpx.get(f"{gateway}/v1/models", headers=headers).json()["models"]
+        assert {m["name"]: m["serving"]["summary"] for m in models}["digits-keras"] == "version 1"
         assert "admin API key (shown once" in child.log
         assert f"gRPC API (KServe v2, tritonclient.grpc) on 127.0.0.1:{grpc_port}" in child.log
         local = re.search(r"inference server listening on (\S+) \(closed by server-token\)", child.log)

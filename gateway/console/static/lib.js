@@ -43,6 +43,33 @@ export function leave() {
   for (const stop of onLeave.splice(0)) stop();
 }
 
+/** Calls `poll` now and every `everyMs` while the tab is visible (not while it is hidden; at once
+ * when it shows again) until the page is left, or until the returned `stop` is called; then
+ * `cleanUp` runs. */
+export function pollWhileVisible(poll, everyMs, cleanUp = () => {}) {
+  let timer = null;
+  let running = true;
+  const run = () => {
+    clearInterval(timer);
+    timer = null;
+    if (running && document.visibilityState === "visible") {
+      poll();
+      timer = setInterval(poll, everyMs);
+    }
+  };
+  const stop = () => {
+    if (!running) return;
+    running = false;
+    clearInterval(timer);
+    document.removeEventListener("visibilitychange", run);
+    cleanUp();
+  };
+  document.addEventListener("visibilitychange", run);
+  whenLeaving(stop);
+  run();
+  return stop;
+}
+
 /** Shows one page (a `main > section`), hides the others, and stops what the last one ran. */
 export function show(page, title) {
   leave();

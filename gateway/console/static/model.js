@@ -5,17 +5,12 @@ import uPlot from "./vendor/uPlot.esm.js";
 import { showDrift } from "./drift.js";
 import { showRollout } from "./rollout.js";
 import { showTryIt } from "./tryit.js";
-import { $, POLL_MS, api, bytes, cell, keyKind, list, number, show, text, verdict, whenLeaving } from "./lib.js";
+import { $, POLL_MS, api, bytes, cell, keyKind, list, number, pollWhileVisible, show, text, verdict } from "./lib.js";
 
 let poller = null;
 
 function stopPolling() {
-  if (poller) {
-    clearInterval(poller.timer);
-    document.removeEventListener("visibilitychange", poller.onVisibility);
-    for (const chart of poller.charts.values()) chart.plot?.destroy();
-    poller = null;
-  }
+  poller?.stop();
 }
 
 function tensors(signature) {
@@ -137,12 +132,16 @@ function recent(values, buckets = 6) {
   return seen.length ? seen.reduce((a, b) => a + b, 0) / seen.length : null;
 }
 
+// The traffic share reads the last 30 s only, so that it follows a rollout's new weights quickly.
+const SHARE_BUCKETS = 3;
+
 function summarise(spec, answer) {
-  const total = answer.versions.reduce((sum, v) => sum + (recent(v.requests_per_s) ?? 0), 0);
+  const share = (v) => recent(v.requests_per_s, SHARE_BUCKETS) ?? 0;
+  const total = answer.versions.reduce((sum, v) => sum + share(v), 0);
   const parts = answer.versions.map((v) => {
     const values = spec.fields.map(([field, suffix]) => `${suffix ? `${suffix.trim()} ` : ""}${number(recent(v[field]), 3)}`);
     let line = `v${v.version}: ${values.join(", ")}${spec.unit ? ` ${spec.unit}` : ""}`;
-    if (spec.id === "requests" && total > 0) line += ` (${Math.round((100 * (recent(v.requests_per_s) ?? 0)) / total)}% of traffic)`;
+    if (spec.id === "requests" && total > 0) line += ` (${Math.round((100 * share(v)) / total)}% of traffic in the last 30 s)`;
     return line;
   });
   return `Last minute: ${parts.length ? parts.join("; ") : "no versions loaded"}.`;
@@ -234,7 +233,7 @@ function startPolling(name) {
     container.append(figure);
     charts.set(spec.id, { summary, plotElement: plot, plot: null, plot_key: null });
   }
-  const state = { charts, timer: null, onVisibility: null };
+  const state = { charts, stop: null };
   const status = $("charts-status");
   const poll = async () => {
     try {
@@ -249,19 +248,11 @@ function startPolling(name) {
       status.textContent = `Could not load the series: ${error.message}`;
     }
   };
-  const run = () => {
-    clearInterval(state.timer);
-    state.timer = null;
-    if (document.visibilityState === "visible") {
-      poll();
-      state.timer = setInterval(poll, POLL_MS);
-    }
-  };
-  state.onVisibility = run;
-  document.addEventListener("visibilitychange", run);
   poller = state;
-  whenLeaving(stopPolling);
-  run();
+  state.stop = pollWhileVisible(poll, POLL_MS, () => {
+    for (const chart of charts.values()) chart.plot?.destroy();
+    if (poller === state) poller = null;
+  });
 }
 
 // The sections other modules fill (rollout actions, Try it, drift): each gets the context and
