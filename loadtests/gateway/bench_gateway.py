@@ -7,7 +7,9 @@ One run measures, on this machine:
 2. the gateway (``mdeploy serve`` in front of one ``mdeploy-server``, the digits-sklearn demo model
    pushed through the admin API) with a 1-row v1 ``:predict``, and its mean backend batch
    (``/metrics``);
-3. sequential ModelInfer calls straight to the inference server with the same row.
+3. sequential ModelInfer calls straight to the inference server with the same row;
+4. what one open console costs the gateway (``loadtests.gateway.console_cost``: a real headless
+   Chromium on the model's detail page; skipped with ``--no-console`` or without Chromium).
 
 Both HTTP servers run for the whole measurement and each concurrency level loads the bare
 endpoint and the gateway in alternating rounds (3 of 3 s each by default), added up per side,
@@ -34,7 +36,7 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.gateway import direct_grpc, gateway_report, httpload
+from loadtests.gateway import console_cost, direct_grpc, gateway_report, httpload
 from loadtests.gateway.bare_http import BareHttp, bare_http
 from loadtests.gateway.direct_grpc import Call
 from loadtests.gateway.gateway_report import GatewayReport, GatewayRow
@@ -176,11 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("--warmup", type=int, default=1, help="whole seconds of load before each row (default 1)")
     add("--concurrency", type=int, nargs="+", default=[1, 16, 64], help="connections (default 1 16 64)")
     add("--quick", action="store_true", help="~40 s smoke run: 2 s windows, short quiet wait")
+    add("--no-console", action="store_true", help="skip the open-console measurement (needs Chromium)")
     return parser
 
 
+def measure_console(stack: Stack, body: bytes, plan: Plan) -> console_cost.ConsoleCost:
+    gateway = gateway_target(stack, body)
+    return console_cost.measure(
+        stack.url,
+        stack.admin_key,
+        MODEL,
+        stack.gateway_pid,
+        lambda: plan.load(gateway, plan.top),
+        plan.rounds,
+        idle_window_s=3.0 if plan.duration_s < 3 else console_cost.IDLE_WINDOW_S,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    plan = plan_from(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    plan = plan_from(args)
+    with_console = not args.no_console and console_cost.chromium_available()
     if 1 not in plan.levels:
         raise SystemExit("--concurrency must include 1: the added-latency target is measured there")
     httpload.check_wrk()
@@ -194,10 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             bare, gateway = measure_pairs(stack, ceiling, body, plan)
             direct = measure_direct(stack, row, plan)
             loop = event_loop_of(stack.gateway_pid)
+            console = measure_console(stack, body, plan) if with_console else None
     report = GatewayReport(
         plan.top, plan.duration_s, plan.rounds, DISTURBED_CORES, quiet, bare, gateway, direct, len(body), loop
     )
     gateway_report.render(report)
+    if console is not None:
+        console_cost.render(console, plan.top)
+    else:
+        print("no console measurement (--no-console, or no /usr/bin/chromium and chromedriver)")
     print(f"total run time {time.perf_counter() - started:.0f} s")
     return 0
 
