@@ -20,10 +20,10 @@ def test_each_feature_carries_ascending_edges_one_fewer_than_its_bins() -> None:
     rng = np.random.default_rng(2)
     train = rng.standard_normal((5_000, 4)).astype(np.float32)
     reference, answers = profile_and_answers(train)
-    live = VersionSketches(reference, ["a", "b", "c"], "p")  # type: ignore[arg-type]
+    live = VersionSketches(reference, ["a", "b", "c"], "p")
     batch = rng.standard_normal((500, 4)).astype(np.float32) + 1.0
     live.ingest({"x": batch}, {"p": answers["p"][:500]})
-    report = drift_report("m", "1", "5m", reference, live.window("5m"))  # type: ignore[arg-type]
+    report = drift_report("m", "1", "5m", reference, live.window("5m"))
     inputs = [f for f in report.features if f.side == "input"]
     assert len(inputs) == 4
     for feature in inputs:

@@ -8,7 +8,7 @@ import pytest
 from gateway.drift import scores
 from gateway.drift.live import VersionSketches
 from gateway.drift.report import drift_report
-from modelpkg.reference import build_profile, feature_profile
+from modelpkg.reference import ReferenceProfile, build_profile, feature_profile
 
 
 def sketch_of(values: np.ndarray) -> object:
@@ -43,7 +43,7 @@ def test_js_distance_of_class_frequencies() -> None:
     assert scores.js_distance({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
 
 
-def profile_and_answers(rows: np.ndarray) -> tuple[object, dict[str, np.ndarray]]:
+def profile_and_answers(rows: np.ndarray) -> tuple[ReferenceProfile, dict[str, np.ndarray]]:
     scores_out = np.tile(np.array([[0.7, 0.2, 0.1]], np.float32), (rows.shape[0], 1))
     return build_profile({"x": rows}, {"p": scores_out}, "reference", "channel-mean", "p", ["a", "b", "c"]), {
         "p": scores_out
@@ -55,11 +55,11 @@ def test_windows_keep_their_span_and_the_report_ranks_the_shifted_feature_first(
     train = rng.standard_normal((5_000, 4)).astype(np.float32)
     reference, answers = profile_and_answers(train)
     now = [1_000_000.0]
-    live = VersionSketches(reference, ["a", "b", "c"], "p", clock=lambda: now[0])  # type: ignore[arg-type]
+    live = VersionSketches(reference, ["a", "b", "c"], "p", clock=lambda: now[0])
     for _ in range(20):
         batch = rng.standard_normal((50, 4)).astype(np.float32)
         live.ingest({"x": batch}, {"p": answers["p"][:50]})
-    calm = drift_report("m", "1", "5m", reference, live.window("5m"))  # type: ignore[arg-type]
+    calm = drift_report("m", "1", "5m", reference, live.window("5m"))
     assert calm.status == "ok"
     assert calm.rows == 1000
     assert calm.score is not None
@@ -71,7 +71,7 @@ def test_windows_keep_their_span_and_the_report_ranks_the_shifted_feature_first(
         batch = rng.standard_normal((50, 4)).astype(np.float32)
         batch[:, 2] += 3.0
         live.ingest({"x": batch}, {"p": answers["p"][:50]})
-    shifted = drift_report("m", "1", "5m", reference, live.window("5m"))  # type: ignore[arg-type]
+    shifted = drift_report("m", "1", "5m", reference, live.window("5m"))
     assert shifted.status == "drift"
     assert shifted.features[0].name == "x[2]"
     assert shifted.features[0].drifted
@@ -83,4 +83,4 @@ def test_windows_keep_their_span_and_the_report_ranks_the_shifted_feature_first(
 def test_no_reference_and_no_traffic_are_states_not_errors() -> None:
     assert drift_report("m", "1", "1h", None, None).status == "no reference"
     reference, _ = profile_and_answers(np.zeros((10, 2), np.float32))
-    assert drift_report("m", "1", "1h", reference, None).status == "no traffic"  # type: ignore[arg-type]
+    assert drift_report("m", "1", "1h", reference, None).status == "no traffic"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,3 +91,11 @@ def test_the_console_modules_build_the_page_without_html_strings_or_eval() -> No
     assert {m.name for m in modules} >= {"console.js", "lib.js", "models.js", "model.js"}
     for module in modules:
         assert HTML_STRINGS_OR_EVAL.search(module.read_text()) is None, module.name
+
+
+def test_the_readmes_console_screenshots_are_in_the_repository() -> None:
+    readme = Path(__file__).parents[2] / "README.md"
+    images = re.findall(r"!\[[^\]]+\]\((docs/console/[^)]+\.png)\)", readme.read_text())
+    assert len(images) >= 2
+    for image in images:
+        assert (readme.parent / image).read_bytes().startswith(b"\x89PNG"), image
