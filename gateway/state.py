@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.backends import BackendPool
@@ -12,6 +12,7 @@ from gateway.drift.alerts import AlertStore
 from gateway.drift.monitor import DriftMonitor
 from gateway.metrics import Metrics
 from gateway.predictionlog.control import PredictionLogs
+from gateway.registry.samples import SampleCache
 from gateway.routing.router import Router
 from gateway.settings import GatewaySettings
 from gateway.timeseries.series import SeriesStore
@@ -35,3 +36,5 @@ class GatewayState:
     drift_alerts: AlertStore
     prediction_logs: PredictionLogs
     series: SeriesStore
+    samples: SampleCache = field(default_factory=SampleCache)
+    """Package sample rows for Try it (``GET /v1/models/{m}/samples``)."""

@@ -32,14 +32,19 @@ class Window:
         return bucket_start + self.bucket_s > now - self.span_s
 
 
+def duration_s(name: str) -> int | None:
+    """``5m`` → 300; None when ``name`` is not a number and a unit (s, m, h or d)."""
+    match = _DURATION.match(name)
+    return int(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
 def window_of(name: str) -> Window:
     """``5m`` → a five-minute window in 30 s buckets; InvalidInput names the form."""
-    match = _DURATION.match(name)
-    if match is None:
+    span = duration_s(name)
+    if span is None:
         raise InvalidInput(
             f"a drift window is a number and a unit (s, m, h or d), such as 5m or 24h, not {name!r}"
         )
-    span = int(match.group(1)) * _UNITS[match.group(2)]
     if span < BUCKETS_PER_WINDOW or span > 30 * 86_400:
         raise InvalidInput(f"a drift window lasts 10 s to 30 d, not {name!r}")
     return Window(name, span, span // BUCKETS_PER_WINDOW)

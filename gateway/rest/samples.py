@@ -11,38 +11,24 @@ an ``admin`` key, as for ``/v1/models/{model}/series``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import math
-import zipfile
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
 import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core.errors import Internal, InvalidInput
+from core.errors import InvalidInput
 from gateway.auth.authorization import requires
 from gateway.auth.scopes import KeyScope
+from gateway.registry.samples import MAX_ROWS, Inputs, read_sample_inputs, rows_that_fit
 from gateway.rest.api_doc import Operation, Param, documented
 from gateway.rest.arrays import to_json_data
 from gateway.rest.state import gateway_state
 from modelpkg.manifest import SAMPLES_ENTRY
-from modelpkg.samples import parse_samples
 
-MAX_ROWS: Final = 16
 DEFAULT_ROWS: Final = 3
-MAX_VALUES: Final = 1_000_000
-"""At most this many input values in one answer (image models' rows are large): fewer rows then."""
-CACHED_VERSIONS: Final = 32
-"""Versions whose first rows are kept; each holds what one answer may (``MAX_ROWS``, ``MAX_VALUES``)."""
-
-Inputs = dict[str, np.ndarray]
 
 
 class SampleRows(BaseModel):
@@ -61,38 +47,6 @@ class SampleRows(BaseModel):
     dimension, which takes the columnar form only."""
 
 
-class SampleCache:
-    """Each version's first ``MAX_ROWS`` sample inputs, by (model, version, digest), least recently
-    used dropped first. The digest names the bytes, so a re-pushed version is read again."""
-
-    def __init__(self, capacity: int = CACHED_VERSIONS) -> None:
-        self._capacity = capacity
-        self._kept: OrderedDict[tuple[str, str, str], Inputs] = OrderedDict()
-        self.reads = 0
-        """Packages read so far (a test's way to see the cache working)."""
-
-    async def inputs(self, key: tuple[str, str, str], read: Callable[[], Awaitable[Inputs]]) -> Inputs:
-        found = self._kept.get(key)
-        if found is None:
-            found = await read()
-            self.reads += 1
-            self._kept[key] = found
-            while len(self._kept) > self._capacity:
-                self._kept.popitem(last=False)
-        self._kept.move_to_end(key)
-        return found
-
-
-def _read_inputs(package: Path, sha256: str) -> Inputs:
-    with zipfile.ZipFile(package) as archive:
-        raw = archive.read(SAMPLES_ENTRY)
-    if hashlib.sha256(raw).hexdigest() != sha256:  # the registry checked it at push: a damaged copy
-        raise Internal(f"{SAMPLES_ENTRY} of the stored package does not match its manifest")
-    inputs = parse_samples(raw).inputs
-    kept = _fitting(inputs, MAX_ROWS)  # what an answer may hold, and so what the cache holds
-    return {name: array[:kept].copy() for name, array in inputs.items()}
-
-
 def _rows(request: Request) -> int:
     text = request.query_params.get("rows", str(DEFAULT_ROWS))
     if not (text.isdecimal() and text.isascii() and len(text) <= 2) or not 1 <= int(text) <= MAX_ROWS:
@@ -100,21 +54,6 @@ def _rows(request: Request) -> int:
             f"query parameter 'rows' must be a whole number from 1 to {MAX_ROWS}, not {text!r}"
         )
     return int(text)
-
-
-def _cache(request: Request) -> SampleCache:
-    state = request.app.state
-    cache: SampleCache | None = getattr(state, "sample_cache", None)
-    if cache is None:
-        cache = state.sample_cache = SampleCache()
-    return cache
-
-
-def _fitting(kept: Inputs, rows: int) -> int:
-    """``rows``, or fewer where the package has fewer or they would hold over ``MAX_VALUES``."""
-    per_row = sum(max(1, math.prod(array.shape[1:])) for array in kept.values())
-    available = min(len(array) for array in kept.values())
-    return max(1, min(rows, available, MAX_VALUES // per_row))
 
 
 @documented(
@@ -143,10 +82,10 @@ async def samples(request: Request) -> Response:
     async def read() -> Inputs:  # only when not cached: the package may have to be fetched
         package = await state.registry.package_path(model, number)
         # Off the event loop: a zip entry to inflate and parse.
-        return await asyncio.to_thread(_read_inputs, package, record.manifest.files[SAMPLES_ENTRY])
+        return await asyncio.to_thread(read_sample_inputs, package, record.manifest.files[SAMPLES_ENTRY])
 
-    kept = await _cache(request).inputs((model, served.version, record.digest), read)
-    count = _fitting(kept, rows)
+    kept = await state.samples.inputs((model, served.version, record.digest), read)
+    count = rows_that_fit(kept, rows)
     columns = {name: to_json_data(array[:count]) for name, array in kept.items()}
     answer = {
         "model": model,

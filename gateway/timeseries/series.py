@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -40,7 +39,7 @@ from pydantic import BaseModel
 from core.errors import InvalidInput
 from core.tasks import cancelled
 from gateway.drift.shared import Published, SharedBuckets, flush_and_publish
-from gateway.drift.windows import Window
+from gateway.drift.windows import Window, duration_s
 from modelpkg.reference import SKETCH_K
 
 log = logging.getLogger(__name__)
@@ -56,16 +55,13 @@ MAX_PENDING = 100_000
 
 GLANCE_WINDOW = "5m"
 """The span :meth:`SeriesStore.glance` sums by default."""
-_GLANCE = re.compile(r"^([1-9][0-9]{0,3})([smh])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def glance_window(name: str) -> Window:
     """``5m`` → the last five minutes of the hour's 10 s buckets: the same window name, so that
     other processes' published buckets are fetched as the hour's, back to the span only."""
     hour = RESOLUTIONS["1h"]
-    match = _GLANCE.match(name)
-    span = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    span = duration_s(name) or 0
     if not hour.bucket_s * 6 <= span <= hour.span_s or span % hour.bucket_s:
         raise InvalidInput(
             f"window must last 1m to 1h in whole {hour.bucket_s} s steps, such as 5m or 300s, not {name!r}"

@@ -14,7 +14,7 @@ import pytest
 
 from core.server_process import ServerProcess, start_server_process
 from gateway.app import create_app
-from gateway.rest.samples import MAX_ROWS, MAX_VALUES, SampleCache, _fitting
+from gateway.registry.samples import MAX_ROWS, MAX_VALUES, SampleCache, rows_that_fit
 from gateway.settings import GatewaySettings
 from modelpkg import read_package
 from tests.gateway.asgi import lifespan
@@ -63,7 +63,7 @@ async def gateway(tmp_path: Path, server: ServerProcess, package: bytes) -> Asyn
                 headers={**bearer(admin), "content-type": "application/octet-stream"},
             )
             assert pushed.status_code == 201, pushed.text
-            cache = app.state.sample_cache = SampleCache()
+            cache = app.state.gateway.samples
             yield Rig(http, cache, admin, caller, stranger, feedback_only)
 
 
@@ -126,7 +126,7 @@ async def test_bad_rows_unknown_versions_and_other_keys_are_refused_clearly(
 
 def test_large_rows_are_fewer_but_never_none() -> None:
     images = {"image": np.zeros((16, 3, 224, 224), np.float32)}  # 150,528 values a row
-    assert _fitting(images, 16) == MAX_VALUES // (3 * 224 * 224) == 6
+    assert rows_that_fit(images, 16) == MAX_VALUES // (3 * 224 * 224) == 6
     huge = {"volume": np.zeros((2, 2_000_000), np.uint8), "flag": np.zeros((2,), np.bool_)}
-    assert _fitting(huge, 3) == 1
-    assert _fitting({"pixels": np.zeros((4, 64), np.float32)}, 16) == 4
+    assert rows_that_fit(huge, 3) == 1
+    assert rows_that_fit({"pixels": np.zeros((4, 64), np.float32)}, 16) == 4

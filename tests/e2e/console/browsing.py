@@ -94,3 +94,35 @@ def digit() -> list[int]:
     from examples.digits import load_data
 
     return [int(v) for v in load_data().x_test[0]]
+
+
+# Test-side instrumentation, added through the DevTools protocol before any page script runs (the
+# page's CSP governs its own scripts, not the driver's): the delay of every interval timer still
+# set. A page that stops its polling clears its timer, so "no more polling" is checked at once
+# instead of by waiting out a poll period.
+_TRACK_INTERVALS = """
+(() => {
+  const live = new Map();
+  const set = window.setInterval.bind(window);
+  const clear = window.clearInterval.bind(window);
+  window.setInterval = (handler, delay, ...rest) => {
+    const id = set(handler, delay, ...rest);
+    live.set(id, delay);
+    return id;
+  };
+  window.clearInterval = (id) => {
+    live.delete(id);
+    clear(id);
+  };
+  Object.defineProperty(window, "__liveIntervals", { value: () => [...live.values()] });
+})();
+"""
+
+
+def track_intervals(driver: Chrome) -> None:
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _TRACK_INTERVALS})
+
+
+def live_intervals(driver: Chrome) -> list[int]:
+    """The delays (ms) of the page's interval timers that are still set."""
+    return [int(delay) for delay in driver.execute_script("return window.__liveIntervals()")]

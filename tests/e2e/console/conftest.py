@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 
 from core.child_process import spawn
 from gateway.process import gateway_command
-from tests.e2e.console.browsing import CHROMEDRIVER, CHROMIUM, DEMO_MODELS, WIDE, Demo
+from tests.e2e.console.browsing import CHROMEDRIVER, CHROMIUM, DEMO_MODELS, WIDE, Demo, track_intervals
 
 
 @pytest.fixture(scope="package")
@@ -80,6 +80,7 @@ def browser() -> Iterator[Chrome]:
     # The given driver path: Selenium Manager downloads nothing.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     try:
+        track_intervals(driver)
         yield driver
     finally:
         driver.quit()
