@@ -90,27 +90,8 @@ def build_demo_packages(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     data = load_data()
-    common: dict[str, Any] = {
-        "samples": data.x_test[:SAMPLE_ROWS],
-        "input_names": ["pixels"],
-        "labels": LABELS,
-        "labels_output": "probabilities",
-        "tags": ["demo", "digits"],
-        # The training rows are the reference profile: drift is measured against them.
-        "reference": data.x_train,
-        "created_at": created_at,
-        "steps": steps,
-    }
-    pipeline = train_sklearn(data)
-    sklearn_pkg = build(
-        pipeline,
-        folder / "digits-sklearn.pkg",
-        name="digits-sklearn",
-        output_names=["label", "probabilities"],
-        description="Handwritten digits 0-9 (8x8): StandardScaler + LogisticRegression.",
-        metrics={"accuracy": sklearn_accuracy(pipeline, data)},
-        **common,
-    )
+    common = _common(data, created_at, steps)
+    sklearn_pkg = _sklearn_package(data, folder / "digits-sklearn.pkg", 1.0, common)
     network = train_keras(data)
     keras_pkg = build(
         network,
@@ -121,7 +102,7 @@ def build_demo_packages(
         metrics={"accuracy": keras_accuracy(network, data)},
         **common,
     )
-    return [sklearn_pkg.path, keras_pkg.path]
+    return [sklearn_pkg, keras_pkg.path]
 
 
 def build_sklearn_candidate(
@@ -137,24 +118,39 @@ def build_sklearn_candidate(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     data = load_data()
+    path = folder / f"digits-sklearn-c{regularisation:g}.pkg"
+    return _sklearn_package(data, path, regularisation, _common(data, created_at, None), parent)
+
+
+def _common(data: Digits, created_at: datetime | None, steps: Steps | None) -> dict[str, Any]:
+    """What every demo package shares: signature names, labels, samples, reference, tags."""
+    return {
+        "samples": data.x_test[:SAMPLE_ROWS],
+        "input_names": ["pixels"],
+        "labels": LABELS,
+        "labels_output": "probabilities",
+        "tags": ["demo", "digits"],
+        # The training rows are the reference profile: drift is measured against them.
+        "reference": data.x_train,
+        "created_at": created_at,
+        "steps": steps,
+    }
+
+
+def _sklearn_package(
+    data: Digits, path: Path, regularisation: float, common: dict[str, Any], parent: Path | None = None
+) -> Path:
     pipeline = train_sklearn(data, regularisation)
+    regularised = "" if regularisation == 1.0 else f" (C={regularisation:g})"
     package = build(
         pipeline,
-        folder / f"digits-sklearn-c{regularisation:g}.pkg",
+        path,
         name="digits-sklearn",
-        input_names=["pixels"],
         output_names=["label", "probabilities"],
-        labels=LABELS,
-        labels_output="probabilities",
-        samples=data.x_test[:SAMPLE_ROWS],
-        reference=data.x_train,
-        tags=["demo", "digits"],
-        description=(
-            f"Handwritten digits 0-9 (8x8): StandardScaler + LogisticRegression (C={regularisation:g})."
-        ),
+        description=f"Handwritten digits 0-9 (8x8): StandardScaler + LogisticRegression{regularised}.",
         metrics={"accuracy": sklearn_accuracy(pipeline, data)},
         parent=parent,
-        created_at=created_at,
+        **common,
     )
     return package.path
 

@@ -6,20 +6,7 @@
 // once and, were it the last admin key, leave the API with no admin (only the host's
 // `mdeploy keys` could help). Revoke it after signing in with another admin key.
 
-import {
-  $,
-  ApiError,
-  KEY_ITEM,
-  actionButton,
-  api,
-  cell,
-  confirmAction,
-  keyKind,
-  say,
-  show,
-  text,
-  whenLeaving,
-} from "./lib.js";
+import { $, actionButton, api, ApiError, cell, confirmedCall, KEY_ITEM, keyKind, say, show, text, whenLeaving } from "./lib.js";
 
 /** The id of the key this tab is signed in with: keys read mdk_<16 hex digits>_<secret>. */
 function ownKeyId() {
@@ -65,22 +52,17 @@ async function copySecret() {
 }
 
 async function revoke(key, reload) {
-  const status = $("keys-action-status");
-  const confirmed = await confirmAction(
-    `Revoke key ${keyLabel(key)}?`,
-    `Every request with this key (${key.scopes.join(", ")}) is refused from now on. This cannot be undone.`,
-    "Revoke key",
-  );
-  if (!confirmed) {
-    say(status, `Kept key ${keyLabel(key)}: nothing was revoked.`);
-    return;
-  }
-  try {
-    const answer = await api(`/v1/admin/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
-    say(status, `Revoked key ${keyLabel(answer)}.`);
-  } catch (error) {
-    say(status, error.message, true);
-  }
+  const ask = {
+    title: `Revoke key ${keyLabel(key)}?`,
+    message: `Every request with this key (${key.scopes.join(", ")}) is refused from now on. This cannot be undone.`,
+    confirmLabel: "Revoke key",
+    cancelled: `Kept key ${keyLabel(key)}: nothing was revoked.`,
+  };
+  const { confirmed } = await confirmedCall($("keys-action-status"), ask, `/v1/admin/keys/${encodeURIComponent(key.id)}`, {
+    method: "DELETE",
+    said: (answer) => `Revoked key ${keyLabel(answer)}.`,
+  });
+  if (!confirmed) return;
   await reload();
   $("keys-list-title").focus();
 }

@@ -163,3 +163,22 @@ export function confirmAction(title, message, confirmLabel) {
     $("confirm-cancel").focus();
   });
 }
+
+/** A change the user asked for: confirm first, then call the API and say in `status` what
+ * `said(answer)` returns, or the API's refusal. Resolves to `{ confirmed, answer }`: `answer` is
+ * null when the user cancelled (then `status` says `cancelled`) or the API refused. */
+export async function confirmedCall(status, ask, path, { method = "POST", body, said }) {
+  if (!(await confirmAction(ask.title, ask.message, ask.confirmLabel))) {
+    say(status, ask.cancelled ?? "Cancelled: nothing was changed.");
+    return { confirmed: false, answer: null };
+  }
+  say(status, "Working…");
+  try {
+    const answer = await api(path, { method, body });
+    say(status, said(answer));
+    return { confirmed: true, answer };
+  } catch (error) {
+    say(status, error instanceof ApiError ? `Refused: ${error.message}` : error.message, true);
+    return { confirmed: true, answer: null };
+  }
+}

@@ -1,24 +1,15 @@
 // The models page: every model this key may call, a search box, and (admin keys) promote and
 // roll back.
 
-import { $, actionButton, api, cell, confirmAction, keyKind, number, pollWhileVisible, show, text } from "./lib.js";
+import { $, actionButton, api, cell, confirmedCall, keyKind, number, pollWhileVisible, show, text } from "./lib.js";
 
-// Every change is confirmed first; cancelling says so and calls nothing.
+// Every change is confirmed first; the table is reloaded after any call.
 async function act(path, body, done, [title, message, confirmLabel]) {
-  const status = $("action-status");
-  status.className = "";
-  if (!(await confirmAction(title, message, confirmLabel))) {
-    status.textContent = "Cancelled: nothing was changed.";
-    return;
-  }
-  try {
-    const answer = await api(path, { method: "POST", body });
-    status.textContent = `${answer.model ?? ""} now serves: ${answer.serving?.summary ?? "updated"}`;
-  } catch (error) {
-    status.className = "error";
-    status.textContent = error.message;
-  }
-  await done();
+  const { confirmed } = await confirmedCall($("action-status"), { title, message, confirmLabel }, path, {
+    body,
+    said: (answer) => `${answer.model ?? ""} now serves: ${answer.serving?.summary ?? "updated"}`,
+  });
+  if (confirmed) await done();
 }
 
 function renderModels(models, admin, reload) {

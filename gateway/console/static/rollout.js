@@ -2,7 +2,7 @@
 // Every action is a call to the admin API, asked for with a confirmation first; its answer (or the
 // API's refusal) goes to a live region, then the page reloads and the audit entry it made is shown.
 
-import { $, ApiError, actionButton, api, cell, confirmAction, number, say, text, whenLeaving } from "./lib.js";
+import { $, actionButton, api, cell, confirmedCall, number, say, text, whenLeaving } from "./lib.js";
 
 const BANDITS = [
   ["thompson", "Thompson sampling"],
@@ -71,29 +71,23 @@ async function newestAuditId(name) {
  * the call made. Cancelling changes nothing and says so. */
 async function act(context, { title, message, confirmLabel, path, method, body, done }) {
   const { status, audit } = outcome();
-  if (!(await confirmAction(title, message, confirmLabel))) {
-    say(status, "Cancelled: nothing was changed.");
-    audit.textContent = "";
+  audit.textContent = "";
+  // The newest audit entry before the call: the ones after it are what the call made.
+  const before = await newestAuditId(context.name).catch(() => 0);
+  const { confirmed, answer } = await confirmedCall(status, { title, message, confirmLabel }, path, {
+    method,
+    body,
+    said: done,
+  });
+  if (!confirmed) {
     status.focus();
     return;
   }
-  say(status, "Working…");
-  audit.textContent = "";
-  let before = 0;
-  let changed = false;
-  try {
-    before = await newestAuditId(context.name);
-    const answer = await api(path, { method, body });
-    say(status, done(answer));
-    changed = true;
-  } catch (error) {
-    say(status, error instanceof ApiError ? `Refused: ${error.message}` : error.message, true);
-  }
   try {
     await context.refresh();
-    if (changed) {
-      const answer = await api(`/v1/admin/audit?model=${encodeURIComponent(context.name)}&limit=10`);
-      const made = answer.events.filter((event) => event.id > before).reverse();
+    if (answer) {
+      const log = await api(`/v1/admin/audit?model=${encodeURIComponent(context.name)}&limit=10`);
+      const made = log.events.filter((event) => event.id > before).reverse();
       audit.textContent = made.length
         ? `Recorded in the audit log: ${made.map(describeEvent).join("; ")}.`
         : "No audit entry was recorded for this change.";
